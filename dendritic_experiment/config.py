@@ -1,0 +1,44 @@
+"""Every setting of the experiment, on one screen.
+
+Edit a value here, or pass the same name as a flag: `batch_size = 512` below is
+`--batch-size 512` on the command line, and `--help` lists them all with their defaults.
+Booleans take `--augment` / `--no-augment`. Lists are comma-separated strings.
+"""
+
+# --- data ---
+data_dir = "data"  # holds cifar-100-python/; CIFAR-100 is downloaded there when missing
+val_split = 5000  # training images held out (fixed, seeded) for model selection and dendrite decisions
+augment = True  # random crop with 4-pixel padding and horizontal flip, done in batches on the device
+cutout = 8  # side in pixels of the square blanked in each training image (DeVries 2017: 8 on CIFAR-100); 0 = off
+
+# --- runs ---
+experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model name, plus _dendritic for dendrites
+results_dir = "results"  # one folder per run, plus summary.json, summary.md, comparison.png
+retrain = False  # train every run again even when a finished result with the same settings exists
+smoke = False  # tiny data, 2 epochs, one dendrite cycle: the whole pipeline in minutes on a CPU
+plot_only = False  # redraw summary.md and comparison.png from summary.json, train nothing
+seed = 0  # seeds weights, shuffling and augmentation (the validation split has its own fixed seed)
+
+# --- optimisation (baselines; the first phase of a dendritic run from scratch) ---
+epochs = 200  # training epochs of a baseline
+batch_size = 512  # images per step; the learning rates below are scaled by batch_size / 128
+lr = 0.1  # peak learning rate at batch 128 (SGD, the usual CIFAR ResNet value)
+momentum = 0.9  # SGD momentum
+nesterov = True  # Nesterov momentum
+weight_decay = 5e-4  # L2 penalty on every weight, the usual CIFAR ResNet value
+label_smoothing = 0.1  # share of the target spread over the other classes
+warmup_epochs = 5  # linear warm-up before the cosine decay to zero (stepped per batch)
+
+# --- hardware ---
+device = "auto"  # auto picks cuda, then mps, then cpu; or name one: cuda, cuda:1, mps, cpu
+precision = "auto"  # auto: bf16 on CUDA (fp16 with a gradient scaler where bf16 is missing), fp32 elsewhere
+channels_last = True  # NHWC memory layout: faster convolutions on tensor cores
+
+# --- dendrites (perforatedai) ---
+dendrite_modules = "layer3.0.conv2,layer3.1.conv2"  # conv+bn pairs that get dendrites; each dendrite copies them (+1.18M on ResNet-18)
+max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
+switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs
+dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)
+history_epochs = 10  # history mode: epochs without validation improvement before the next dendrite
+dendrite_lr = 0.02  # peak learning rate of each dendrite cycle at batch 128: fine-tuning a trained model
+warm_start = True  # start the dendritic run from the finished baseline's weights instead of training that phase again

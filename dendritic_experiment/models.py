@@ -1,0 +1,180 @@
+"""CIFAR ResNets, and the one place that knows about perforatedai.
+
+    python dendritic_experiment/models.py    # parameter count of every model
+
+Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is the unit that can
+get dendrites: perforatedai needs each norm layer wrapped together with the layer it follows.
+"""
+import contextlib
+import os
+import sys
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class ConvBN(nn.Sequential):
+    """A bias-free convolution followed by its BatchNorm."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__()
+        self.conv1 = ConvBN(in_channels, out_channels, stride=stride)
+        self.conv2 = ConvBN(out_channels, out_channels)
+        needs_projection = stride != 1 or in_channels != out_channels
+        self.shortcut = ConvBN(in_channels, out_channels, 1, stride) if needs_projection else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.conv1(x))
+        return F.relu(self.conv2(out) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """He et al. 2016 ResNet adapted to 32x32 inputs: 3x3 stride-1 stem, no max-pool."""
+
+    def __init__(self, blocks_per_stage, num_classes=100, widths=(64, 128, 256, 512)):
+        super().__init__()
+        self.stem = ConvBN(3, widths[0])
+        stages, in_channels = [], widths[0]
+        for stage, (width, blocks) in enumerate(zip(widths, blocks_per_stage)):
+            strides = [1 if stage == 0 else 2] + [1] * (blocks - 1)
+            layers = []
+            for stride in strides:
+                layers.append(BasicBlock(in_channels, width, stride))
+                in_channels = width
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# Model name -> constructor(num_classes). Run names are these, plus "_dendritic".
+MODELS = {
+    "resnet18": lambda num_classes: ResNet([2, 2, 2, 2], num_classes),
+    "resnet34": lambda num_classes: ResNet([3, 4, 6, 3], num_classes),
+}
+
+
+def build_model(name, num_classes=100):
+    return MODELS[name](num_classes)
+
+
+def dendrite_slots(model):
+    """Names of the conv+bn pairs that can get dendrites, in model order."""
+    return [name for name, module in model.named_modules() if isinstance(module, ConvBN)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Dendrites. Everything that imports perforatedai is below; the baseline path never meets it.
+# Facts relied on (perforatedai 3.2.9): ../shared/PAI_NOTES.md.
+# ---------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def working_directory(path):
+    """perforatedai writes to ./<save_name>/ of the current directory: point that at the run."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+class Dendrites:
+    """The perforatedai tracker behind the few calls a training loop needs.
+
+    fixed mode: the tracker never decides a switch itself (DOING_NO_SWITCH); we force one at the
+    end of every dendrite_epochs cycle, so cycles have exactly that length. history mode: the
+    tracker switches when the validation score has not improved for history_epochs epochs.
+    Either way the tracker decides whether a dendrite helped, rolls back to the best model on
+    validation, and says when training is complete.
+    """
+
+    SAVE_NAME = "PAI"  # the library's folder inside the run folder
+
+    def __init__(self, model, settings, run_dir, device):
+        from perforatedai import globals_perforatedai as GPA
+        from perforatedai import utils_perforatedai as UPA
+
+        self.GPA, self.UPA, self.run_dir, self.settings = GPA, UPA, run_dir, settings
+        self.fixed_cycles = settings.switch_mode == "fixed"
+        for name in split_list(settings.dendrite_modules):
+            conv, bn = model.get_submodule(name)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, GPA.PAISequential([conv, bn]))
+
+        pc = GPA.pc
+        pc.set_configuration_confirmed(True)  # else an interactive setup screen opens
+        pc.set_testing_dendrite_capacity(False)  # else a 3-dendrite test mode overrides everything
+        pc.set_unwrapped_modules_confirmed(True)  # the other conv+bn pairs stay plain on purpose
+        pc.set_checked_skipped_modules(True)
+        pc.set_weight_decay_accepted(True)
+        pc.set_silent(True)
+        pc.set_device(device)
+        pc.set_module_names_to_perforate(["PAISequential"])  # only the pairs wrapped above
+        pc.set_switch_mode(pc.DOING_NO_SWITCH if self.fixed_cycles else pc.DOING_HISTORY)
+        pc.set_n_epochs_to_switch(settings.history_epochs)
+        pc.set_max_dendrites(settings.max_dendrites)
+        pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
+        pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
+        pc.set_dont_give_up_unless_learning_rate_lowered(False)
+        pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
+
+        os.makedirs(run_dir, exist_ok=True)
+        # A leftover <save_name>_config.json would silently override the settings above.
+        import shutil
+        shutil.rmtree(os.path.join(run_dir, self.SAVE_NAME), ignore_errors=True)
+        with working_directory(run_dir), contextlib.redirect_stdout(sys.stderr):
+            self.model = UPA.perforate_model(
+                model, save_name=self.SAVE_NAME, making_graphs=True, maximizing_score=True
+            )
+        self.tracker = GPA.pai_tracker
+
+    def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
+        """A fresh optimizer and scheduler for the current architecture (after every restructure)."""
+        self.tracker.set_optimizer(optimizer_class)
+        self.tracker.set_scheduler(scheduler_class)
+        kwargs = dict(optimizer_kwargs, params=self.model.parameters())
+        return self.tracker.setup_optimizer(self.model, kwargs, scheduler_kwargs)
+
+    def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, force_switch=False):
+        """Report one epoch. Returns (model, restructured, complete); always use that model."""
+        force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= self.settings.dendrite_epochs)
+        self.tracker.add_extra_score(train_accuracy, "Train")
+        with working_directory(self.run_dir), contextlib.redirect_stdout(sys.stderr):
+            model, restructured, complete = self.tracker.add_validation_score(
+                val_accuracy, self.model, force_switch=force_switch
+            )
+        self.model = model
+        return model, bool(restructured), bool(complete)
+
+    @property
+    def count(self):
+        """Dendrites in the current model."""
+        return int(self.tracker.member_vars["num_dendrites_added"])
+
+    def parameters(self):
+        """Parameter count without the hidden copies the library keeps to grow new dendrites."""
+        return int(self.UPA.count_params(self.model))
+
+
+def split_list(text):
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+if __name__ == "__main__":
+    for name in MODELS:
+        count = sum(p.numel() for p in build_model(name).parameters())
+        print(f"{name:12s} {count:>12,d} parameters")
