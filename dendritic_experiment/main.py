@@ -1,0 +1,114 @@
+"""Do artificial dendrites make a small CNN as good as a big one? One command answers it.
+
+    python dendritic_experiment/main.py            # ResNet-18, ResNet-34, ResNet-18 + dendrites
+    python dendritic_experiment/main.py --smoke    # the whole pipeline on tiny data, minutes on a CPU
+    python dendritic_experiment/main.py --help     # every setting (defaults in config.py)
+
+Writes results/<run>/ (result.json, history.csv, model.pt; the dendritic run also the library's
+PAI.png and CSVs) and results/summary.json, summary.md, comparison.png. A finished run whose
+settings have not changed is reused, not trained again.
+"""
+import datetime
+import os
+import sys
+
+import torch
+
+from models import split_list
+from utils import (ExperimentError, load_data, model_of, parse_settings, pick_device, pick_precision,
+                   read_json, redraw_report, write_json, write_report)
+
+# Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
+BASELINE_KEYS = ("val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
+                 "nesterov", "weight_decay", "label_smoothing", "warmup_epochs", "smoke")
+DENDRITE_KEYS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
+                 "dendrite_lr", "warm_start")
+
+
+class Experiment:
+    """Runs in dependency order, each reused when a finished result with the same settings exists."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.precision = pick_precision(settings.precision, self.device)
+        self._data = None
+        self.results = {}
+
+    @property
+    def data(self):
+        if self._data is None:  # only read (or download) CIFAR-100 when something must train
+            self._data = load_data(self.settings, self.device)
+        return self._data
+
+    def run_dir(self, run_name):
+        return os.path.join(self.settings.results_dir, run_name)
+
+    def dependencies(self, run_name):
+        """The settings this run's result depends on, as stored in its result.json."""
+        model_name, dendritic = model_of(run_name)
+        keys = BASELINE_KEYS + (DENDRITE_KEYS if dendritic else ())
+        depends = {key: getattr(self.settings, key) for key in keys}
+        depends.update(model=model_name, precision=self.precision)
+        if dendritic and self.settings.warm_start:
+            # A baseline trained again means a different starting point.
+            depends["baseline_finished_at"] = self.result(model_name)["finished_at"]
+        return depends
+
+    def result(self, run_name):
+        """The finished result of a run, training it (and what it starts from) when needed."""
+        if run_name in self.results:
+            return self.results[run_name]
+        depends = self.dependencies(run_name)
+        cached = read_json(os.path.join(self.run_dir(run_name), "result.json"))
+        if not self.settings.retrain and cached and cached.get("settings") == depends:
+            print(f"{run_name}: reusing the finished result in {self.run_dir(run_name)}", file=sys.stderr)
+            self.results[run_name] = cached
+            return cached
+        self.results[run_name] = result = self.train(run_name, depends)
+        return result
+
+    def train(self, run_name, depends):
+        from train import Trainer, train_baseline, train_dendritic  # train.py imports tqdm and models
+
+        model_name, dendritic = model_of(run_name)
+        run_dir = self.run_dir(run_name)
+        os.makedirs(run_dir, exist_ok=True)
+        print(f"{run_name}: training on {self.device} ({self.precision})", file=sys.stderr)
+        trainer = Trainer(self.settings, self.device, self.precision)
+        if not dendritic:
+            outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir)
+        else:
+            weights = None
+            if self.settings.warm_start:
+                baseline_path = os.path.join(self.run_dir(model_name), "model.pt")
+                weights = torch.load(baseline_path, map_location="cpu", weights_only=True)
+            outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, weights)
+        result = dict(name=run_name, model=model_name, dendritic=dendritic, **outcome,
+                      device=str(self.device), finished_at=datetime.datetime.now().isoformat(), settings=depends)
+        write_json(os.path.join(run_dir, "result.json"), result)
+        return result
+
+
+def main(argv=None):
+    settings = parse_settings(argv)
+    if settings.plot_only:
+        redraw_report(settings.results_dir)
+        print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
+        return
+    experiment = Experiment(settings)
+    runs = [experiment.result(run_name) for run_name in split_list(settings.experiments)]
+    write_report(settings.results_dir, [{k: v for k, v in run.items() if k != "settings"} for run in runs])
+    with open(os.path.join(settings.results_dir, "summary.md")) as f:
+        print(f.read())
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ExperimentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept in the results folder", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,251 @@
+"""Training: one epoch, evaluation, and the two kinds of run (baseline, with dendrites).
+
+Data stays on the device; metrics are summed there and read once per epoch, so the hot loop
+has no host-device synchronisation (the progress bar reads them every REFRESH_STEPS steps,
+and only when it is drawn on a terminal).
+"""
+import math
+import os
+import shutil
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models import Dendrites, build_model
+from utils import ExperimentError, prepare_batch, save_torch, write_csv
+
+REFRESH_STEPS = 25
+
+
+class Trainer:
+    """What every step needs: device, precision, loss and batch settings."""
+
+    def __init__(self, settings, device, precision):
+        self.settings, self.device, self.precision = settings, device, precision
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        self.scaled_lr = settings.lr * settings.batch_size / 128
+        self.scaled_dendrite_lr = settings.dendrite_lr * settings.batch_size / 128
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def optimizer_kwargs(self, lr):
+        kwargs = dict(lr=lr, momentum=self.settings.momentum, nesterov=self.settings.nesterov,
+                      weight_decay=self.settings.weight_decay)
+        if self.device.type == "cuda":
+            kwargs["fused"] = True  # one kernel for the whole update
+        return kwargs
+
+    def place(self, model):
+        """On the device in the chosen layout (perforatedai restructures undo channels_last)."""
+        return model.to(self.device, memory_format=self.memory_format)
+
+
+def train_one_epoch(model, images, labels, optimizer, trainer, scaler, step_scheduler=None, description=""):
+    """One pass over the shuffled training set. Returns {'train_loss', 'train_accuracy'}."""
+    settings = trainer.settings
+    model.train()
+    batch_size = min(settings.batch_size, len(images))
+    steps = len(images) // batch_size  # the last partial batch is dropped: equal steps, stable BN
+    order = torch.randperm(len(images), device=images.device)
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    interactive = sys.stderr.isatty()
+    bar = tqdm(range(steps), desc=description, leave=False, disable=not interactive, dynamic_ncols=True)
+    for step in bar:
+        index = order[step * batch_size:(step + 1) * batch_size]
+        x = prepare_batch(images[index], augment=settings.augment, cutout=settings.cutout)
+        x = x.contiguous(memory_format=trainer.memory_format)
+        y = labels[index]
+        with trainer.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if step_scheduler is not None:
+            step_scheduler.step()
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if interactive and (step + 1) % REFRESH_STEPS == 0:
+            seen = (step + 1) * batch_size
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.4f}")
+    seen = steps * batch_size
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100 * correct.item() / seen}
+
+
+@torch.no_grad()
+def evaluate(model, images, labels, trainer, batch_size=1024):
+    """Loss and accuracy (percent) over a whole split, without augmentation."""
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    for start in range(0, len(images), batch_size):
+        x = prepare_batch(images[start:start + batch_size]).contiguous(memory_format=trainer.memory_format)
+        y = labels[start:start + batch_size]
+        with trainer.autocast():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return {"loss": loss_sum.item() / len(images), "accuracy": 100 * correct.item() / len(images)}
+
+
+def warmup_cosine(total_steps, warmup_steps):
+    """LR factor: linear warm-up to 1, then cosine decay to 0 at total_steps."""
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def check_finite(metrics, run_name, epoch, trainer):
+    if not math.isfinite(metrics["train_loss"]):
+        raise ExperimentError(
+            f"{run_name}: the training loss became {metrics['train_loss']} in epoch {epoch}; "
+            f"try a lower --lr (now {trainer.settings.lr}) or --precision fp32 (now {trainer.precision})"
+        )
+
+
+class EpochLog:
+    """history.csv of a run, rewritten after every epoch, and a one-line summary per epoch."""
+
+    def __init__(self, run_dir, run_name):
+        self.path, self.run_name, self.rows = os.path.join(run_dir, "history.csv"), run_name, []
+
+    def add(self, row):
+        self.rows.append(row)
+        write_csv(self.path, self.rows)
+        extra = f"  dendrites {row['dendrites']}" if "dendrites" in row else ""
+        tqdm.write(
+            f"{self.run_name} epoch {row['epoch']}: train loss {row['train_loss']:.3f} "
+            f"acc {row['train_accuracy']:.2f}%  val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.2f}%  "
+            f"lr {row['lr']:.4f}  {row['seconds']:.1f}s{extra}",
+            file=sys.stderr,
+        )
+
+
+def train_baseline(run_name, model_name, data, trainer, run_dir):
+    """Warm-up + cosine schedule stepped per batch; the last epoch's model is the result."""
+    settings = trainer.settings
+    torch.manual_seed(settings.seed)
+    model = trainer.place(build_model(model_name, len(data.classes)))
+    optimizer = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(trainer.scaled_lr))
+    steps_per_epoch = len(data.train_images) // min(settings.batch_size, len(data.train_images))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch)
+    )
+    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    log = EpochLog(run_dir, run_name)
+    started = time.time()
+    for epoch in range(1, settings.epochs + 1):
+        epoch_start = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = train_one_epoch(model, data.train_images, data.train_labels, optimizer, trainer, scaler,
+                                  scheduler, f"{run_name} {epoch}/{settings.epochs}")
+        check_finite(metrics, run_name, epoch, trainer)
+        val = evaluate(model, data.val_images, data.val_labels, trainer)
+        log.add(dict(epoch=epoch, **metrics, val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr,
+                     seconds=time.time() - epoch_start))
+    save_torch(os.path.join(run_dir, "model.pt"), model.state_dict())
+    test = evaluate(model, data.test_images, data.test_labels, trainer)
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "val_accuracy": log.rows[-1]["val_accuracy"],
+        "test_accuracy": test["accuracy"],
+        "dendrites": 0,
+        "epochs": settings.epochs,
+        "seconds": time.time() - started,
+    }
+
+
+def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weights=None):
+    """A run the perforatedai tracker drives: it adds dendrites, judges them on validation,
+    rolls back to the best model and says when to stop.
+
+    With baseline_weights, the first (neuron-only) phase is the finished baseline: its
+    validation score is reported and the first dendrite added before any training.
+    """
+    settings = trainer.settings
+    torch.manual_seed(settings.seed)
+    model = build_model(model_name, len(data.classes))
+    if baseline_weights is not None:
+        model.load_state_dict(baseline_weights)
+    dendrites = Dendrites(trainer.place(model), settings, run_dir, str(trainer.device))
+    model = trainer.place(dendrites.model)
+    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    log = EpochLog(run_dir, run_name)
+    started = time.time()
+
+    def new_cycle(first_phase):
+        """Optimizer and per-epoch schedule for one cycle; the tracker steps it once per epoch."""
+        length = settings.epochs if first_phase else settings.dendrite_epochs
+        peak = trainer.scaled_lr if first_phase else trainer.scaled_dendrite_lr
+        if settings.switch_mode == "history":
+            scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau,
+                         dict(mode="max", factor=0.1, patience=max(1, settings.history_epochs // 2)))
+        else:
+            scheduler = (torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=warmup_cosine(length, 0)))
+        return dendrites.setup_optimizer(torch.optim.SGD, trainer.optimizer_kwargs(peak), *scheduler)
+
+    optimizer, _ = new_cycle(first_phase=True)  # the tracker needs an optimizer before any score
+    if baseline_weights is not None:
+        # The library learns tensor shapes from one backward pass; eval mode leaves BN statistics alone.
+        model.eval()
+        x = prepare_batch(data.train_images[:2]).contiguous(memory_format=trainer.memory_format)
+        F.cross_entropy(model(x), data.train_labels[:2]).backward()
+        model.zero_grad(set_to_none=True)
+        train = evaluate(model, data.train_images, data.train_labels, trainer)
+        val = evaluate(model, data.val_images, data.val_labels, trainer)
+        model, _, complete = dendrites.end_epoch(val["accuracy"], train["accuracy"], 0, force_switch=True)
+        model = trainer.place(model)
+        optimizer, _ = new_cycle(first_phase=False)
+
+    epoch, epochs_in_cycle, complete = 0, 0, False
+    while not complete:
+        epoch += 1
+        epochs_in_cycle += 1
+        epoch_start = time.time()
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = train_one_epoch(model, data.train_images, data.train_labels, optimizer, trainer, scaler,
+                                  description=f"{run_name} {epoch} (dendrites {dendrites.count})")
+        check_finite(metrics, run_name, epoch, trainer)
+        val = evaluate(model, data.val_images, data.val_labels, trainer)
+        row = dict(epoch=epoch, **metrics, val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr,
+                   dendrites=dendrites.count, params=dendrites.parameters())
+        model, restructured, complete = dendrites.end_epoch(val["accuracy"], metrics["train_accuracy"], epochs_in_cycle)
+        model = trainer.place(model)
+        log.add(dict(row, seconds=time.time() - epoch_start))
+        if restructured and not complete:
+            optimizer, _ = new_cycle(first_phase=False)
+            epochs_in_cycle = 0
+
+    keep_library_outputs(run_dir)
+    test = evaluate(model, data.test_images, data.test_labels, trainer)
+    val = evaluate(model, data.val_images, data.val_labels, trainer)
+    return {
+        "params": dendrites.parameters(),
+        "val_accuracy": val["accuracy"],
+        "test_accuracy": test["accuracy"],
+        "dendrites": dendrites.count,
+        "epochs": epoch,
+        "seconds": time.time() - started,
+        "start": "baseline" if baseline_weights is not None else "scratch",
+        "epochs_including_baseline": epoch + (settings.epochs if baseline_weights is not None else 0),
+    }
+
+
+def keep_library_outputs(run_dir):
+    """Copy the library's final growth graph and CSVs from its folder into the run folder."""
+    library_dir = os.path.join(run_dir, Dendrites.SAVE_NAME)
+    for name in os.listdir(library_dir):
+        final = name.startswith(Dendrites.SAVE_NAME) and "before" not in name and "noImprove" not in name
+        if final and name.endswith((".png", ".csv")):
+            shutil.copyfile(os.path.join(library_dir, name), os.path.join(run_dir, name))
