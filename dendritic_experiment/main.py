@@ -103,12 +103,18 @@ def main(argv=None):
         print(f.read())
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """main() with a user's problems as one line and exit status 2 instead of a traceback."""
     try:
-        main()
+        main(argv)
     except ExperimentError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept in the results folder", file=sys.stderr)
-        sys.exit(130)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

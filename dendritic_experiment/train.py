@@ -58,8 +58,7 @@ def train_one_epoch(model, images, labels, optimizer, trainer, scaler, step_sche
     bar = tqdm(range(steps), desc=description, leave=False, disable=not interactive, dynamic_ncols=True)
     for step in bar:
         index = order[step * batch_size:(step + 1) * batch_size]
-        x = prepare_batch(images[index], augment=settings.augment, cutout=settings.cutout)
-        x = x.contiguous(memory_format=trainer.memory_format)
+        x = prepare_batch(images[index], settings.augment, settings.cutout, trainer.memory_format)
         y = labels[index]
         with trainer.autocast():
             logits = model(x)
@@ -87,7 +86,7 @@ def evaluate(model, images, labels, trainer, batch_size=1024):
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size]).contiguous(memory_format=trainer.memory_format)
+        x = prepare_batch(images[start:start + batch_size], memory_format=trainer.memory_format)
         y = labels[start:start + batch_size]
         with trainer.autocast():
             logits = model(x)
@@ -199,7 +198,7 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weigh
     if baseline_weights is not None:
         # The library learns tensor shapes from one backward pass; eval mode leaves BN statistics alone.
         model.eval()
-        x = prepare_batch(data.train_images[:2]).contiguous(memory_format=trainer.memory_format)
+        x = prepare_batch(data.train_images[:2], memory_format=trainer.memory_format)
         F.cross_entropy(model(x), data.train_labels[:2]).backward()
         model.zero_grad(set_to_none=True)
         train = evaluate(model, data.train_images, data.train_labels, trainer)

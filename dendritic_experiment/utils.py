@@ -223,15 +223,15 @@ def load_data(settings, device):
     return Data(*tensors, read_class_names(folder))
 
 
-def prepare_batch(images, augment=False, cutout=0):
-    """uint8 N x 3 x H x W -> normalised float in channels_last, optionally augmented.
+def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last):
+    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented.
 
     Crop and flip index whole batches at once (no per-image Python); cutout zeroes a square
     after normalisation, i.e. sets it to the mean colour.
     """
     n, _, height, width = images.shape
     device = images.device
-    pixels = images.permute(0, 2, 3, 1)  # NHWC: the result comes out channels_last for free
+    pixels = images.permute(0, 2, 3, 1)  # crop and flip gather whole pixels (NHWC)
     if augment:
         padded = F.pad(pixels, (0, 0, 4, 4, 4, 4))
         top = torch.randint(0, 9, (n, 1, 1), device=device)
@@ -251,7 +251,7 @@ def prepare_batch(images, augment=False, cutout=0):
         xs = torch.arange(width, device=device).view(1, 1, -1)
         inside = ((ys - center_y).abs() * 2 < cutout) & ((xs - center_x).abs() * 2 < cutout)
         x = x * (~inside).unsqueeze(1)
-    return x
+    return x.contiguous(memory_format=memory_format)
 
 
 # ---------------------------------------------------------------------------------------------

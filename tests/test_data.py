@@ -1,0 +1,103 @@
+import os
+import pickle
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import utils
+from utils import ExperimentError, load_data, prepare_batch
+
+
+def settings_for(data_dir, val_split=100, smoke=False):
+    return SimpleNamespace(data_dir=data_dir, val_split=val_split, smoke=smoke)
+
+
+def as_rows(images):
+    return {bytes(image.flatten().tolist()) for image in images}
+
+
+def test_splits_have_cifar_shapes_and_labels(data_dir):
+    data = load_data(settings_for(data_dir), torch.device("cpu"))
+    assert data.train_images.shape == (900, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.val_images.shape == (100, 3, 32, 32)
+    assert data.test_images.shape == (200, 3, 32, 32)
+    for labels in (data.train_labels, data.val_labels, data.test_labels):
+        assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < 100
+    assert len(data.classes) == 100 and data.classes[3] == "class_3"
+
+
+def test_validation_split_is_disjoint_and_the_same_every_time(data_dir):
+    first = load_data(settings_for(data_dir), torch.device("cpu"))
+    second = load_data(settings_for(data_dir), torch.device("cpu"))
+    assert torch.equal(first.val_images, second.val_images)
+    assert torch.equal(first.val_labels, second.val_labels)
+    assert not as_rows(first.val_images) & as_rows(first.train_images)
+    assert len(as_rows(first.val_images) | as_rows(first.train_images)) == 1000
+
+
+def test_smoke_keeps_a_small_slice(data_dir):
+    data = load_data(settings_for(data_dir, smoke=True), torch.device("cpu"))
+    assert len(data.train_images) == utils.SMOKE_SIZES["train"]
+    assert len(data.val_images) == 100  # smaller than the smoke size already
+
+
+def test_prepared_batch_is_normalised_float_in_channels_last():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    x = prepare_batch(images)
+    assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(utils.CIFAR100_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(utils.CIFAR100_STD).view(1, 3, 1, 1) * 255
+    torch.testing.assert_close(x, (images.float() - mean) / std)
+
+
+def test_augmentation_is_a_padded_crop_or_its_mirror():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    x = prepare_batch(images, augment=True)
+    assert x.shape == (8, 3, 32, 32)
+    plain = prepare_batch(F.pad(images, (4, 4, 4, 4)))  # zero padding, as the augmentation uses
+    for i in range(8):
+        candidates = [plain[i, :, top:top + 32, left:left + 32] for top in range(9) for left in range(9)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.allclose(x[i], c) for c in candidates), f"image {i} is not a crop or mirror"
+
+
+def test_cutout_blanks_a_square_to_the_mean():
+    images = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
+    x = prepare_batch(images, cutout=8)
+    blank = (x == 0).all(dim=1)
+    per_image = blank.flatten(1).sum(1)
+    assert (per_image > 0).all() and (per_image <= 64).all()
+
+
+def test_corrupt_pickle_names_the_file(tmp_path, data_dir):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name in ("train", "test", "meta"):
+        (folder / name).write_bytes(open(os.path.join(data_dir, "cifar-100-python", name), "rb").read())
+    (folder / "train").write_bytes((folder / "train").read_bytes()[:5000])  # truncated
+    with pytest.raises(ExperimentError, match="train is not a readable CIFAR-100 pickle"):
+        load_data(settings_for(str(tmp_path)), torch.device("cpu"))
+
+
+def test_labels_out_of_range_are_refused(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    batch = {"data": torch.zeros(10, 3072, dtype=torch.uint8).numpy(), "fine_labels": [150] * 10}
+    (folder / "train").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ExperimentError, match="labels outside 0..99"):
+        utils.read_cifar_file(str(folder / "train"))
+
+
+def test_missing_dataset_without_network_says_where_to_put_it(tmp_path, monkeypatch):
+    import torchvision
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", no_network)
+    with pytest.raises(ExperimentError, match="put the extracted cifar-100-python folder"):
+        load_data(settings_for(str(tmp_path)), torch.device("cpu"))

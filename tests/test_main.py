@@ -1,0 +1,103 @@
+import json
+import os
+
+import pytest
+
+import main
+from conftest import run_main
+from test_train import read_history
+
+TINY_RUN = ["--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
+
+
+def finished_at(results, run):
+    return json.loads((results / run / "result.json").read_text())["finished_at"]
+
+
+def test_finished_runs_are_reused_until_a_setting_they_depend_on_changes(tiny, data_dir, tmp_path, capsys):
+    results = tmp_path / "results"
+    args = ["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18", *TINY_RUN]
+    main.main(args)
+    first = finished_at(results, "resnet18")
+
+    main.main(args + ["--results-dir", str(results), "--data-dir", "/nonexistent"])  # paths do not matter
+    assert "resnet18: reusing" in capsys.readouterr().err
+    assert finished_at(results, "resnet18") == first
+
+    main.main(args + ["--lr", "0.05"])
+    assert "reusing" not in capsys.readouterr().err
+    second = finished_at(results, "resnet18")
+    assert second != first
+
+    main.main(args + ["--lr", "0.05", "--retrain"])
+    assert finished_at(results, "resnet18") != second
+
+
+def test_summary_lists_every_run_and_compares_them(tiny, data_dir, tmp_path):
+    results = tmp_path / "results"
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18,resnet34",
+               *TINY_RUN])
+    runs = json.loads((results / "summary.json").read_text())["runs"]
+    assert [run["name"] for run in runs] == ["resnet18", "resnet34"]
+    for run in runs:
+        assert {"name", "model", "dendritic", "params", "test_accuracy", "val_accuracy", "dendrites", "epochs",
+                "seconds"} <= set(run)
+        assert 0 <= run["test_accuracy"] <= 100 and run["dendrites"] == 0
+    table = (results / "summary.md").read_text()
+    assert "| resnet34 |" in table and "params saved vs ResNet-34" in table
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs 0 is not allowed"),
+    (["--experiments", "resnet99"], "--experiments 'resnet99' is not allowed: use a comma list of resnet18"),
+    (["--dendrite-modules", "layer9.conv"], "layer3.0.conv2"),  # lists the valid names
+    (["--precision", "fp8"], "--precision 'fp8' is not allowed"),
+    (["--val-split", "60000"], "--val-split 60000 is not allowed"),
+    (["--plot-only"], "summary.json is missing"),
+])
+def test_bad_settings_are_refused_in_one_line(flags, message, tmp_path, capsys):
+    assert main.cli(["--results-dir", str(tmp_path / "results"), *flags]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and message in error and "\n" not in error
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--batch-size", "big"], "argument --batch-size: invalid int value: 'big'"),
+])
+def test_unknown_flags_and_wrong_types_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(flags)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_help_lists_every_setting_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--batch-size INT", "--data-dir STR", "--dendrite-modules STR", "--no-warm-start"):
+        assert flag in text
+    assert "(default: 512)" in text and "(default: resnet18,resnet34,resnet18_dendritic)" in text
+
+
+def test_smoke_run_writes_every_output(data_dir, tmp_path):
+    """The real models end to end, as a user runs it (stdin closed), on a tiny CIFAR-100 folder."""
+    process = run_main(["--smoke", "--val-split", "200", "--data-dir", data_dir, "--results-dir", "out"],
+                       cwd=tmp_path, tiny_models_on=False)
+    assert process.returncode == 0, process.stderr
+    results = tmp_path / "out" / "smoke"
+    runs = {run["name"]: run for run in json.loads((results / "summary.json").read_text())["runs"]}
+    assert list(runs) == ["resnet18", "resnet34", "resnet18_dendritic"]
+    assert runs["resnet18"]["params"] == 11_220_132 and runs["resnet34"]["params"] == 21_328_292
+    assert runs["resnet18_dendritic"]["start"] == "baseline"
+    first_epoch = read_history(results / "resnet18_dendritic")[0]
+    assert first_epoch["dendrites"] == "1"  # a dendrite was really added
+    assert "| resnet18_dendritic |" in (results / "summary.md").read_text()
+    assert (results / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert (results / "resnet18_dendritic" / "PAI.png").read_bytes().startswith(b"\x89PNG")
+    assert "| resnet18_dendritic |" in process.stdout  # the table is printed too
+
+    os.remove(results / "comparison.png")
+    redraw = run_main(["--smoke", "--plot-only", "--results-dir", "out"], cwd=tmp_path, tiny_models_on=False)
+    assert redraw.returncode == 0, redraw.stderr
+    assert (results / "comparison.png").read_bytes().startswith(b"\x89PNG")

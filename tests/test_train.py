@@ -1,0 +1,67 @@
+import csv
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+from conftest import run_main
+from models import build_model
+from train import Trainer, warmup_cosine
+from utils import parse_settings, prepare_batch
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_one_training_step_lowers_the_loss(tiny):
+    torch.manual_seed(0)
+    settings = parse_settings(["--device", "cpu", "--results-dir", "/tmp"])
+    trainer = Trainer(settings, torch.device("cpu"), "fp32")
+    model = trainer.place(build_model("resnet18"))
+    optimizer = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.05))
+    x = prepare_batch(torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8))
+    y = torch.randint(0, 100, (32,))
+
+    def loss():
+        return F.cross_entropy(model(x), y, label_smoothing=settings.label_smoothing)
+
+    before = loss()
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    assert loss().item() < before.item() - 0.01
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    factor = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert factor(0) == 0.1 and factor(9) == 1.0
+    assert 0.49 < factor(55) < 0.51
+    assert factor(100) == 0.0
+    assert all(factor(s) >= factor(s + 1) for s in range(9, 100))
+
+
+def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_dir, tmp_path):
+    results = tmp_path / "results"
+    process = run_main(["--data-dir", data_dir, "--results-dir", str(results), "--val-split", "200",
+                        "--experiments", "resnet18,resnet18_dendritic", "--epochs", "2", "--warmup-epochs", "0",
+                        "--batch-size", "50", "--dendrite-epochs", "2", "--max-dendrites", "2"], cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    run_dir = results / "resnet18_dendritic"
+    history = read_history(run_dir)
+    baseline = json.loads((results / "resnet18" / "result.json").read_text())
+    result = json.loads((run_dir / "result.json").read_text())
+    # Warm start: the first dendrite is in from the first epoch, and it really adds parameters.
+    assert result["start"] == "baseline" and int(history[0]["dendrites"]) == 1
+    assert int(history[0]["params"]) > baseline["params"]
+    # Fixed cycles of 2 epochs, at most 2 dendrites: the tracker ends the run after 2 or 4 epochs.
+    assert result["epochs"] == len(history) in (2, 4)
+    assert result["epochs_including_baseline"] == result["epochs"] + 2
+    # The result is the model the tracker kept: its parameters match its dendrite count.
+    kept = [row for row in history if int(row["dendrites"]) == result["dendrites"]]
+    assert result["params"] == (int(kept[0]["params"]) if kept else baseline["params"])
+    # The library's graph is kept with the run, and nothing is written to the current directory.
+    assert (run_dir / "PAI.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "PAI").exists()
