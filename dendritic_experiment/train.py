@@ -45,6 +45,20 @@ class Trainer:
         return model.to(self.device, memory_format=self.memory_format)
 
 
+def training_step(model, images, labels, optimizer, trainer, scaler):
+    """Augment a uint8 batch on its device, then one optimizer step. Returns (loss, logits), unsynced."""
+    settings = trainer.settings
+    x = prepare_batch(images, settings.augment, settings.cutout, trainer.memory_format)
+    with trainer.autocast():
+        logits = model(x)
+        loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logits
+
+
 def train_one_epoch(model, images, labels, optimizer, trainer, scaler, step_scheduler=None, description=""):
     """One pass over the shuffled training set. Returns {'train_loss', 'train_accuracy'}."""
     settings = trainer.settings
@@ -58,15 +72,8 @@ def train_one_epoch(model, images, labels, optimizer, trainer, scaler, step_sche
     bar = tqdm(range(steps), desc=description, leave=False, disable=not interactive, dynamic_ncols=True)
     for step in bar:
         index = order[step * batch_size:(step + 1) * batch_size]
-        x = prepare_batch(images[index], settings.augment, settings.cutout, trainer.memory_format)
         y = labels[index]
-        with trainer.autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, logits = training_step(model, images[index], y, optimizer, trainer, scaler)
         if step_scheduler is not None:
             step_scheduler.step()
         loss_sum += loss.detach().float() * len(y)
