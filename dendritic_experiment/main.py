@@ -8,6 +8,7 @@ Writes results/<run>/ (result.json, history.csv, model.pt; the dendritic run als
 PAI.png and CSVs) and results/summary.json, summary.md, comparison.png. A finished run whose
 settings have not changed is reused, not trained again.
 """
+import contextlib
 import datetime
 import os
 import sys
@@ -61,12 +62,25 @@ class Experiment:
             return self.results[run_name]
         depends = self.dependencies(run_name)
         cached = read_json(os.path.join(self.run_dir(run_name), "result.json"))
-        if not self.settings.retrain and cached and cached.get("settings") == depends:
+        if self.settings.retrain:
+            with contextlib.suppress(FileNotFoundError):  # a leftover checkpoint would be resumed
+                os.remove(os.path.join(self.run_dir(run_name), "checkpoint.pt"))
+        elif cached and cached.get("settings") == depends and self.weights(run_name) is not None:
             print(f"{run_name}: reusing the finished result in {self.run_dir(run_name)}", file=sys.stderr)
             self.results[run_name] = cached
             return cached
         self.results[run_name] = result = self.train(run_name, depends)
         return result
+
+    def weights(self, run_name):
+        """The run's saved model.pt, or None (reported) when it cannot be read."""
+        path = os.path.join(self.run_dir(run_name), "model.pt")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            print(f"{run_name}: {path} cannot be read ({type(error).__name__}); training the run again",
+                  file=sys.stderr)
+            return None
 
     def train(self, run_name, depends):
         from train import Trainer, train_baseline, train_dendritic  # train.py imports tqdm and models
@@ -77,16 +91,15 @@ class Experiment:
         print(f"{run_name}: training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = Trainer(self.settings, self.device, self.precision)
         if not dendritic:
-            outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir)
+            outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir, depends)
         else:
-            weights = None
-            if self.settings.warm_start:
-                baseline_path = os.path.join(self.run_dir(model_name), "model.pt")
-                weights = torch.load(baseline_path, map_location="cpu", weights_only=True)
-            outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, weights)
+            weights = self.weights(model_name) if self.settings.warm_start else None
+            outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, depends, weights)
         result = dict(name=run_name, model=model_name, dendritic=dendritic, **outcome,
                       device=str(self.device), finished_at=datetime.datetime.now().isoformat(), settings=depends)
         write_json(os.path.join(run_dir, "result.json"), result)
+        with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
+            os.remove(os.path.join(run_dir, "checkpoint.pt"))
         return result
 
 

@@ -7,6 +7,7 @@ get dendrites: perforatedai needs each norm layer wrapped together with the laye
 """
 import contextlib
 import os
+import shutil
 import sys
 
 import torch
@@ -104,7 +105,7 @@ class Dendrites:
 
     SAVE_NAME = "PAI"  # the library's folder inside the run folder
 
-    def __init__(self, model, settings, run_dir, device):
+    def __init__(self, model, settings, run_dir, device, resuming=False):
         from perforatedai import globals_perforatedai as GPA
         from perforatedai import utils_perforatedai as UPA
 
@@ -133,9 +134,9 @@ class Dendrites:
         pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
 
         os.makedirs(run_dir, exist_ok=True)
-        # A leftover <save_name>_config.json would silently override the settings above.
-        import shutil
-        shutil.rmtree(os.path.join(run_dir, self.SAVE_NAME), ignore_errors=True)
+        if not resuming:
+            # A leftover <save_name>_config.json would silently override the settings above.
+            shutil.rmtree(os.path.join(run_dir, self.SAVE_NAME), ignore_errors=True)
         with working_directory(run_dir), contextlib.redirect_stdout(sys.stderr):
             self.model = UPA.perforate_model(
                 model, save_name=self.SAVE_NAME, making_graphs=True, maximizing_score=True
@@ -159,6 +160,17 @@ class Dendrites:
             )
         self.model = model
         return model, bool(restructured), bool(complete)
+
+    def state(self):
+        """Model weights (dendrites included) and the tracker's whole history, for a checkpoint."""
+        return {"model": self.model.state_dict(), "tracker": self.tracker.to_string()}
+
+    def restore(self, state):
+        """Undo state(): grows the saved dendrites into this freshly converted model."""
+        self.model = self.UPA.load_net_from_dict(self.model, state["model"])
+        self.tracker.reset_module_vector(self.model, True)
+        self.tracker.from_string(state["tracker"])
+        return self.model
 
     @property
     def count(self):

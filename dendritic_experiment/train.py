@@ -120,6 +120,49 @@ def check_finite(metrics, run_name, epoch, trainer):
         )
 
 
+class Checkpoint:
+    """run_dir/checkpoint.pt: all a run needs to go on after its last finished epoch.
+
+    Written atomically after every epoch; only a checkpoint from the same settings is used.
+    """
+
+    def __init__(self, run_dir, run_name, depends, device):
+        self.path, self.run_name, self.depends, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, depends, device
+
+    def load(self):
+        """The saved state (random state restored), or None to start from the beginning."""
+        if not os.path.exists(self.path):
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            tqdm.write(f"{self.run_name}: {self.path} cannot be read ({type(error).__name__}); "
+                       "training this run from the start", file=sys.stderr)
+            return None
+        if state.get("settings") != self.depends:
+            tqdm.write(f"{self.run_name}: the checkpoint is from other settings; training from the start",
+                       file=sys.stderr)
+            return None
+        tqdm.write(f"{self.run_name}: resuming after epoch {state['epoch']}", file=sys.stderr)
+        return state
+
+    def restore_random_state(self, state):
+        """Call last before training: building models draws random numbers too."""
+        torch.set_rng_state(state["rng"]["cpu"])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def save(self, **state):
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        save_torch(self.path, dict(state, settings=self.depends, rng=rng))
+
+    def remove(self):
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
 class EpochLog:
     """history.csv of a run, rewritten after every epoch, and a one-line summary per epoch."""
 
@@ -138,7 +181,7 @@ class EpochLog:
         )
 
 
-def train_baseline(run_name, model_name, data, trainer, run_dir):
+def train_baseline(run_name, model_name, data, trainer, run_dir, depends):
     """Warm-up + cosine schedule stepped per batch; the last epoch's model is the result."""
     settings = trainer.settings
     torch.manual_seed(settings.seed)
@@ -150,16 +193,27 @@ def train_baseline(run_name, model_name, data, trainer, run_dir):
     )
     scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
     log = EpochLog(run_dir, run_name)
-    started = time.time()
-    for epoch in range(1, settings.epochs + 1):
+    checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device)
+    parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+    state = checkpoint.load()
+    if state:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        log.rows = state["history"]
+        checkpoint.restore_random_state(state)
+    first_epoch, seconds = (state["epoch"] + 1, state["seconds"]) if state else (1, 0.0)
+    for epoch in range(first_epoch, settings.epochs + 1):
         epoch_start = time.time()
         lr = optimizer.param_groups[0]["lr"]
         metrics = train_one_epoch(model, data.train_images, data.train_labels, optimizer, trainer, scaler,
                                   scheduler, f"{run_name} {epoch}/{settings.epochs}")
         check_finite(metrics, run_name, epoch, trainer)
         val = evaluate(model, data.val_images, data.val_labels, trainer)
+        seconds += time.time() - epoch_start
         log.add(dict(epoch=epoch, **metrics, val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr,
                      seconds=time.time() - epoch_start))
+        checkpoint.save(epoch=epoch, seconds=seconds, history=log.rows,
+                        **{name: part.state_dict() for name, part in parts.items()})
     save_torch(os.path.join(run_dir, "model.pt"), model.state_dict())
     test = evaluate(model, data.test_images, data.test_labels, trainer)
     return {
@@ -168,11 +222,11 @@ def train_baseline(run_name, model_name, data, trainer, run_dir):
         "test_accuracy": test["accuracy"],
         "dendrites": 0,
         "epochs": settings.epochs,
-        "seconds": time.time() - started,
+        "seconds": seconds,
     }
 
 
-def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weights=None):
+def train_dendritic(run_name, model_name, data, trainer, run_dir, depends, baseline_weights=None):
     """A run the perforatedai tracker drives: it adds dendrites, judges them on validation,
     rolls back to the best model and says when to stop.
 
@@ -181,14 +235,15 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weigh
     """
     settings = trainer.settings
     torch.manual_seed(settings.seed)
+    checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device)
+    state = checkpoint.load()
     model = build_model(model_name, len(data.classes))
-    if baseline_weights is not None:
+    if baseline_weights is not None and not state:
         model.load_state_dict(baseline_weights)
-    dendrites = Dendrites(trainer.place(model), settings, run_dir, str(trainer.device))
-    model = trainer.place(dendrites.model)
+    dendrites = Dendrites(trainer.place(model), settings, run_dir, str(trainer.device), resuming=bool(state))
+    model = trainer.place(dendrites.restore(state["dendrites"]) if state else dendrites.model)
     scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
     log = EpochLog(run_dir, run_name)
-    started = time.time()
 
     def new_cycle(first_phase):
         """Optimizer and per-epoch schedule for one cycle; the tracker steps it once per epoch."""
@@ -201,20 +256,25 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weigh
             scheduler = (torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=warmup_cosine(length, 0)))
         return dendrites.setup_optimizer(torch.optim.SGD, trainer.optimizer_kwargs(peak), *scheduler)
 
-    optimizer, _ = new_cycle(first_phase=True)  # the tracker needs an optimizer before any score
-    if baseline_weights is not None:
-        # The library learns tensor shapes from one backward pass; eval mode leaves BN statistics alone.
-        model.eval()
-        x = prepare_batch(data.train_images[:2], memory_format=trainer.memory_format)
-        F.cross_entropy(model(x), data.train_labels[:2]).backward()
-        model.zero_grad(set_to_none=True)
-        train = evaluate(model, data.train_images, data.train_labels, trainer)
-        val = evaluate(model, data.val_images, data.val_labels, trainer)
-        model, _, complete = dendrites.end_epoch(val["accuracy"], train["accuracy"], 0, force_switch=True)
-        model = trainer.place(model)
-        optimizer, _ = new_cycle(first_phase=False)
+    if state:
+        first_phase = state["first_phase"]
+        optimizer, scheduler = new_cycle(first_phase)
+        for name, part in dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler).items():
+            part.load_state_dict(state[name])
+        log.rows = state["history"]
+        epoch, epochs_in_cycle, seconds = state["epoch"], state["epochs_in_cycle"], state["seconds"]
+        checkpoint.restore_random_state(state)
+    else:
+        first_phase = baseline_weights is None
+        optimizer, scheduler = new_cycle(first_phase=True)  # the tracker needs one before any score
+        epoch, epochs_in_cycle, seconds = 0, 0, 0.0
+        if baseline_weights is not None:
+            started = time.time()
+            model = trainer.place(report_baseline(model, dendrites, data, trainer))
+            optimizer, scheduler = new_cycle(first_phase=False)
+            seconds += time.time() - started
 
-    epoch, epochs_in_cycle, complete = 0, 0, False
+    complete = False
     while not complete:
         epoch += 1
         epochs_in_cycle += 1
@@ -228,12 +288,18 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weigh
                    dendrites=dendrites.count, params=dendrites.parameters())
         model, restructured, complete = dendrites.end_epoch(val["accuracy"], metrics["train_accuracy"], epochs_in_cycle)
         model = trainer.place(model)
-        log.add(dict(row, seconds=time.time() - epoch_start))
         if restructured and not complete:
-            optimizer, _ = new_cycle(first_phase=False)
-            epochs_in_cycle = 0
+            optimizer, scheduler = new_cycle(first_phase=False)
+            first_phase, epochs_in_cycle = False, 0
+        seconds += time.time() - epoch_start
+        log.add(dict(row, seconds=time.time() - epoch_start))
+        if not complete:
+            checkpoint.save(epoch=epoch, epochs_in_cycle=epochs_in_cycle, first_phase=first_phase, seconds=seconds,
+                            history=log.rows, dendrites=dendrites.state(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), scaler=scaler.state_dict())
 
     keep_library_outputs(run_dir)
+    save_torch(os.path.join(run_dir, "model.pt"), dendrites.state())
     test = evaluate(model, data.test_images, data.test_labels, trainer)
     val = evaluate(model, data.val_images, data.val_labels, trainer)
     return {
@@ -242,10 +308,23 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, baseline_weigh
         "test_accuracy": test["accuracy"],
         "dendrites": dendrites.count,
         "epochs": epoch,
-        "seconds": time.time() - started,
+        "seconds": seconds,
         "start": "baseline" if baseline_weights is not None else "scratch",
         "epochs_including_baseline": epoch + (settings.epochs if baseline_weights is not None else 0),
     }
+
+
+def report_baseline(model, dendrites, data, trainer):
+    """Give the tracker the finished baseline's scores as its first phase; it adds the first dendrite."""
+    # The library learns tensor shapes from one backward pass; eval mode leaves BN statistics alone.
+    model.eval()
+    x = prepare_batch(data.train_images[:2], memory_format=trainer.memory_format)
+    F.cross_entropy(model(x), data.train_labels[:2]).backward()
+    model.zero_grad(set_to_none=True)
+    train = evaluate(model, data.train_images, data.train_labels, trainer)
+    val = evaluate(model, data.val_images, data.val_labels, trainer)
+    model, _, _ = dendrites.end_epoch(val["accuracy"], train["accuracy"], 0, force_switch=True)
+    return model
 
 
 def keep_library_outputs(run_dir):
