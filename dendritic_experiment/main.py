@@ -10,6 +10,7 @@ settings have not changed is reused, not trained again.
 """
 import contextlib
 import datetime
+import fcntl
 import os
 import sys
 
@@ -90,11 +91,16 @@ class Experiment:
         os.makedirs(run_dir, exist_ok=True)
         print(f"{run_name}: training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = Trainer(self.settings, self.device, self.precision)
-        if not dendritic:
-            outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir, depends)
-        else:
-            weights = self.weights(model_name) if self.settings.warm_start else None
-            outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, depends, weights)
+        try:
+            if not dendritic:
+                outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir, depends)
+            else:
+                weights = self.weights(model_name) if self.settings.warm_start else None
+                outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, depends, weights)
+        except torch.OutOfMemoryError:
+            size = self.settings.batch_size
+            raise ExperimentError(f"{run_name}: out of {self.device} memory at --batch-size {size}; try "
+                                  f"--batch-size {size // 2} (the learning rate scales with it)") from None
         result = dict(name=run_name, model=model_name, dendritic=dendritic, **outcome,
                       device=str(self.device), finished_at=datetime.datetime.now().isoformat(), settings=depends)
         write_json(os.path.join(run_dir, "result.json"), result)
@@ -103,15 +109,32 @@ class Experiment:
         return result
 
 
+def lock_results(results_dir):
+    """Hold results_dir/.lock while running. The OS releases it when this process ends, even
+    when it is killed, so a stale lock never blocks; a live one refuses a second main.py."""
+    handle = open(os.path.join(results_dir, ".lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        raise ExperimentError(f"another main.py (pid {handle.read().strip() or '?'}) is using {results_dir}; "
+                              "wait for it to finish or choose another --results-dir") from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def main(argv=None):
     settings = parse_settings(argv)
-    if settings.plot_only:
-        redraw_report(settings.results_dir)
-        print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
-        return
-    experiment = Experiment(settings)
-    runs = [experiment.result(run_name) for run_name in split_list(settings.experiments)]
-    write_report(settings.results_dir, [{k: v for k, v in run.items() if k != "settings"} for run in runs])
+    with lock_results(settings.results_dir):
+        if settings.plot_only:
+            redraw_report(settings.results_dir)
+            print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
+            return
+        experiment = Experiment(settings)
+        runs = [experiment.result(run_name) for run_name in split_list(settings.experiments)]
+        write_report(settings.results_dir, [{k: v for k, v in run.items() if k != "settings"} for run in runs])
     with open(os.path.join(settings.results_dir, "summary.md")) as f:
         print(f.read())
 

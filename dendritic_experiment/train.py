@@ -68,6 +68,7 @@ def train_one_epoch(model, images, labels, optimizer, trainer, scaler, step_sche
     order = torch.randperm(len(images), device=images.device)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    first_bad_step = torch.full((), -1, device=images.device)  # kept on the device: no sync per step
     interactive = sys.stderr.isatty()
     bar = tqdm(range(steps), desc=description, leave=False, disable=not interactive, dynamic_ncols=True)
     for step in bar:
@@ -77,13 +78,15 @@ def train_one_epoch(model, images, labels, optimizer, trainer, scaler, step_sche
         if step_scheduler is not None:
             step_scheduler.step()
         loss_sum += loss.detach().float() * len(y)
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad_step)
         correct += (logits.argmax(1) == y).sum()
         if interactive and (step + 1) % REFRESH_STEPS == 0:
             seen = (step + 1) * batch_size
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
                             lr=f"{optimizer.param_groups[0]['lr']:.4f}")
     seen = steps * batch_size
-    return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100 * correct.item() / seen}
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100 * correct.item() / seen,
+            "first_bad_step": int(first_bad_step)}
 
 
 @torch.no_grad()
@@ -113,10 +116,13 @@ def warmup_cosine(total_steps, warmup_steps):
 
 
 def check_finite(metrics, run_name, epoch, trainer):
-    if not math.isfinite(metrics["train_loss"]):
+    """Stop a run whose loss went NaN or infinite; its checkpoint of the last good epoch stays."""
+    step = metrics.pop("first_bad_step")
+    if step >= 0:
         raise ExperimentError(
-            f"{run_name}: the training loss became {metrics['train_loss']} in epoch {epoch}; "
-            f"try a lower --lr (now {trainer.settings.lr}) or --precision fp32 (now {trainer.precision})"
+            f"{run_name}: the training loss became {metrics['train_loss']} at epoch {epoch}, step {step}; "
+            f"the checkpoint of epoch {epoch - 1} is kept. Try a lower --lr (now {trainer.settings.lr}) "
+            f"or --precision fp32 (now {trainer.precision})"
         )
 
 

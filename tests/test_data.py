@@ -83,13 +83,15 @@ def test_corrupt_pickle_names_the_file(tmp_path, data_dir):
         load_data(settings_for(str(tmp_path)), torch.device("cpu"))
 
 
-def test_labels_out_of_range_are_refused(tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    batch = {"data": torch.zeros(10, 3072, dtype=torch.uint8).numpy(), "fine_labels": [150] * 10}
-    (folder / "train").write_bytes(pickle.dumps(batch))
-    with pytest.raises(ExperimentError, match="labels outside 0..99"):
-        utils.read_cifar_file(str(folder / "train"))
+@pytest.mark.parametrize("data, labels, message", [
+    (torch.zeros(10, 3072, dtype=torch.uint8), [150] * 10, "labels outside 0..99"),
+    (torch.zeros(10, 100, dtype=torch.uint8), [1] * 10, "expected N x 3072 images"),
+])
+def test_wrong_labels_or_shapes_are_refused(tmp_path, data, labels, message):
+    path = tmp_path / "train"
+    path.write_bytes(pickle.dumps({"data": data.numpy(), "fine_labels": labels}))
+    with pytest.raises(ExperimentError, match=message):
+        utils.read_cifar_file(str(path))
 
 
 def test_missing_dataset_without_network_says_where_to_put_it(tmp_path, monkeypatch):
