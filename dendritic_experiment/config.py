@@ -12,12 +12,13 @@ augment = True  # random crop with 4-pixel padding and horizontal flip, done in 
 cutout = 8  # side in pixels of the square blanked in each training image (DeVries 2017: 8 on CIFAR-100); 0 = off
 
 # --- runs ---
-experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model name, plus _dendritic for dendrites
+experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model name, plus _dendritic for dendrites (_continued: the control)
 results_dir = "results"  # one folder per run, plus summary.json, summary.md, comparison.png
 retrain = False  # train every run again even when a finished result with the same settings exists
 smoke = False  # tiny data, 2 epochs, one dendrite cycle: the whole pipeline in minutes on a CPU
 plot_only = False  # redraw summary.md and comparison.png from summary.json, train nothing
-seed = 0  # seeds weights, shuffling and augmentation (the validation split has its own fixed seed)
+seeds = "0"  # comma list; every run is trained once per seed (weights, shuffling, augmentation; the validation split is fixed)
+control = True  # when the dendritic run warm-starts, also train <model>_continued: the baseline trained as long again, no dendrites
 
 # --- optimisation (baselines; the first phase of a dendritic run from scratch) ---
 epochs = 200  # training epochs of a baseline

@@ -13,12 +13,12 @@ import datetime
 import fcntl
 import os
 import sys
+from types import SimpleNamespace
 
 import torch
 
-from models import split_list
-from utils import (ExperimentError, load_data, model_of, parse_settings, pick_device, pick_precision,
-                   read_json, redraw_report, write_json, write_report)
+from utils import (ExperimentError, compare_runs, load_data, model_of, parse_settings, pick_device,
+                   pick_precision, read_json, redraw_report, run_names, seed_list, write_json, write_report)
 
 # Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
 BASELINE_KEYS = ("val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
@@ -28,33 +28,37 @@ DENDRITE_KEYS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_e
 
 
 class Experiment:
-    """Runs in dependency order, each reused when a finished result with the same settings exists."""
+    """The runs of one seed, in dependency order, each reused when a finished result with the same
+    settings exists."""
 
-    def __init__(self, settings):
-        self.settings = settings
+    def __init__(self, settings, seed, shared_data):
+        self.settings = SimpleNamespace(**dict(vars(settings), seed=seed))
         self.device = pick_device(settings.device)
         self.precision = pick_precision(settings.precision, self.device)
-        self._data = None
+        self.shared_data = shared_data  # one dict for every seed: CIFAR-100 is read once
         self.results = {}
 
     @property
     def data(self):
-        if self._data is None:  # only read (or download) CIFAR-100 when something must train
-            self._data = load_data(self.settings, self.device)
-        return self._data
+        if "data" not in self.shared_data:  # only read (or download) CIFAR-100 when something must train
+            self.shared_data["data"] = load_data(self.settings, self.device)
+        return self.shared_data["data"]
 
     def run_dir(self, run_name):
-        return os.path.join(self.settings.results_dir, run_name)
+        seed = self.settings.seed
+        return os.path.join(self.settings.results_dir, run_name if seed == 0 else f"{run_name}_seed{seed}")
 
     def dependencies(self, run_name):
         """The settings this run's result depends on, as stored in its result.json."""
-        model_name, dendritic = model_of(run_name)
-        keys = BASELINE_KEYS + (DENDRITE_KEYS if dendritic else ())
+        model_name, kind = model_of(run_name)
+        keys = BASELINE_KEYS + (DENDRITE_KEYS if kind != "baseline" else ())
         depends = {key: getattr(self.settings, key) for key in keys}
         depends.update(model=model_name, precision=self.precision)
-        if dendritic and self.settings.warm_start:
+        if kind != "baseline" and self.settings.warm_start:
             # A baseline trained again means a different starting point.
             depends["baseline_finished_at"] = self.result(model_name)["finished_at"]
+        if kind == "continued":  # it repeats the dendritic run's cycles
+            depends["dendritic_finished_at"] = self.result(model_name + "_dendritic")["finished_at"]
         return depends
 
     def result(self, run_name):
@@ -84,25 +88,29 @@ class Experiment:
             return None
 
     def train(self, run_name, depends):
-        from train import Trainer, train_baseline, train_dendritic  # train.py imports tqdm and models
+        from train import Trainer, train_baseline, train_continued, train_dendritic  # imports tqdm, models
 
-        model_name, dendritic = model_of(run_name)
+        model_name, kind = model_of(run_name)
         run_dir = self.run_dir(run_name)
         os.makedirs(run_dir, exist_ok=True)
-        print(f"{run_name}: training on {self.device} ({self.precision})", file=sys.stderr)
+        print(f"{run_name} (seed {self.settings.seed}): training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = Trainer(self.settings, self.device, self.precision)
         try:
-            if not dendritic:
+            if kind == "baseline":
                 outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir, depends)
-            else:
+            elif kind == "dendritic":
                 weights = self.weights(model_name) if self.settings.warm_start else None
                 outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, depends, weights)
+            else:
+                cycles = self.result(model_name + "_dendritic")["cycles"]
+                outcome = train_continued(run_name, model_name, self.data, trainer, run_dir, depends,
+                                          self.weights(model_name), cycles)
         except torch.OutOfMemoryError:
             size = self.settings.batch_size
             raise ExperimentError(f"{run_name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
-        result = dict(name=run_name, model=model_name, dendritic=dendritic, **outcome,
-                      device=str(self.device), finished_at=datetime.datetime.now().isoformat(), settings=depends)
+        result = dict(name=run_name, model=model_name, dendritic=kind == "dendritic", seed=self.settings.seed,
+                      **outcome, device=str(self.device), finished_at=datetime.datetime.now().isoformat(), settings=depends)
         write_json(os.path.join(run_dir, "result.json"), result)
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run_dir, "checkpoint.pt"))
@@ -132,9 +140,14 @@ def main(argv=None):
             redraw_report(settings.results_dir)
             print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
             return
-        experiment = Experiment(settings)
-        runs = [experiment.result(run_name) for run_name in split_list(settings.experiments)]
-        write_report(settings.results_dir, [{k: v for k, v in run.items() if k != "settings"} for run in runs])
+        shared_data, runs, run_dirs = {}, [], {}
+        for seed in seed_list(settings):
+            experiment = Experiment(settings, seed, shared_data)
+            for run_name in run_names(settings):
+                result = experiment.result(run_name)
+                runs.append({k: v for k, v in result.items() if k != "settings"})
+                run_dirs[run_name, seed] = experiment.run_dir(run_name)
+        write_report(settings.results_dir, runs, compare_runs(runs, run_dirs))
     with open(os.path.join(settings.results_dir, "summary.md")) as f:
         print(f.read())
 

@@ -4,9 +4,9 @@ Data stays on the device; metrics are summed there and read once per epoch, so t
 has no host-device synchronisation (the progress bar reads them every REFRESH_STEPS steps,
 and only when it is drawn on a terminal).
 """
+import csv
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import Dendrites, build_model
-from utils import ExperimentError, prepare_batch, save_torch, write_csv
+from utils import ExperimentError, prepare_batch, save_torch, write_atomic, write_csv
 
 REFRESH_STEPS = 25
 
@@ -94,15 +94,26 @@ def evaluate(model, images, labels, trainer, batch_size=1024):
     """Loss and accuracy (percent) over a whole split, without augmentation."""
     model.eval()
     loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.int64)
+    predictions = []
     for start in range(0, len(images), batch_size):
         x = prepare_batch(images[start:start + batch_size], memory_format=trainer.memory_format)
         y = labels[start:start + batch_size]
         with trainer.autocast():
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    return {"loss": loss_sum.item() / len(images), "accuracy": 100 * correct.item() / len(images)}
+        predictions.append(logits.argmax(1))
+    predictions = torch.cat(predictions)
+    accuracy = 100 * (predictions == labels).sum().item() / len(images)
+    return {"loss": loss_sum.item() / len(images), "accuracy": accuracy, "predictions": predictions}
+
+
+def test_once(model, data, trainer, run_dir):
+    """The only place the test split is read: after training, for the report. Keeps the
+    per-image predictions (test_predictions.pt) for paired comparisons between runs."""
+    test = evaluate(model, data.test_images, data.test_labels, trainer)
+    save_torch(os.path.join(run_dir, "test_predictions.pt"),
+               {"predicted": test["predictions"].cpu().short(), "labels": data.test_labels.cpu().short()})
+    return test["accuracy"]
 
 
 def warmup_cosine(total_steps, warmup_steps):
@@ -221,11 +232,10 @@ def train_baseline(run_name, model_name, data, trainer, run_dir, depends):
         checkpoint.save(epoch=epoch, seconds=seconds, history=log.rows,
                         **{name: part.state_dict() for name, part in parts.items()})
     save_torch(os.path.join(run_dir, "model.pt"), model.state_dict())
-    test = evaluate(model, data.test_images, data.test_labels, trainer)
     return {
         "params": sum(p.numel() for p in model.parameters()),
         "val_accuracy": log.rows[-1]["val_accuracy"],
-        "test_accuracy": test["accuracy"],
+        "test_accuracy": test_once(model, data, trainer, run_dir),
         "dendrites": 0,
         "epochs": settings.epochs,
         "seconds": seconds,
@@ -306,18 +316,104 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, depends, basel
 
     keep_library_outputs(run_dir)
     save_torch(os.path.join(run_dir, "model.pt"), dendrites.state())
-    test = evaluate(model, data.test_images, data.test_labels, trainer)
     val = evaluate(model, data.val_images, data.val_labels, trainer)
+    dendrite_counts = [row["dendrites"] for row in log.rows]
     return {
         "params": dendrites.parameters(),
         "val_accuracy": val["accuracy"],
-        "test_accuracy": test["accuracy"],
+        "test_accuracy": test_once(model, data, trainer, run_dir),
         "dendrites": dendrites.count,
         "epochs": epoch,
         "seconds": seconds,
         "start": "baseline" if baseline_weights is not None else "scratch",
         "epochs_including_baseline": epoch + (settings.epochs if baseline_weights is not None else 0),
+        # Epochs trained with each dendrite count, in order: the continued control repeats these cycles.
+        "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
+        "architectures": library_architecture_scores(run_dir),
     }
+
+
+def library_architecture_scores(run_dir):
+    """[(params, best validation accuracy)] per dendrite count, from the library's own table."""
+    path = os.path.join(run_dir, f"{Dendrites.SAVE_NAME}_best_arch_scores.csv")
+    with open(path) as f:
+        rows = list(csv.reader(f))[1:]
+    return [(int(float(row[0])), float(row[1])) for row in rows if row]
+
+
+def train_continued(run_name, model_name, data, trainer, run_dir, depends, baseline_weights, cycles):
+    """The control for a warm-started dendritic run: the same baseline, trained on for the same
+    cycles with the same schedule, without dendrites; like the tracker, it keeps the weights with
+    the best validation accuracy (the baseline's own included)."""
+    settings = trainer.settings
+    torch.manual_seed(settings.seed)
+    model = build_model(model_name, len(data.classes))
+    model.load_state_dict(baseline_weights)
+    model = trainer.place(model)
+    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    log = EpochLog(run_dir, run_name)
+    checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device)
+
+    def new_cycle(length):
+        optimizer = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(trainer.scaled_dendrite_lr))
+        if settings.switch_mode == "history":  # as the tracker steps it: once per epoch, on validation
+            return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="max", factor=0.1, patience=max(1, settings.history_epochs // 2))
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(length, 0))
+
+    plan = [(cycle, index) for cycle, length in enumerate(cycles) for index in range(1, length + 1)]
+    state = checkpoint.load()
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer, scheduler = new_cycle(cycles[plan[state["epoch"] - 1][0]])
+        for name, part in dict(optimizer=optimizer, scheduler=scheduler, scaler=scaler).items():
+            part.load_state_dict(state[name])
+        best, log.rows, epoch, seconds = state["best"], state["history"], state["epoch"], state["seconds"]
+        checkpoint.restore_random_state(state)
+    else:
+        val = evaluate(model, data.val_images, data.val_labels, trainer)
+        best = {"val_accuracy": val["accuracy"], "model": clone_state(model)}
+        epoch, seconds = 0, 0.0
+    for epoch in range(epoch + 1, len(plan) + 1):
+        epoch_start = time.time()
+        cycle, index_in_cycle = plan[epoch - 1]
+        if index_in_cycle == 1:
+            if cycle > 0:
+                model.load_state_dict(best["model"])  # as the tracker rolls back at every switch
+            optimizer, scheduler = new_cycle(cycles[cycle])
+        lr = optimizer.param_groups[0]["lr"]
+        metrics = train_one_epoch(model, data.train_images, data.train_labels, optimizer, trainer, scaler,
+                                  description=f"{run_name} {epoch}/{sum(cycles)}")
+        check_finite(metrics, run_name, epoch, trainer)
+        val = evaluate(model, data.val_images, data.val_labels, trainer)
+        if settings.switch_mode == "history":
+            scheduler.step(val["accuracy"])
+        else:
+            scheduler.step()
+        if val["accuracy"] > best["val_accuracy"]:
+            best = {"val_accuracy": val["accuracy"], "model": clone_state(model)}
+        seconds += time.time() - epoch_start
+        log.add(dict(epoch=epoch, **metrics, val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr,
+                     seconds=time.time() - epoch_start))
+        checkpoint.save(epoch=epoch, seconds=seconds, history=log.rows, best=best,
+                        model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(), scaler=scaler.state_dict())
+    model.load_state_dict(best["model"])
+    save_torch(os.path.join(run_dir, "model.pt"), model.state_dict())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": test_once(model, data, trainer, run_dir),
+        "dendrites": 0,
+        "epochs": sum(cycles),
+        "seconds": seconds,
+        "start": "baseline",
+        "epochs_including_baseline": sum(cycles) + settings.epochs,
+    }
+
+
+def clone_state(model):
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def report_baseline(model, dendrites, data, trainer):
@@ -339,4 +435,5 @@ def keep_library_outputs(run_dir):
     for name in os.listdir(library_dir):
         final = name.startswith(Dendrites.SAVE_NAME) and "before" not in name and "noImprove" not in name
         if final and name.endswith((".png", ".csv")):
-            shutil.copyfile(os.path.join(library_dir, name), os.path.join(run_dir, name))
+            with open(os.path.join(library_dir, name), "rb") as f:
+                write_atomic(os.path.join(run_dir, name), f.read())

@@ -74,10 +74,31 @@ def parse_settings(argv=None):
     return settings
 
 
+RUN_KINDS = ("baseline", "dendritic", "continued")
+
+
 def model_of(run_name):
-    """'resnet18_dendritic' -> ('resnet18', True)."""
-    model = run_name.removesuffix("_dendritic")
-    return model, model != run_name
+    """'resnet18_dendritic' -> ('resnet18', 'dendritic'); 'resnet18' -> ('resnet18', 'baseline')."""
+    for kind in RUN_KINDS[1:]:
+        if run_name.endswith("_" + kind):
+            return run_name.removesuffix("_" + kind), kind
+    return run_name, "baseline"
+
+
+def run_names(settings):
+    """--experiments in order, with each warm-started dendritic run's control right after it."""
+    names = []
+    for run in split_list(settings.experiments):
+        names.append(run)
+        model, kind = model_of(run)
+        control = model + "_continued"
+        if kind == "dendritic" and settings.warm_start and settings.control and control not in names:
+            names.append(control)
+    return list(dict.fromkeys(names))
+
+
+def seed_list(settings):
+    return [int(seed) for seed in split_list(settings.seeds)]
 
 
 def check_settings(settings):
@@ -86,9 +107,13 @@ def check_settings(settings):
         raise ExperimentError(f"--{name.replace('_', '-')} {getattr(settings, name)!r} is not allowed: {allowed}")
 
     runs = split_list(settings.experiments)
-    valid_runs = [m + suffix for m in MODELS for suffix in ("", "_dendritic")]
+    valid_runs = [m + suffix for m in MODELS for suffix in ("", "_dendritic", "_continued")]
     if not runs or any(run not in valid_runs for run in runs):
         refuse("experiments", f"use a comma list of {', '.join(valid_runs)}")
+    if any(model_of(run)[1] == "continued" for run in runs) and not settings.warm_start:
+        refuse("experiments", "a _continued control needs --warm-start (it continues the baseline)")
+    if not re.fullmatch(r"\d+(,\d+)*", settings.seeds.replace(" ", "")):
+        refuse("seeds", "use a comma list of whole numbers, such as 0,1,2")
     for name in ("epochs", "batch_size", "max_dendrites", "dendrite_epochs", "history_epochs"):
         if getattr(settings, name) < 1:
             refuse(name, "use a whole number of at least 1")
@@ -110,7 +135,7 @@ def check_settings(settings):
         refuse("switch_mode", "use fixed or history")
     if not (settings.device in ("auto", "cpu", "mps") or settings.device.split(":")[0] == "cuda"):
         refuse("device", "use auto, cpu, mps, cuda or cuda:N")
-    dendritic_models = {model_of(run)[0] for run in runs if model_of(run)[1]}
+    dendritic_models = {model_of(run)[0] for run in runs if model_of(run)[1] == "dendritic"}
     for model_name in dendritic_models:
         from models import build_model, dendrite_slots
         slots = dendrite_slots(build_model(model_name))
@@ -310,37 +335,114 @@ def save_figure(figure, path):
 # Report: summary.json is the data; summary.md and comparison.png are drawn from it alone.
 # ---------------------------------------------------------------------------------------------
 
-def comparison_rows(runs):
-    """Each run with its gains against ResNet-18 and its saving against ResNet-34, where present."""
-    by_name = {run["name"]: run for run in runs}
-    small, large = by_name.get("resnet18"), by_name.get("resnet34")
-    rows = []
+# Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the value for 30,
+# slightly conservative), so that no statistics package is needed.
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
+BOOTSTRAP_RESAMPLES = 10000
+
+# (run, against, what the difference measures), for every model that has a dendritic run.
+COMPARISONS = (
+    ("{m}_dendritic", "{m}", "what dendrites and extra epochs gave together"),
+    ("{m}_continued", "{m}", "what the extra epochs alone gave"),
+    ("{m}_dendritic", "{m}_continued", "what the dendrites gave beyond the extra epochs"),
+)
+
+
+def seed_interval(differences):
+    """Mean and 95% t interval of paired per-seed differences (at least two)."""
+    n = len(differences)
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    t = T_975[max(df for df in T_975 if df <= n - 1)]
+    return mean, mean - t * sd / math.sqrt(n), mean + t * sd / math.sqrt(n)
+
+
+def bootstrap_interval(correct_a, correct_b, seed=0):
+    """Accuracy difference a - b (points) with a paired bootstrap 95% interval over test images.
+
+    Each image contributes +1, -1 or 0 to the difference; resampling images with replacement is
+    a multinomial draw of those three counts, so 10,000 resamples cost nothing.
+    """
+    import numpy as np
+
+    n = len(correct_a)
+    wins = int((correct_a & ~correct_b).sum())
+    losses = int((~correct_a & correct_b).sum())
+    counts = np.random.default_rng(seed).multinomial(n, [wins / n, losses / n, 1 - (wins + losses) / n],
+                                                     size=BOOTSTRAP_RESAMPLES)
+    resampled = 100 * (counts[:, 0] - counts[:, 1]) / n
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return 100 * (wins - losses) / n, float(low), float(high)
+
+
+def compare_runs(runs, run_dirs):
+    """Accuracy differences with 95% intervals: over seeds when there are several, else over
+    test images (paired bootstrap on the saved predictions)."""
+    accuracy = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
+    models = {run["model"] for run in runs if run["dendritic"]}
+    comparisons = []
+    for model in sorted(models):
+        for run_pattern, against_pattern, meaning in COMPARISONS:
+            a, b = run_pattern.format(m=model), against_pattern.format(m=model)
+            seeds = sorted(seed for name, seed in accuracy if name == a and (b, seed) in accuracy)
+            if not seeds:
+                continue
+            if len(seeds) > 1:
+                difference, low, high = seed_interval([accuracy[a, s] - accuracy[b, s] for s in seeds])
+                method = f"t interval over {len(seeds)} seeds"
+            else:
+                correct = [torch.load(os.path.join(run_dirs[name, seeds[0]], "test_predictions.pt"))
+                           for name in (a, b)]
+                difference, low, high = bootstrap_interval(*[(c["predicted"] == c["labels"]).numpy() for c in correct])
+                method = f"paired bootstrap over {len(correct[0]['labels']):,} test images, seed {seeds[0]}"
+            comparisons.append(dict(run=a, against=b, meaning=meaning, difference=difference, low=low,
+                                    high=high, method=method, distinguishable=low > 0 or high < 0))
+    return comparisons
+
+
+def aggregate(runs):
+    """One row per run name: mean and spread over seeds, with the gains the table reports."""
+    rows = {}
     for run in runs:
-        row = dict(run)
+        row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[]))
+        row["accuracies"].append(run["test_accuracy"])
+        row["val_accuracies"].append(run["val_accuracy"])
+    for row in rows.values():
+        n = len(row["accuracies"])
+        row["test_accuracy"] = sum(row["accuracies"]) / n
+        row["val_accuracy"] = sum(row["val_accuracies"]) / n
+        row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
+                          if n > 1 else math.nan)
+    small, large = rows.get("resnet18"), rows.get("resnet34")
+    for row in rows.values():
         if small:
-            gained = run["test_accuracy"] - small["test_accuracy"]
-            row["accuracy_gained"] = gained
-            row["error_removed"] = gained / (100 - small["test_accuracy"]) if small["test_accuracy"] < 100 else math.nan
+            row["accuracy_gained"] = row["test_accuracy"] - small["test_accuracy"]
+            row["error_removed"] = row["accuracy_gained"] / (100 - small["test_accuracy"])
         if large:
-            row["params_saved"] = 1 - run["params"] / large["params"]
-        rows.append(row)
-    return rows
+            row["params_saved"] = 1 - row["params"] / large["params"]
+    return list(rows.values())
 
 
-def summary_markdown(runs):
+def summary_markdown(runs, comparisons):
     def cell(row, key, fmt):
         return format(row[key], fmt) if key in row and not math.isnan(row[key]) else "n/a"
 
+    rows = aggregate(runs)
+    several_seeds = any(len(row["accuracies"]) > 1 for row in rows)
     lines = [
         "# Results",
         "",
-        "| run | test acc. (%) | val. acc. (%) | params (M) | dendrites | epochs | start | "
+        "| run | test acc. (%) | " + ("± sd | seeds | " if several_seeds else "") +
+        "val. acc. (%) | params (M) | dendrites | epochs | start | "
         "acc. gained vs ResNet-18 (points) | ResNet-18 error removed | params saved vs ResNet-34 |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for row in comparison_rows(runs):
+    for row in rows:
+        spread = (f"{cell(row, 'test_sd', '.2f')} | {', '.join(f'{a:.2f}' for a in row['accuracies'])} | "
+                  if several_seeds else "")
         lines.append(
-            f"| {row['name']} | {row['test_accuracy']:.2f} | {row['val_accuracy']:.2f} | "
+            f"| {row['name']} | {row['test_accuracy']:.2f} | {spread}{row['val_accuracy']:.2f} | "
             f"{row['params'] / 1e6:.2f} | {row['dendrites']} | {row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} |"
@@ -349,33 +451,58 @@ def summary_markdown(runs):
         "",
         "Test accuracy is measured once, after training; model selection and dendrite decisions "
         "used the validation split only. *Error removed*: the share of ResNet-18's test error that "
-        "the run removes. *Params saved*: how many fewer parameters than ResNet-34.",
+        "the run removes. *Params saved*: how many fewer parameters than ResNet-34. A `_continued` "
+        "run is the control: the baseline trained on for as many epochs as the dendritic run, "
+        "with the same schedule and no dendrites.",
     ]
+    if comparisons:
+        lines += ["", "## Is the difference real?", ""]
+        for c in comparisons:
+            verdict = ("distinguishable from zero" if c["distinguishable"] else
+                       "not distinguishable from zero (the interval includes 0)")
+            lines.append(f"- **{c['run']} − {c['against']}** ({c['meaning']}): {c['difference']:+.2f} points, "
+                         f"95% interval [{c['low']:+.2f}, {c['high']:+.2f}] ({c['method']}); {verdict}.")
     return "\n".join(lines) + "\n"
 
 
 def comparison_figure(runs):
+    """Left: test accuracy against parameters, every seed a dot, the mean with its spread.
+    Right: validation accuracy after each dendrite addition (the library's per-architecture
+    scores) beside the baselines' validation accuracy."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.5, 4.5))
-    for run in runs:
-        colour = "tab:green" if run["dendritic"] else "tab:blue"
-        axes.scatter(run["params"] / 1e6, run["test_accuracy"], s=60, color=colour, zorder=3)
-        axes.annotate(run["name"], (run["params"] / 1e6, run["test_accuracy"]),
-                      textcoords="offset points", xytext=(6, 4), fontsize=9)
-    axes.set_xlabel("parameters (millions)")
-    axes.set_ylabel("CIFAR-100 test accuracy (%)")
-    axes.set_title("Accuracy against size: baselines (blue), with dendrites (green)")
-    axes.grid(alpha=0.3)
-    axes.margins(x=0.2, y=0.2)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for row in aggregate(runs):
+        colour = "tab:green" if row["dendritic"] else "tab:orange" if row["name"].endswith("_continued") else "tab:blue"
+        x = row["params"] / 1e6
+        left.scatter([x] * len(row["accuracies"]), row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
+        sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
+        left.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
+        left.annotate(row["name"], (x, row["test_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
+        if row.get("architectures"):
+            params, scores = zip(*row["architectures"])
+            right.plot([p / 1e6 for p in params], scores, "-o", color=colour, label=f"{row['name']} (0, 1, 2, ... dendrites)")
+        elif not row["name"].endswith("_continued"):
+            right.scatter(x, row["val_accuracy"], s=60, color=colour, zorder=3)
+            right.annotate(row["name"], (x, row["val_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
+    left.set_title("Test accuracy: baselines (blue), dendrites (green), control (orange)")
+    left.set_ylabel("CIFAR-100 test accuracy (%)")
+    right.set_title("Validation accuracy after each dendrite addition")
+    right.set_ylabel("best validation accuracy (%)")
+    if right.get_legend_handles_labels()[0]:
+        right.legend(fontsize=8, loc="lower right")
+    for axes in (left, right):
+        axes.set_xlabel("parameters (millions)")
+        axes.grid(alpha=0.3)
+        axes.margins(x=0.2, y=0.2)
     return figure
 
 
-def write_report(results_dir, runs):
+def write_report(results_dir, runs, comparisons):
     """summary.json, summary.md and comparison.png for these runs."""
-    write_json(os.path.join(results_dir, "summary.json"), {"runs": runs})
+    write_json(os.path.join(results_dir, "summary.json"), {"runs": runs, "comparisons": comparisons})
     redraw_report(results_dir)
 
 
@@ -384,6 +511,5 @@ def redraw_report(results_dir):
     summary = read_json(os.path.join(results_dir, "summary.json"))
     if not summary or not summary.get("runs"):
         raise ExperimentError(f"{results_dir}/summary.json is missing or empty: run the experiment first")
-    runs = summary["runs"]
-    write_atomic(os.path.join(results_dir, "summary.md"), summary_markdown(runs))
-    save_figure(comparison_figure(runs), os.path.join(results_dir, "comparison.png"))
+    write_atomic(os.path.join(results_dir, "summary.md"), summary_markdown(summary["runs"], summary.get("comparisons", [])))
+    save_figure(comparison_figure(summary["runs"]), os.path.join(results_dir, "comparison.png"))

@@ -87,7 +87,7 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
     assert process.returncode == 0, process.stderr
     results = tmp_path / "out" / "smoke"
     runs = {run["name"]: run for run in json.loads((results / "summary.json").read_text())["runs"]}
-    assert list(runs) == ["resnet18", "resnet34", "resnet18_dendritic"]
+    assert list(runs) == ["resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"]
     assert runs["resnet18"]["params"] == 11_220_132 and runs["resnet34"]["params"] == 21_328_292
     assert runs["resnet18_dendritic"]["start"] == "baseline"
     first_epoch = read_history(results / "resnet18_dendritic")[0]
