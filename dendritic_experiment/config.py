@@ -6,7 +6,8 @@ Booleans take `--augment` / `--no-augment`. Lists are comma-separated strings.
 """
 
 # --- data ---
-data_dir = "data"  # holds cifar-100-python/; CIFAR-100 is downloaded there when missing
+dataset = "cifar100"  # cifar100 or cifar10 (the standard python-pickle folders, downloaded when missing)
+data_dir = "data"  # holds cifar-100-python/ (cifar-10-batches-py/); downloaded there when missing
 val_split = 5000  # training images held out (fixed, seeded) for model selection and dendrite decisions
 augment = True  # random crop with 4-pixel padding and horizontal flip, done in batches on the device
 cutout = 8  # side in pixels of the square blanked in each training image (DeVries 2017: 8 on CIFAR-100); 0 = off
@@ -14,6 +15,7 @@ cutout = 8  # side in pixels of the square blanked in each training image (DeVri
 # --- runs ---
 experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model name, plus _dendritic for dendrites (_continued: the control)
 results_dir = "results"  # one folder per run, plus summary.json, summary.md, comparison.png
+run_name = ""  # when set, this invocation's runs and summary go to results_dir/run_name/ (e.g. a "baseline mode" study)
 retrain = False  # train every run again even when a finished result with the same settings exists
 smoke = False  # tiny data, 2 epochs, one dendrite cycle: the whole pipeline in minutes on a CPU
 plot_only = False  # redraw summary.md and comparison.png from summary.json, train nothing
@@ -36,7 +38,7 @@ precision = "auto"  # auto: bf16 on CUDA (fp16 with a gradient scaler where bf16
 channels_last = True  # NHWC memory layout: faster convolutions on tensor cores
 
 # --- dendrites (perforatedai) ---
-dendrite_modules = "layer3.0.conv2,layer3.1.conv2"  # conv+bn pairs that get dendrites; each dendrite copies them (+1.18M on ResNet-18)
+dendrite_modules = "auto"  # conv+bn pairs that get dendrites (see models.py); auto: layer3.0.conv2,layer3.1.conv2 on ResNets (+1.18M per dendrite on ResNet-18), block3/block4 pointwise on compactnet
 max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
 switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)

@@ -21,7 +21,7 @@ from utils import (ExperimentError, compare_runs, load_data, model_of, parse_set
                    pick_precision, read_json, redraw_report, run_names, seed_list, write_json, write_report)
 
 # Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
-BASELINE_KEYS = ("val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
+BASELINE_KEYS = ("dataset", "val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
                  "nesterov", "weight_decay", "label_smoothing", "warmup_epochs", "smoke")
 DENDRITE_KEYS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
                  "dendrite_lr", "warm_start")
@@ -110,7 +110,8 @@ class Experiment:
             raise ExperimentError(f"{run_name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
         result = dict(name=run_name, model=model_name, dendritic=kind == "dendritic", seed=self.settings.seed,
-                      **outcome, device=str(self.device), finished_at=datetime.datetime.now().isoformat(), settings=depends)
+                      dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
+                      finished_at=datetime.datetime.now().isoformat(), settings=depends)
         write_json(os.path.join(run_dir, "result.json"), result)
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run_dir, "checkpoint.pt"))
@@ -145,7 +146,7 @@ def main(argv=None):
             experiment = Experiment(settings, seed, shared_data)
             for run_name in run_names(settings):
                 result = experiment.result(run_name)
-                runs.append({k: v for k, v in result.items() if k != "settings"})
+                runs.append({k: v for k, v in result.items() if k not in ("settings", "classes")})
                 run_dirs[run_name, seed] = experiment.run_dir(run_name)
         write_report(settings.results_dir, runs, compare_runs(runs, run_dirs))
     with open(os.path.join(settings.results_dir, "summary.md")) as f:

@@ -1,6 +1,6 @@
-"""CIFAR ResNets, and the one place that knows about perforatedai.
+"""CIFAR ResNets and CompactNet, and the one place that knows about perforatedai.
 
-    python dendritic_experiment/models.py    # parameter count of every model
+    python dendritic_experiment/models.py    # every model, layer by layer, with its parameter count
 
 Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is the unit that can
 get dendrites: perforatedai needs each norm layer wrapped together with the layer it follows.
@@ -18,30 +18,51 @@ import torch.nn.functional as F
 class ConvBN(nn.Sequential):
     """A bias-free convolution followed by its BatchNorm."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, groups=1):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=dilation * (kernel_size // 2),
+                      dilation=dilation, groups=groups, bias=False),
             nn.BatchNorm2d(out_channels),
         )
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, stride):
+    expansion = 1
+
+    def __init__(self, in_channels, width, stride):
         super().__init__()
-        self.conv1 = ConvBN(in_channels, out_channels, stride=stride)
-        self.conv2 = ConvBN(out_channels, out_channels)
-        needs_projection = stride != 1 or in_channels != out_channels
-        self.shortcut = ConvBN(in_channels, out_channels, 1, stride) if needs_projection else nn.Identity()
+        self.conv1 = ConvBN(in_channels, width, stride=stride)
+        self.conv2 = ConvBN(width, width)
+        needs_projection = stride != 1 or in_channels != width
+        self.shortcut = ConvBN(in_channels, width, 1, stride) if needs_projection else nn.Identity()
 
     def forward(self, x):
         out = F.relu(self.conv1(x))
         return F.relu(self.conv2(out) + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4): the ResNet-50 block."""
+    expansion = 4
+
+    def __init__(self, in_channels, width, stride):
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = ConvBN(in_channels, width, 1)
+        self.conv2 = ConvBN(width, width, stride=stride)
+        self.conv3 = ConvBN(width, out_channels, 1)
+        needs_projection = stride != 1 or in_channels != out_channels
+        self.shortcut = ConvBN(in_channels, out_channels, 1, stride) if needs_projection else nn.Identity()
+
+    def forward(self, x):
+        out = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return F.relu(self.conv3(out) + self.shortcut(x))
+
+
 class ResNet(nn.Module):
     """He et al. 2016 ResNet adapted to 32x32 inputs: 3x3 stride-1 stem, no max-pool."""
 
-    def __init__(self, blocks_per_stage, num_classes=100, widths=(64, 128, 256, 512)):
+    def __init__(self, blocks_per_stage, num_classes=100, widths=(64, 128, 256, 512), block=BasicBlock):
         super().__init__()
         self.stem = ConvBN(3, widths[0])
         stages, in_channels = [], widths[0]
@@ -49,8 +70,8 @@ class ResNet(nn.Module):
             strides = [1 if stage == 0 else 2] + [1] * (blocks - 1)
             layers = []
             for stride in strides:
-                layers.append(BasicBlock(in_channels, width, stride))
-                in_channels = width
+                layers.append(block(in_channels, width, stride))
+                in_channels = width * block.expansion
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.fc = nn.Linear(in_channels, num_classes)
@@ -61,15 +82,76 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-# Model name -> constructor(num_classes). Run names are these, plus "_dendritic".
+class Separable(nn.Module):
+    """Depthwise 3x3 (optionally dilated or strided) then pointwise 1x1: a fraction of a full conv's cost."""
+
+    def __init__(self, in_channels, out_channels, stride=1, dilation=1):
+        super().__init__()
+        self.depthwise = ConvBN(in_channels, in_channels, stride=stride, dilation=dilation, groups=in_channels)
+        self.pointwise = ConvBN(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        return self.pointwise(F.relu(self.depthwise(x)))
+
+
+class Residual(nn.Module):
+    """relu(x + conv(x)) around a shape-keeping conv unit."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return F.relu(x + self.conv(x))
+
+
+class CompactNet(nn.Module):
+    """About 100K parameters for CIFAR-10: regular, dilated and depthwise-separable convolutions
+    with residual connections, global average pooling and a 1x1 convolution head."""
+
+    def __init__(self, num_classes=10, width=32):
+        super().__init__()
+        self.stem = ConvBN(3, width)
+        self.block1 = Residual(ConvBN(width, width))
+        self.down1 = Separable(width, 2 * width, stride=2)
+        self.block2 = Residual(ConvBN(2 * width, 2 * width, dilation=2))  # wider view at no extra cost
+        self.down2 = Separable(2 * width, 4 * width, stride=2)
+        self.block3 = Residual(Separable(4 * width, 4 * width))
+        self.block4 = Residual(Separable(4 * width, 4 * width, dilation=2))
+        self.head = nn.Conv2d(4 * width, num_classes, 1)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = self.block2(F.relu(self.down1(self.block1(x))))
+        x = self.block4(self.block3(F.relu(self.down2(x))))
+        return torch.flatten(self.head(F.adaptive_avg_pool2d(x, 1)), 1)
+
+
+# Model name -> constructor(num_classes). Run names are these, plus "_dendritic" or "_continued".
 MODELS = {
     "resnet18": lambda num_classes: ResNet([2, 2, 2, 2], num_classes),
     "resnet34": lambda num_classes: ResNet([3, 4, 6, 3], num_classes),
+    "resnet50": lambda num_classes: ResNet([3, 4, 6, 3], num_classes, block=Bottleneck),
+    "compactnet": lambda num_classes: CompactNet(num_classes),
+}
+
+# What dendrite_modules = "auto" means for each model: a few mid-network conv+bn pairs, so that
+# even the maximum number of dendrites keeps the model well below the next larger one.
+AUTO_DENDRITE_MODULES = {
+    "resnet18": "layer3.0.conv2,layer3.1.conv2",
+    "resnet34": "layer3.0.conv2,layer3.1.conv2",
+    "resnet50": "layer3.0.conv2,layer3.1.conv2",
+    "compactnet": "block3.conv.pointwise,block4.conv.pointwise",
 }
 
 
 def build_model(name, num_classes=100):
     return MODELS[name](num_classes)
+
+
+def dendrite_modules_of(model_name, setting):
+    """The conv+bn names a dendrite_modules setting means for this model."""
+    return split_list(AUTO_DENDRITE_MODULES.get(model_name, "") if setting == "auto" else setting)
 
 
 def dendrite_slots(model):
@@ -105,13 +187,13 @@ class Dendrites:
 
     SAVE_NAME = "PAI"  # the library's folder inside the run folder
 
-    def __init__(self, model, settings, run_dir, device, resuming=False):
+    def __init__(self, model, module_names, settings, run_dir, device, resuming=False):
         from perforatedai import globals_perforatedai as GPA
         from perforatedai import utils_perforatedai as UPA
 
         self.GPA, self.UPA, self.run_dir, self.settings = GPA, UPA, run_dir, settings
         self.fixed_cycles = settings.switch_mode == "fixed"
-        for name in split_list(settings.dendrite_modules):
+        for name in module_names:
             conv, bn = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, GPA.PAISequential([conv, bn]))
@@ -186,7 +268,32 @@ def split_list(text):
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def layer_table(model, input_shape=(1, 3, 32, 32)):
+    """[(name, output shape, parameters)] for every conv+bn pair and every other layer with weights."""
+    rows, hooks = [], []
+    units = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, (ConvBN, nn.Linear)) or (isinstance(module, nn.Conv2d) and "." not in name)]
+    for name, module in units:
+        params = sum(p.numel() for p in module.parameters())
+        hooks.append(module.register_forward_hook(
+            lambda module, inputs, output, name=name, params=params: rows.append((name, tuple(output.shape[1:]), params))))
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(input_shape))
+    for hook in hooks:
+        hook.remove()
+    return rows
+
+
+def print_summary(name, num_classes):
+    model = build_model(name, num_classes)
+    print(f"\n{name} ({num_classes} classes)")
+    print(f"  {'layer':28s} {'output':>16s} {'parameters':>12s}")
+    for layer, shape, params in layer_table(model):
+        print(f"  {layer:28s} {'x'.join(map(str, shape)):>16s} {params:>12,d}")
+    print(f"  {'total':28s} {'':>16s} {sum(p.numel() for p in model.parameters()):>12,d}")
+
+
 if __name__ == "__main__":
-    for name in MODELS:
-        count = sum(p.numel() for p in build_model(name).parameters())
-        print(f"{name:12s} {count:>12,d} parameters")
+    for model_name in MODELS:
+        print_summary(model_name, 10 if model_name == "compactnet" else 100)

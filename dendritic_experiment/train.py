@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import Dendrites, build_model
+from models import Dendrites, build_model, dendrite_modules_of
 from utils import ExperimentError, prepare_batch, save_torch, write_atomic, write_csv
 
 REFRESH_STEPS = 25
@@ -48,7 +48,7 @@ class Trainer:
 def training_step(model, images, labels, optimizer, trainer, scaler):
     """Augment a uint8 batch on its device, then one optimizer step. Returns (loss, logits), unsynced."""
     settings = trainer.settings
-    x = prepare_batch(images, settings.augment, settings.cutout, trainer.memory_format)
+    x = prepare_batch(images, settings.augment, settings.cutout, trainer.memory_format, settings.dataset)
     with trainer.autocast():
         logits = model(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
@@ -96,7 +96,8 @@ def evaluate(model, images, labels, trainer, batch_size=1024):
     loss_sum = torch.zeros((), device=images.device)
     predictions = []
     for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size], memory_format=trainer.memory_format)
+        x = prepare_batch(images[start:start + batch_size], memory_format=trainer.memory_format,
+                          dataset=trainer.settings.dataset)
         y = labels[start:start + batch_size]
         with trainer.autocast():
             logits = model(x)
@@ -256,7 +257,8 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, depends, basel
     model = build_model(model_name, len(data.classes))
     if baseline_weights is not None and not state:
         model.load_state_dict(baseline_weights)
-    dendrites = Dendrites(trainer.place(model), settings, run_dir, str(trainer.device), resuming=bool(state))
+    dendrites = Dendrites(trainer.place(model), dendrite_modules_of(model_name, settings.dendrite_modules), settings,
+                          run_dir, str(trainer.device), resuming=bool(state))
     model = trainer.place(dendrites.restore(state["dendrites"]) if state else dendrites.model)
     scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
     log = EpochLog(run_dir, run_name)
@@ -420,7 +422,7 @@ def report_baseline(model, dendrites, data, trainer):
     """Give the tracker the finished baseline's scores as its first phase; it adds the first dendrite."""
     # The library learns tensor shapes from one backward pass; eval mode leaves BN statistics alone.
     model.eval()
-    x = prepare_batch(data.train_images[:2], memory_format=trainer.memory_format)
+    x = prepare_batch(data.train_images[:2], memory_format=trainer.memory_format, dataset=trainer.settings.dataset)
     F.cross_entropy(model(x), data.train_labels[:2]).backward()
     model.zero_grad(set_to_none=True)
     train = evaluate(model, data.train_images, data.train_labels, trainer)

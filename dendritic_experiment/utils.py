@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import config
-from models import MODELS, split_list
+from models import MODELS, build_model, dendrite_modules_of, dendrite_slots, split_list
 
 
 class ExperimentError(Exception):
@@ -70,6 +70,8 @@ def parse_settings(argv=None):
         settings.epochs, settings.batch_size, settings.warmup_epochs = 2, 64, 1
         settings.dendrite_epochs, settings.max_dendrites, settings.switch_mode = 1, 1, "fixed"
         settings.results_dir = os.path.join(settings.results_dir, "smoke")  # never replaces real results
+    if settings.run_name:
+        settings.results_dir = os.path.join(settings.results_dir, settings.run_name)
     check_settings(settings)
     return settings
 
@@ -135,13 +137,16 @@ def check_settings(settings):
         refuse("switch_mode", "use fixed or history")
     if not (settings.device in ("auto", "cpu", "mps") or settings.device.split(":")[0] == "cuda"):
         refuse("device", "use auto, cpu, mps, cuda or cuda:N")
+    if settings.dataset not in DATASETS:
+        refuse("dataset", f"use {' or '.join(DATASETS)}")
     dendritic_models = {model_of(run)[0] for run in runs if model_of(run)[1] == "dendritic"}
-    for model_name in dendritic_models:
-        from models import build_model, dendrite_slots
+    for model_name in sorted(dendritic_models):
         slots = dendrite_slots(build_model(model_name))
-        chosen = split_list(settings.dendrite_modules)
+        chosen = dendrite_modules_of(model_name, settings.dendrite_modules)
         if not chosen or any(name not in slots for name in chosen):
-            refuse("dendrite_modules", f"name conv+bn pairs of {model_name}: {', '.join(slots)}")
+            refuse("dendrite_modules", f"use auto or name conv+bn pairs of {model_name}: {', '.join(slots)}")
+    if settings.run_name and not re.fullmatch(r"[\w.-]+", settings.run_name):
+        refuse("run_name", "use letters, digits, '_', '-' or '.' (it names a folder in --results-dir)")
     try:
         os.makedirs(settings.results_dir, exist_ok=True)
         tempfile.TemporaryFile(dir=settings.results_dir).close()
@@ -171,11 +176,18 @@ def pick_precision(name, device):
 
 
 # ---------------------------------------------------------------------------------------------
-# Data: CIFAR-100 as uint8 tensors on the training device, augmented there in whole batches.
+# Data: CIFAR as uint8 tensors on the training device, augmented there in whole batches.
 # ---------------------------------------------------------------------------------------------
 
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+DATASETS = {
+    "cifar100": dict(name="CIFAR-100", folder="cifar-100-python", torchvision="CIFAR100", train=["train"],
+                     test=["test"], labels="fine_labels", meta="meta", names="fine_label_names", classes=100,
+                     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+    "cifar10": dict(name="CIFAR-10", folder="cifar-10-batches-py", torchvision="CIFAR10",
+                    train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"], labels="labels",
+                    meta="batches.meta", names="label_names", classes=10,
+                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+}
 SPLIT_SEED = 0  # the validation split is the same for every run and every --seed
 SMOKE_SIZES = {"train": 256, "val": 256, "test": 256}
 
@@ -184,33 +196,35 @@ Data = collections.namedtuple(
 )
 
 
-def cifar100_folder(data_dir):
-    """The cifar-100-python folder, downloaded through torchvision when it is missing."""
-    folder = os.path.join(data_dir, "cifar-100-python")
+def dataset_folder(data_dir, spec):
+    """The dataset's python-pickle folder, downloaded through torchvision when it is missing."""
+    folder = os.path.join(data_dir, spec["folder"])
     if not os.path.isdir(folder):
         import torchvision
         try:
-            torchvision.datasets.CIFAR100(data_dir, train=True, download=True)
+            getattr(torchvision.datasets, spec["torchvision"])(data_dir, train=True, download=True)
         except Exception as error:  # no network, a proxy, a full disk: all end the same way
             raise ExperimentError(
-                f"CIFAR-100 is not in {folder} and could not be downloaded ({error}); put the "
-                f"extracted cifar-100-python folder (train, test, meta) in {os.path.abspath(data_dir)}"
+                f"{spec['name']} is not in {folder} and could not be downloaded ({error}); put the "
+                f"extracted {spec['folder']} folder in {os.path.abspath(data_dir)}"
             ) from None
     return folder
 
 
-def read_cifar_file(path, num_classes=100):
+def read_cifar_file(path, spec=DATASETS["cifar100"]):
     """One CIFAR pickle -> (uint8 images N x 3 x 32 x 32, int64 labels), checked."""
+    num_classes = spec["classes"]
     try:
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="latin1")
         images = torch.as_tensor(batch["data"], dtype=torch.uint8)
-        labels = torch.as_tensor(batch["fine_labels"], dtype=torch.int64)
+        labels = torch.as_tensor(batch[spec["labels"]], dtype=torch.int64)
     except FileNotFoundError:
-        raise ExperimentError(f"{path} is missing: download CIFAR-100 again (delete the folder to re-download)") from None
+        raise ExperimentError(f"{path} is missing: delete the {spec['folder']} folder to download it again, "
+                              "or put the complete folder there") from None
     except Exception as error:
-        raise ExperimentError(f"{path} is not a readable CIFAR-100 pickle ({type(error).__name__}: {error}); "
-                              "delete the cifar-100-python folder to download it again") from None
+        raise ExperimentError(f"{path} is not a readable {spec['name']} pickle ({type(error).__name__}: {error}); "
+                              f"delete the {spec['folder']} folder to download it again") from None
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(labels) != len(images):
         raise ExperimentError(f"{path} holds data of shape {tuple(images.shape)} with {len(labels)} labels; "
                               "expected N x 3072 images and N labels: replace the file")
@@ -219,22 +233,28 @@ def read_cifar_file(path, num_classes=100):
     return images.view(-1, 3, 32, 32), labels
 
 
-def read_class_names(folder):
+def read_split(folder, files, spec):
+    parts = [read_cifar_file(os.path.join(folder, name), spec) for name in files]
+    return torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+
+
+def read_class_names(folder, spec):
     try:
-        with open(os.path.join(folder, "meta"), "rb") as f:
-            return list(pickle.load(f, encoding="latin1")["fine_label_names"])
+        with open(os.path.join(folder, spec["meta"]), "rb") as f:
+            return list(pickle.load(f, encoding="latin1")[spec["names"]])
     except Exception:
-        return [f"class {i}" for i in range(100)]  # names are only for display
+        return [f"class {i}" for i in range(spec["classes"])]  # names are only for display
 
 
 def load_data(settings, device):
     """Train/validation/test tensors on the device. The split is fixed by SPLIT_SEED."""
-    folder = cifar100_folder(settings.data_dir)
-    train_images, train_labels = read_cifar_file(os.path.join(folder, "train"))
-    test_images, test_labels = read_cifar_file(os.path.join(folder, "test"))
+    spec = DATASETS[settings.dataset]
+    folder = dataset_folder(settings.data_dir, spec)
+    train_images, train_labels = read_split(folder, spec["train"], spec)
+    test_images, test_labels = read_split(folder, spec["test"], spec)
     if settings.val_split >= len(train_images):
         raise ExperimentError(f"--val-split {settings.val_split} leaves no training images "
-                              f"({len(train_images)} in {folder}/train); use a smaller split")
+                              f"({len(train_images)} in {folder}); use a smaller split")
     order = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_index, train_index = order[:settings.val_split], order[settings.val_split:]
     parts = {
@@ -245,10 +265,10 @@ def load_data(settings, device):
     if settings.smoke:
         parts = {k: (x[:SMOKE_SIZES[k]], y[:SMOKE_SIZES[k]]) for k, (x, y) in parts.items()}
     tensors = [t.to(device) for images, labels in parts.values() for t in (images, labels)]
-    return Data(*tensors, read_class_names(folder))
+    return Data(*tensors, read_class_names(folder, spec))
 
 
-def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last):
+def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100"):
     """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented.
 
     Crop and flip index whole batches at once (no per-image Python); cutout zeroes a square
@@ -266,8 +286,8 @@ def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_
         flip = torch.rand(n, 1, 1, device=device) < 0.5
         cols = torch.where(flip, 2 * left + width - 1 - cols, cols)  # mirror inside the crop
         pixels = padded[torch.arange(n, device=device).view(-1, 1, 1), rows, cols]
-    mean = torch.tensor(CIFAR100_MEAN, device=device) * 255
-    std = torch.tensor(CIFAR100_STD, device=device) * 255
+    mean = torch.tensor(DATASETS[dataset]["mean"], device=device) * 255
+    std = torch.tensor(DATASETS[dataset]["std"], device=device) * 255
     x = ((pixels.float() - mean) / std).permute(0, 3, 1, 2)
     if cutout:
         center_y = torch.randint(0, height, (n, 1, 1), device=device)
@@ -488,7 +508,7 @@ def comparison_figure(runs):
             right.scatter(x, row["val_accuracy"], s=60, color=colour, zorder=3)
             right.annotate(row["name"], (x, row["val_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
     left.set_title("Test accuracy: baselines (blue), dendrites (green), control (orange)")
-    left.set_ylabel("CIFAR-100 test accuracy (%)")
+    left.set_ylabel(f"{DATASETS[runs[0].get('dataset', 'cifar100')]['name']} test accuracy (%)")
     right.set_title("Validation accuracy after each dendrite addition")
     right.set_ylabel("best validation accuracy (%)")
     if right.get_legend_handles_labels()[0]:

@@ -10,8 +10,8 @@ import utils
 from utils import ExperimentError, load_data, prepare_batch
 
 
-def settings_for(data_dir, val_split=100, smoke=False):
-    return SimpleNamespace(data_dir=data_dir, val_split=val_split, smoke=smoke)
+def settings_for(data_dir, val_split=100, smoke=False, dataset="cifar100"):
+    return SimpleNamespace(data_dir=data_dir, val_split=val_split, smoke=smoke, dataset=dataset)
 
 
 def as_rows(images):
@@ -48,8 +48,8 @@ def test_prepared_batch_is_normalised_float_in_channels_last():
     x = prepare_batch(images)
     assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)
-    mean = torch.tensor(utils.CIFAR100_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(utils.CIFAR100_STD).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(utils.DATASETS["cifar100"]["mean"]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(utils.DATASETS["cifar100"]["std"]).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(x, (images.float() - mean) / std)
 
 
@@ -103,3 +103,11 @@ def test_missing_dataset_without_network_says_where_to_put_it(tmp_path, monkeypa
     monkeypatch.setattr(torchvision.datasets, "CIFAR100", no_network)
     with pytest.raises(ExperimentError, match="put the extracted cifar-100-python folder"):
         load_data(settings_for(str(tmp_path)), torch.device("cpu"))
+
+
+def test_cifar10_reads_its_five_batches_and_ten_classes(tmp_path):
+    from fake_cifar import write_fake_cifar
+    write_fake_cifar(tmp_path, "cifar10", train=500, test=100)
+    data = load_data(settings_for(str(tmp_path), dataset="cifar10"), torch.device("cpu"))
+    assert len(data.train_images) == 400 and len(data.test_images) == 100
+    assert len(data.classes) == 10 and int(data.train_labels.max()) < 10
