@@ -19,6 +19,8 @@ run_name = ""  # when set, this invocation's runs and summary go to results_dir/
 retrain = False  # train every run again even when a finished result with the same settings exists
 smoke = False  # tiny data, 2 epochs, one dendrite cycle: the whole pipeline in minutes on a CPU
 plot_only = False  # redraw summary.md and comparison.png from summary.json, train nothing
+overfit_batch = False  # sanity check instead of the experiment: fit one fixed batch with each model; the loss must fall to near zero
+wandb_project = ""  # log every run's epochs, parameters and dendrite additions to this Weights & Biases project (needs wandb installed)
 seeds = "0"  # comma list; every run is trained once per seed (weights, shuffling, augmentation; the validation split is fixed)
 control = True  # when the dendritic run warm-starts, also train <model>_continued: the baseline trained as long again, no dendrites
 

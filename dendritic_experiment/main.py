@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import torch
 
 from utils import (ExperimentError, compare_runs, load_data, model_of, parse_settings, pick_device,
-                   pick_precision, read_json, redraw_report, run_names, seed_list, write_json, write_report)
+                   pick_precision, read_json, redraw_report, run_names, seed_list, write_json, write_report,
+                   write_run_pictures)
 
 # Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
 BASELINE_KEYS = ("dataset", "val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
@@ -87,6 +88,14 @@ class Experiment:
                   file=sys.stderr)
             return None
 
+    def start_tracking(self, run_name, depends):
+        """A wandb run for this training run when --wandb-project is set; None otherwise."""
+        if not self.settings.wandb_project:
+            return None
+        import wandb
+        return wandb.init(project=self.settings.wandb_project, name=f"{run_name}-seed{self.settings.seed}",
+                          config=depends, reinit=True)
+
     def train(self, run_name, depends):
         from train import Trainer, train_baseline, train_continued, train_dendritic  # imports tqdm, models
 
@@ -95,6 +104,7 @@ class Experiment:
         os.makedirs(run_dir, exist_ok=True)
         print(f"{run_name} (seed {self.settings.seed}): training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = Trainer(self.settings, self.device, self.precision)
+        trainer.tracking = self.start_tracking(run_name, depends)
         try:
             if kind == "baseline":
                 outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir, depends)
@@ -113,9 +123,35 @@ class Experiment:
                       dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
                       finished_at=datetime.datetime.now().isoformat(), settings=depends)
         write_json(os.path.join(run_dir, "result.json"), result)
+        write_run_pictures(run_dir, run_name, self.data)
+        if trainer.tracking:
+            trainer.tracking.summary.update({k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")})
+            trainer.tracking.finish()
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run_dir, "checkpoint.pt"))
         return result
+
+
+OVERFIT_TARGET = 0.05  # "near zero" for a cross-entropy that starts near ln(100) = 4.6
+
+
+def overfit_check(settings):
+    """--overfit-batch: every model of --experiments must fit one fixed batch."""
+    from train import Trainer, overfit_one_batch
+
+    experiment = Experiment(settings, seed_list(settings)[0], {})
+    trainer = Trainer(experiment.settings, experiment.device, experiment.precision)
+    failed = []
+    for model_name in dict.fromkeys(model_of(run)[0] for run in run_names(settings)):
+        first, last, steps = overfit_one_batch(model_name, experiment.data, trainer, target_loss=OVERFIT_TARGET)
+        wired = last < OVERFIT_TARGET
+        print(f"{model_name}: loss {first:.3f} -> {last:.4f} in {steps} steps on one batch: "
+              + ("model, loss and optimizer are wired correctly" if wired else "did NOT fall to near zero"))
+        if not wired:
+            failed.append(model_name)
+    if failed:
+        raise ExperimentError(f"--overfit-batch: {', '.join(failed)} could not fit one batch; check the model's "
+                              "forward pass, the loss and the optimizer before training for real")
 
 
 def lock_results(results_dir):
@@ -137,6 +173,8 @@ def lock_results(results_dir):
 def main(argv=None):
     settings = parse_settings(argv)
     with lock_results(settings.results_dir):
+        if settings.overfit_batch:
+            return overfit_check(settings)
         if settings.plot_only:
             redraw_report(settings.results_dir)
             print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)

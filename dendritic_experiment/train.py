@@ -29,6 +29,7 @@ class Trainer:
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.scaled_lr = settings.lr * settings.batch_size / 128
         self.scaled_dendrite_lr = settings.dendrite_lr * settings.batch_size / 128
+        self.tracking = None  # a wandb run when --wandb-project is set
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -117,6 +118,30 @@ def test_once(model, data, trainer, run_dir):
     return test["accuracy"]
 
 
+def overfit_one_batch(model_name, data, trainer, max_steps=500, target_loss=0.05):
+    """Sanity check: fit one fixed batch, without augmentation, label smoothing or weight decay.
+    A loss that does not fall to near zero (below target_loss) means the model, loss or optimizer is miswired.
+    Returns (first loss, last loss, steps)."""
+    torch.manual_seed(trainer.settings.seed)
+    model = trainer.place(build_model(model_name, len(data.classes))).train()
+    optimizer = torch.optim.SGD(model.parameters(), **dict(trainer.optimizer_kwargs(0.05), weight_decay=0))
+    size = min(trainer.settings.batch_size, 128, len(data.train_images))
+    x = prepare_batch(data.train_images[:size], memory_format=trainer.memory_format, dataset=trainer.settings.dataset)
+    y = data.train_labels[:size]
+    losses = []
+    for step in tqdm(range(1, max_steps + 1), desc=f"{model_name}: one batch of {size}", leave=False,
+                     disable=not sys.stderr.isatty()):
+        with trainer.autocast():
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())  # a sync per step is fine here: a few hundred steps, and it decides the stop
+        if losses[-1] < target_loss:
+            break
+    return losses[0], losses[-1], len(losses)
+
+
 def warmup_cosine(total_steps, warmup_steps):
     """LR factor: linear warm-up to 1, then cosine decay to 0 at total_steps."""
     def factor(step):
@@ -184,12 +209,18 @@ class Checkpoint:
 class EpochLog:
     """history.csv of a run, rewritten after every epoch, and a one-line summary per epoch."""
 
-    def __init__(self, run_dir, run_name):
+    def __init__(self, run_dir, run_name, tracking=None):
         self.path, self.run_name, self.rows = os.path.join(run_dir, "history.csv"), run_name, []
+        self.tracking = tracking  # a wandb run, or None
 
     def add(self, row):
+        previous_dendrites = self.rows[-1].get("dendrites", 0) if self.rows else 0
+        if self.tracking and row.get("dendrites", 0) > previous_dendrites:
+            self.tracking.log({"dendrite_added": row["dendrites"]}, commit=False)
         self.rows.append(row)
         write_csv(self.path, self.rows)
+        if self.tracking:
+            self.tracking.log(row)
         extra = f"  dendrites {row['dendrites']}" if "dendrites" in row else ""
         tqdm.write(
             f"{self.run_name} epoch {row['epoch']}: train loss {row['train_loss']:.3f} "
@@ -210,7 +241,7 @@ def train_baseline(run_name, model_name, data, trainer, run_dir, depends):
         optimizer, warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch)
     )
     scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
-    log = EpochLog(run_dir, run_name)
+    log = EpochLog(run_dir, run_name, trainer.tracking)
     checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device)
     parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
     state = checkpoint.load()
@@ -261,7 +292,7 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, depends, basel
                           run_dir, str(trainer.device), resuming=bool(state))
     model = trainer.place(dendrites.restore(state["dendrites"]) if state else dendrites.model)
     scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
-    log = EpochLog(run_dir, run_name)
+    log = EpochLog(run_dir, run_name, trainer.tracking)
 
     def new_cycle(first_phase):
         """Optimizer and per-epoch schedule for one cycle; the tracker steps it once per epoch."""
@@ -353,7 +384,7 @@ def train_continued(run_name, model_name, data, trainer, run_dir, depends, basel
     model.load_state_dict(baseline_weights)
     model = trainer.place(model)
     scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
-    log = EpochLog(run_dir, run_name)
+    log = EpochLog(run_dir, run_name, trainer.tracking)
     checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device)
 
     def new_cycle(length):

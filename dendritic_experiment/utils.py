@@ -1,6 +1,8 @@
 """Settings, data, files and the report: everything main.py and train.py share."""
 import argparse
 import collections
+import csv
+import importlib.util
 import io
 import json
 import math
@@ -145,6 +147,8 @@ def check_settings(settings):
         chosen = dendrite_modules_of(model_name, settings.dendrite_modules)
         if not chosen or any(name not in slots for name in chosen):
             refuse("dendrite_modules", f"use auto or name conv+bn pairs of {model_name}: {', '.join(slots)}")
+    if settings.wandb_project and not wandb_installed():
+        refuse("wandb_project", "wandb is not installed: pip install wandb, or leave --wandb-project empty")
     if settings.run_name and not re.fullmatch(r"[\w.-]+", settings.run_name):
         refuse("run_name", "use letters, digits, '_', '-' or '.' (it names a folder in --results-dir)")
     try:
@@ -152,6 +156,10 @@ def check_settings(settings):
         tempfile.TemporaryFile(dir=settings.results_dir).close()
     except OSError as error:
         refuse("results_dir", f"it cannot be written ({error.strerror}); choose a writable folder")
+
+
+def wandb_installed():
+    return importlib.util.find_spec("wandb") is not None
 
 
 def pick_device(name):
@@ -348,7 +356,70 @@ def write_csv(path, rows):
 def save_figure(figure, path):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+    pyplot().close(figure)
     write_atomic(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures of one run: its curves and the test images it got wrong.
+# ---------------------------------------------------------------------------------------------
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no screen needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def curves_figure(history, title):
+    """Train and validation loss and accuracy by epoch; a dotted line where a dendrite was added."""
+    plt = pyplot()
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [int(row["epoch"]) for row in history]
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        for split, style in (("train", "-"), ("val", "--")):
+            axes.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style,
+                      label="validation" if split == "val" else split)
+        counts = [int(row.get("dendrites") or 0) for row in history]
+        for epoch, previous, count in zip(epochs[1:], counts, counts[1:]):
+            if count > previous:
+                axes.axvline(epoch - 0.5, color="tab:green", linestyle=":")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric + (" (%)" if metric == "accuracy" else ""))
+        axes.grid(alpha=0.3)
+    loss_axes.legend()
+    if any(int(row.get("dendrites") or 0) for row in history):
+        accuracy_axes.plot([], [], color="tab:green", linestyle=":", label="dendrite added")
+        accuracy_axes.legend()
+    figure.suptitle(title)
+    return figure
+
+
+def misclassified_figure(images, labels, predicted, classes, count=24):
+    """A grid of the first `count` test images the model got wrong, with true and predicted names."""
+    plt = pyplot()
+    wrong = (predicted != labels).nonzero().flatten()[:count].tolist()
+    columns = 6
+    rows = max(1, math.ceil(len(wrong) / columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, index in zip(grid.flat, wrong):
+        axes.imshow(images[index].permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
+        axes.set_title(f"true: {classes[labels[index]]}\npredicted: {classes[predicted[index]]}", fontsize=7)
+    figure.suptitle(f"{len(wrong)} of {int((predicted != labels).sum())} misclassified test images")
+    return figure
+
+
+def write_run_pictures(run_dir, run_name, data):
+    """curves.png and misclassified.png of a finished run."""
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        history = list(csv.DictReader(f))
+    save_figure(curves_figure(history, run_name), os.path.join(run_dir, "curves.png"))
+    predictions = torch.load(os.path.join(run_dir, "test_predictions.pt"), weights_only=True)
+    figure = misclassified_figure(data.test_images, predictions["labels"].long(), predictions["predicted"].long(),
+                                  data.classes)
+    save_figure(figure, os.path.join(run_dir, "misclassified.png"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,10 +560,7 @@ def comparison_figure(runs):
     """Left: test accuracy against parameters, every seed a dot, the mean with its spread.
     Right: validation accuracy after each dendrite addition (the library's per-architecture
     scores) beside the baselines' validation accuracy."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     for row in aggregate(runs):
         colour = "tab:green" if row["dendritic"] else "tab:orange" if row["name"].endswith("_continued") else "tab:blue"

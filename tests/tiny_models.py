@@ -7,12 +7,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dendritic_experiment"))
 
-from models import ResNet  # noqa: E402
+from models import Bottleneck, ResNet  # noqa: E402
 
 WIDTHS = (8, 16, 32, 64)
 TINY = {
     "resnet18": lambda num_classes: ResNet([2, 2, 2, 2], num_classes, WIDTHS),
     "resnet34": lambda num_classes: ResNet([3, 4, 6, 3], num_classes, WIDTHS),
+    "resnet50": lambda num_classes: ResNet([2, 2, 2, 2], num_classes, (4, 8, 16, 32), block=Bottleneck),
 }
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""ResNet-50, CIFAR-10 with CompactNet, run folders, pictures, the one-batch check, wandb."""
+import json
+import sys
+import types
+
+import pytest
+
+import main
+import utils
+from conftest import PACKAGE
+from fake_cifar import write_fake_cifar
+from test_train import read_history
+
+SHORT = ["--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100", "--dendrite-epochs", "1",
+         "--max-dendrites", "1"]
+
+
+def test_resnet50_baseline_and_dendritic_runs_in_their_own_folder(tiny, data_dir, tmp_path):
+    results = tmp_path / "results"
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), "--val-split", "150", "--run-name", "r50",
+               "--experiments", "resnet50,resnet50_dendritic", "--no-control", *SHORT])
+    run_dir = results / "r50" / "resnet50_dendritic"
+    assert read_history(run_dir)[0]["dendrites"] == "1"
+    runs = json.loads((results / "r50" / "summary.json").read_text())["runs"]
+    assert [run["name"] for run in runs] == ["resnet50", "resnet50_dendritic"]
+    assert not (results / "resnet50").exists()
+
+
+def test_compactnet_on_cifar10_with_history_switching(tmp_path):
+    write_fake_cifar(tmp_path / "data", "cifar10", train=600, test=100)
+    results = tmp_path / "results"
+    main.main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--results-dir", str(results),
+               "--val-split", "100", "--experiments", "compactnet,compactnet_dendritic", "--switch-mode", "history",
+               "--history-epochs", "1", *SHORT])
+    runs = {run["name"]: run for run in json.loads((results / "summary.json").read_text())["runs"]}
+    assert runs["compactnet"]["params"] < 200_000 and runs["compactnet"]["dataset"] == "cifar10"
+    assert set(runs) == {"compactnet", "compactnet_dendritic", "compactnet_continued"}
+    result = json.loads((results / "compactnet_dendritic" / "result.json").read_text())
+    assert len(result["classes"]) == 10 and result["epochs"] >= 1
+    for run in runs:
+        for picture in ("curves.png", "misclassified.png"):
+            assert (results / run / picture).read_bytes().startswith(b"\x89PNG")
+
+
+def test_overfit_batch_reports_the_loss_falling(tiny, data_dir, tmp_path, capsys):
+    main.main(["--overfit-batch", "--data-dir", data_dir, "--results-dir", str(tmp_path), "--val-split", "150",
+               "--experiments", "resnet18,resnet18_dendritic", "--batch-size", "32"])
+    out = capsys.readouterr().out
+    assert out.count("wired correctly") == 1 and "resnet18: loss 4." in out
+    assert not (tmp_path / "summary.json").exists()
+
+
+class FakeWandb(types.ModuleType):
+    """Records what the experiment sends to wandb."""
+
+    def __init__(self):
+        super().__init__("wandb")
+        self.runs = []
+
+    def init(self, **kwargs):
+        run = types.SimpleNamespace(kwargs=kwargs, logged=[], summary={}, finished=False)
+        run.log = lambda values, commit=True: run.logged.append(dict(values))
+        run.finish = lambda: setattr(run, "finished", True)
+        self.runs.append(run)
+        return run
+
+
+def test_wandb_gets_each_epoch_the_parameters_and_dendrite_additions(tiny, data_dir, tmp_path, monkeypatch):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setattr(utils, "wandb_installed", lambda: True)
+    main.main(["--data-dir", data_dir, "--results-dir", str(tmp_path), "--val-split", "150", "--no-control",
+               "--experiments", "resnet18,resnet18_dendritic", "--wandb-project", "p", *SHORT])
+    baseline, dendritic = fake.runs
+    assert baseline.kwargs["project"] == "p" and baseline.kwargs["name"] == "resnet18-seed0"
+    assert [row["epoch"] for row in baseline.logged] == [1]
+    assert dendritic.logged[0] == {"dendrite_added": 1} and dendritic.logged[1]["dendrites"] == 1
+    assert dendritic.summary["params"] > baseline.summary["params"]
+    assert baseline.finished and dendritic.finished
+
+
+def test_without_wandb_the_project_flag_is_refused(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(utils, "wandb_installed", lambda: False)
+    assert main.cli(["--wandb-project", "p", "--results-dir", str(tmp_path)]) == 2
+    assert "wandb is not installed: pip install wandb" in capsys.readouterr().err
+
+
+def test_sweep_file_uses_real_flags():
+    yaml = pytest.importorskip("yaml")
+    with open(f"{PACKAGE}/sweep.yaml") as f:
+        sweep = yaml.safe_load(f)
+    flags = {option for action in utils.build_parser()._actions for option in action.option_strings}
+    assert {"--" + name for name in sweep["parameters"]} <= flags
+    for name, spec in sweep["parameters"].items():
+        for value in spec["values"]:
+            utils.build_parser().parse_args([f"--{name}={value}"])  # every value parses
