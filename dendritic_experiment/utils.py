@@ -377,11 +377,11 @@ def curves_figure(history, title):
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [int(row["epoch"]) for row in history]
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
-        for split, style in (("train", "-"), ("val", "--")):
-            axes.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style,
+        for split, style in (("train", "-o"), ("val", "--o")):
+            axes.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style, markersize=3,
                       label="validation" if split == "val" else split)
         counts = [int(row.get("dendrites") or 0) for row in history]
-        for epoch, previous, count in zip(epochs[1:], counts, counts[1:]):
+        for epoch, previous, count in zip(epochs, [0] + counts, counts):  # a warm start adds one before epoch 1
             if count > previous:
                 axes.axvline(epoch - 0.5, color="tab:green", linestyle=":")
         axes.set_xlabel("epoch")
