@@ -38,6 +38,7 @@ warmup_epochs = 5  # linear warm-up before the cosine decay to zero (stepped per
 device = "auto"  # auto picks cuda, then mps, then cpu; or name one: cuda, cuda:1, mps, cpu
 precision = "auto"  # auto: bf16 on CUDA (fp16 with a gradient scaler where bf16 is missing), fp32 elsewhere
 channels_last = True  # NHWC memory layout: faster convolutions on tensor cores
+compile = False  # torch.compile the training step's model (recompiled after each dendrite); off until measured to pay off on a GPU
 
 # --- dendrites (perforatedai) ---
 dendrite_modules = "auto"  # conv+bn pairs that get dendrites (see models.py); auto: layer3.0.conv2,layer3.1.conv2 on ResNets (+1.18M per dendrite on ResNet-18), block3/block4 pointwise on compactnet

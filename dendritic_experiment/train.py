@@ -30,6 +30,7 @@ class Trainer:
         self.scaled_lr = settings.lr * settings.batch_size / 128
         self.scaled_dendrite_lr = settings.dendrite_lr * settings.batch_size / 128
         self.tracking = None  # a wandb run when --wandb-project is set
+        self._compiled = self._compiled_for = None
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -41,6 +42,15 @@ class Trainer:
             kwargs["fused"] = True  # one kernel for the whole update
         return kwargs
 
+    def forward_module(self, model):
+        """What the training step calls: the model, or its torch.compile wrapper (one per architecture:
+        the tracker needs the bare model, and a restructured model needs a new compilation)."""
+        if not self.settings.compile:
+            return model
+        if self._compiled_for is not model:
+            self._compiled, self._compiled_for = torch.compile(model), model
+        return self._compiled
+
     def place(self, model):
         """On the device in the chosen layout (perforatedai restructures undo channels_last)."""
         return model.to(self.device, memory_format=self.memory_format)
@@ -51,7 +61,7 @@ def training_step(model, images, labels, optimizer, trainer, scaler):
     settings = trainer.settings
     x = prepare_batch(images, settings.augment, settings.cutout, trainer.memory_format, settings.dataset)
     with trainer.autocast():
-        logits = model(x)
+        logits = trainer.forward_module(model)(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
