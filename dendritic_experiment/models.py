@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import sys
+import warnings
 
 import torch
 from torch import nn
@@ -214,6 +215,13 @@ class Dendrites:
         pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
         pc.set_dont_give_up_unless_learning_rate_lowered(False)
         pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
+        # The library ignores the very first validation score when judging later dendrites (it needs
+        # more epochs than 0 since a switch). A warm start reports the baseline only once, so without
+        # this the first dendrite would be kept even when it made validation worse.
+        pc.set_initial_history_after_switches(-1)
+        # The tracker steps the scheduler at a switch, also at a warm start's switch before any
+        # optimizer step: PyTorch's warning about that order is expected here.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before `optimizer.step()`")
 
         os.makedirs(run_dir, exist_ok=True)
         if not resuming:

@@ -65,3 +65,31 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     # The library's graph is kept with the run, and nothing is written to the current directory.
     assert (run_dir / "PAI.png").read_bytes().startswith(b"\x89PNG")
     assert not (tmp_path / "PAI").exists()
+
+
+def backward_once(model):
+    """The library learns tensor shapes from a backward pass."""
+    model.eval()
+    F.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2])).backward()
+    model.zero_grad()
+
+
+def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path):
+    from models import Dendrites, dendrite_modules_of
+
+    settings = parse_settings(["--results-dir", str(tmp_path), "--max-dendrites", "3"])
+    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
+                          str(tmp_path / "run"), "cpu")
+    baseline_params = dendrites.parameters()
+
+    def new_optimizer():
+        dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.StepLR, dict(step_size=1))
+
+    new_optimizer()
+    backward_once(dendrites.model)
+    model, _, complete = dendrites.end_epoch(50.0, 50.0, 0, force_switch=True)  # the baseline's score
+    assert dendrites.count == 1 and not complete
+    new_optimizer()
+    backward_once(model)
+    model, _, complete = dendrites.end_epoch(40.0, 40.0, 1, force_switch=True)  # worse with the dendrite
+    assert complete and dendrites.count == 0 and dendrites.parameters() == baseline_params
