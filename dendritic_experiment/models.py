@@ -7,6 +7,7 @@ get dendrites: perforatedai needs each norm layer wrapped together with the laye
 """
 import contextlib
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -221,7 +222,7 @@ class Dendrites:
         pc.set_initial_history_after_switches(-1)
         # The tracker steps the scheduler at a switch, also at a warm start's switch before any
         # optimizer step: PyTorch's warning about that order is expected here.
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before `optimizer.step()`")
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
 
         os.makedirs(run_dir, exist_ok=True)
         if not resuming:
