@@ -75,7 +75,9 @@ def test_wandb_gets_each_epoch_the_parameters_and_dendrite_additions(tiny, data_
     assert baseline.kwargs["project"] == "p" and baseline.kwargs["name"] == "resnet18-seed0"
     assert [row["epoch"] for row in baseline.logged] == [1]
     assert dendritic.logged[0] == {"dendrite_added": 1} and dendritic.logged[1]["dendrites"] == 1
-    assert dendritic.summary["params"] > baseline.summary["params"]
+    assert dendritic.logged[1]["params"] > baseline.summary["params"]
+    result = json.loads((tmp_path / "resnet18_dendritic" / "result.json").read_text())
+    assert dendritic.summary == {k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")}
     assert baseline.finished and dendritic.finished
 
 
