@@ -216,10 +216,6 @@ class Dendrites:
         pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
         pc.set_dont_give_up_unless_learning_rate_lowered(False)
         pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
-        # The library ignores the very first validation score when judging later dendrites (it needs
-        # more epochs than 0 since a switch). A warm start reports the baseline only once, so without
-        # this the first dendrite would be kept even when it made validation worse.
-        pc.set_initial_history_after_switches(-1)
         # The tracker steps the scheduler at a switch, also at a warm start's switch before any
         # optimizer step: PyTorch's warning about that order is expected here.
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
@@ -262,6 +258,21 @@ class Dendrites:
         self.tracker.reset_module_vector(self.model, True)
         self.tracker.from_string(state["tracker"])
         return self.model
+
+    def report_baseline(self, val_accuracy, train_accuracy):
+        """A finished baseline's scores as the whole first phase; the tracker adds the first dendrite.
+
+        The library does not count a first validation score as the best to beat (it wants more
+        than initial_history_after_switches = 0 epochs since a switch). A warm start reports the
+        baseline only once, so for that one call the setting is -1: otherwise the first dendrite
+        would be kept even when it made validation worse. It goes back to 0 at once, because
+        setup_optimizer steps the new scheduler by it.
+        """
+        self.GPA.pc.set_initial_history_after_switches(-1)
+        try:
+            return self.end_epoch(val_accuracy, train_accuracy, 0, force_switch=True)
+        finally:
+            self.GPA.pc.set_initial_history_after_switches(0)
 
     @property
     def count(self):

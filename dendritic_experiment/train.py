@@ -470,7 +470,7 @@ def report_baseline(model, dendrites, data, trainer):
     model.zero_grad(set_to_none=True)
     train = evaluate(model, data.train_images, data.train_labels, trainer)
     val = evaluate(model, data.val_images, data.val_labels, trainer)
-    model, _, _ = dendrites.end_epoch(val["accuracy"], train["accuracy"], 0, force_switch=True)
+    model, _, _ = dendrites.report_baseline(val["accuracy"], train["accuracy"])
     return model
 
 

@@ -83,13 +83,14 @@ def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path)
     baseline_params = dendrites.parameters()
 
     def new_optimizer():
-        dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.StepLR, dict(step_size=1))
+        return dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.StepLR, dict(step_size=1))
 
     new_optimizer()
     backward_once(dendrites.model)
-    model, _, complete = dendrites.end_epoch(50.0, 50.0, 0, force_switch=True)  # the baseline's score
+    model, _, complete = dendrites.report_baseline(50.0, 50.0)
     assert dendrites.count == 1 and not complete
-    new_optimizer()
+    optimizer, _ = new_optimizer()
+    assert optimizer.param_groups[0]["lr"] == 0.1  # the new cycle's schedule starts at its start
     backward_once(model)
     model, _, complete = dendrites.end_epoch(40.0, 40.0, 1, force_switch=True)  # worse with the dendrite
     assert complete and dendrites.count == 0 and dendrites.parameters() == baseline_params
