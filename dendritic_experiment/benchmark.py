@@ -311,6 +311,7 @@ def measure_reference(name, images, labels, args):
     model = build_model(name).to(args.device)  # fp32, NCHW
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     model.train()
+    # The workers stop when this iterator is freed, as this function returns.
     batches = iter(reference_batches(images, labels, args, args.warmup_steps + args.steps))
 
     def step():
@@ -323,7 +324,6 @@ def measure_reference(name, images, labels, args):
 
     reset_peak_memory(args.device)
     seconds = median_seconds(step, args, f"reference {name}")
-    del batches  # stops the loader's worker processes
     entry = {"train_step_ms_median": 1000 * seconds, "train_images_per_s": args.batch_size / seconds,
              "peak_memory_bytes": peak_memory(args.device), "num_workers": os.cpu_count()}
     log(f"reference {name}: training {entry['train_images_per_s']:,.0f} images/s")

@@ -13,16 +13,16 @@ augment = True  # random crop with 4-pixel padding and horizontal flip, done in 
 cutout = 8  # side in pixels of the square blanked in each training image (DeVries 2017: 8 on CIFAR-100); 0 = off
 
 # --- runs ---
-experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model name, plus _dendritic for dendrites (_continued: the control)
+experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model, <model>_dendritic, <model>_continued
 results_dir = "results"  # one folder per run, plus summary.json, summary.md, comparison.png
 run_name = ""  # when set, this invocation's runs and summary go to results_dir/run_name/ (e.g. a "baseline mode" study)
 retrain = False  # train every run again even when a finished result with the same settings exists
 smoke = False  # tiny data, 2 epochs, one dendrite cycle: the whole pipeline in minutes on a CPU
 plot_only = False  # redraw summary.md and comparison.png from summary.json, train nothing
-overfit_batch = False  # sanity check instead of the experiment: fit one fixed batch with each model; the loss must fall to near zero
-wandb_project = ""  # log every run's epochs, parameters and dendrite additions to this Weights & Biases project (needs wandb installed)
-seeds = "0"  # comma list; every run is trained once per seed (weights, shuffling, augmentation; the validation split is fixed)
-control = True  # when the dendritic run warm-starts, also train <model>_continued: the baseline trained as long again, no dendrites
+overfit_batch = False  # sanity check instead: fit one fixed batch with each model; the loss must fall to near zero
+wandb_project = ""  # log each run's epochs and dendrite additions to this Weights & Biases project (needs wandb)
+seeds = "0"  # comma list; every run is trained once per seed (the validation split stays fixed)
+control = True  # with warm_start, also train <model>_continued: the baseline trained as long again, no dendrites
 
 # --- optimisation (baselines; the first phase of a dendritic run from scratch) ---
 epochs = 200  # training epochs of a baseline
@@ -38,10 +38,10 @@ warmup_epochs = 5  # linear warm-up before the cosine decay to zero (stepped per
 device = "auto"  # auto picks cuda, then mps, then cpu; or name one: cuda, cuda:1, mps, cpu
 precision = "auto"  # auto: bf16 on CUDA (fp16 with a gradient scaler where bf16 is missing), fp32 elsewhere
 channels_last = True  # NHWC memory layout: faster convolutions on tensor cores
-compile = False  # torch.compile the training step's model (recompiled after each dendrite); off until measured to pay off on a GPU
+compile = False  # torch.compile the training step (once per architecture); off until measured to pay off on a GPU
 
 # --- dendrites (perforatedai) ---
-dendrite_modules = "auto"  # conv+bn pairs that get dendrites (see models.py); auto: layer3.0.conv2,layer3.1.conv2 on ResNets (+1.18M per dendrite on ResNet-18), block3/block4 pointwise on compactnet
+dendrite_modules = "auto"  # conv+bn pairs that get dendrites; auto: models.AUTO_DENDRITE_MODULES (+1.18M each on ResNet-18)
 max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
 switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)
