@@ -17,9 +17,9 @@ from types import SimpleNamespace
 
 import torch
 
-from utils import (ExperimentError, compare_runs, load_data, model_of, parse_settings, pick_device,
-                   pick_precision, read_json, redraw_report, run_names, seed_list, write_json, write_report,
-                   write_run_pictures)
+from utils import (TEMPORARY_PREFIX, ExperimentError, compare_runs, load_data, model_of, parse_settings,
+                   pick_device, pick_precision, read_json, redraw_report, run_names, seed_list, write_json,
+                   write_report, write_run_pictures)
 
 # Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
 BASELINE_KEYS = ("dataset", "val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
@@ -102,6 +102,9 @@ class Experiment:
         model_name, kind = model_of(run_name)
         run_dir = self.run_dir(run_name)
         os.makedirs(run_dir, exist_ok=True)
+        for name in os.listdir(run_dir):  # half-written files of a killed run (see utils.write_atomic)
+            if name.startswith(TEMPORARY_PREFIX):
+                os.remove(os.path.join(run_dir, name))
         print(f"{run_name} (seed {self.settings.seed}): training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = Trainer(self.settings, self.device, self.precision)
         trainer.tracking = self.start_tracking(run_name, depends)

@@ -312,11 +312,14 @@ def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_
 # half a file behind.
 # ---------------------------------------------------------------------------------------------
 
+TEMPORARY_PREFIX = ".tmp-"
+
+
 def write_atomic(path, data):
     """Write bytes or text to path so that readers see the old file or the new one, never half."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=TEMPORARY_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

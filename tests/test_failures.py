@@ -38,11 +38,13 @@ def test_unreadable_cached_run_is_reported_and_trained_again(run, tmp_path, caps
 
 
 def test_unreadable_checkpoint_is_reported_and_the_run_starts_over(run, tmp_path, capsys):
-    (tmp_path / "results" / "resnet18").mkdir(parents=True)
-    (tmp_path / "results" / "resnet18" / "checkpoint.pt").write_bytes(b"truncated")
+    run_dir = tmp_path / "results" / "resnet18"
+    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoint.pt").write_bytes(b"truncated")
+    (run_dir / ".tmp-k1ll3d").write_bytes(b"half a checkpoint")  # what a kill during a write leaves
     assert run() == 0
     assert "checkpoint.pt cannot be read" in capsys.readouterr().err
-    assert not (tmp_path / "results" / "resnet18" / "checkpoint.pt").exists()
+    assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / ".tmp-k1ll3d").exists()
 
 
 def test_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_checkpoint(run, tmp_path, capsys, monkeypatch):
