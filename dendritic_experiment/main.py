@@ -71,22 +71,28 @@ class Experiment:
         if self.settings.retrain:
             with contextlib.suppress(FileNotFoundError):  # a leftover checkpoint would be resumed
                 os.remove(os.path.join(self.run_dir(run_name), "checkpoint.pt"))
-        elif cached and cached.get("settings") == depends and self.weights(run_name) is not None:
+        elif cached and cached.get("settings") == depends and self.files_readable(run_name):
             print(f"{run_name}: reusing the finished result in {self.run_dir(run_name)}", file=sys.stderr)
             self.results[run_name] = cached
             return cached
         self.results[run_name] = result = self.train(run_name, depends)
         return result
 
-    def weights(self, run_name):
-        """The run's saved model.pt, or None (reported) when it cannot be read."""
-        path = os.path.join(self.run_dir(run_name), "model.pt")
+    def weights(self, run_name, name="model.pt"):
+        """A saved tensor file of the run (model.pt by default), or None (reported) when it cannot be read."""
+        path = os.path.join(self.run_dir(run_name), name)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             print(f"{run_name}: {path} cannot be read ({type(error).__name__}); training the run again",
                   file=sys.stderr)
             return None
+
+    def files_readable(self, run_name):
+        """A finished run is only reused whole: its model, test predictions and history."""
+        history = os.path.join(self.run_dir(run_name), "history.csv")
+        return (self.weights(run_name) is not None and self.weights(run_name, "test_predictions.pt") is not None
+                and os.path.exists(history))
 
     def start_tracking(self, run_name, depends):
         """A wandb run for this training run when --wandb-project is set; None otherwise."""

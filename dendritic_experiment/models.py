@@ -237,9 +237,10 @@ class Dendrites:
         kwargs = dict(optimizer_kwargs, params=self.model.parameters())
         return self.tracker.setup_optimizer(self.model, kwargs, scheduler_kwargs)
 
-    def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, force_switch=False):
-        """Report one epoch. Returns (model, restructured, complete); always use that model."""
-        force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= self.settings.dendrite_epochs)
+    def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, cycle_length=0, force_switch=False):
+        """Report one epoch. Returns (model, restructured, complete); always use that model.
+        In fixed mode the cycle ends (a switch) after cycle_length epochs."""
+        force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
         self.tracker.add_extra_score(train_accuracy, "Train")
         with working_directory(self.run_dir), contextlib.redirect_stdout(sys.stderr):
             model, restructured, complete = self.tracker.add_validation_score(

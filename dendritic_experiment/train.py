@@ -140,14 +140,16 @@ def overfit_one_batch(model_name, data, trainer, max_steps=500, target_loss=0.05
     size = min(trainer.settings.batch_size, 128, len(data.train_images))
     x = prepare_batch(data.train_images[:size], memory_format=trainer.memory_format, dataset=trainer.settings.dataset)
     y = data.train_labels[:size]
+    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
     losses = []
     for step in tqdm(range(1, max_steps + 1), desc=f"{model_name}: one batch of {size}", leave=False,
                      disable=not sys.stderr.isatty()):
         with trainer.autocast():
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(loss.item())  # a sync per step is fine here: a few hundred steps, and it decides the stop
         if losses[-1] < target_loss:
             break
@@ -182,7 +184,9 @@ class Checkpoint:
     """
 
     def __init__(self, run_dir, run_name, depends, device):
-        self.path, self.run_name, self.depends, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, depends, device
+        self.path, self.run_name, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, device
+        # Random state and optimizer options belong to a device type: resume only on the same kind.
+        self.depends = dict(depends, device_type=device.type)
 
     def load(self):
         """The saved state (random state restored), or None to start from the beginning."""
@@ -347,7 +351,9 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, depends, basel
         val = evaluate(model, data.val_images, data.val_labels, trainer)
         row = dict(epoch=epoch, **metrics, val_loss=val["loss"], val_accuracy=val["accuracy"], lr=lr,
                    dendrites=dendrites.count, params=dendrites.parameters())
-        model, restructured, complete = dendrites.end_epoch(val["accuracy"], metrics["train_accuracy"], epochs_in_cycle)
+        cycle_length = settings.epochs if first_phase else settings.dendrite_epochs
+        model, restructured, complete = dendrites.end_epoch(val["accuracy"], metrics["train_accuracy"],
+                                                            epochs_in_cycle, cycle_length)
         model = trainer.place(model)
         if restructured and not complete:
             optimizer, scheduler = new_cycle(first_phase=False)

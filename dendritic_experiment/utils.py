@@ -2,6 +2,7 @@
 import argparse
 import collections
 import csv
+import functools
 import importlib.util
 import io
 import json
@@ -179,7 +180,8 @@ def pick_precision(name, device):
     if name != "auto":
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Without native bf16 (before Ampere) emulated bf16 is slow: fp16 with a scaler instead.
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return "fp32"
 
 
@@ -276,6 +278,13 @@ def load_data(settings, device):
     return Data(*tensors, read_class_names(folder, spec))
 
 
+@functools.lru_cache(maxsize=None)
+def normalisation(dataset, device):
+    """Mean and std (0-255 scale) on the device, made once: a tensor built from a list on a GPU
+    is a blocking copy, which would stall the training step."""
+    return tuple(torch.tensor(DATASETS[dataset][key], device=device) * 255 for key in ("mean", "std"))
+
+
 def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100"):
     """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented.
 
@@ -294,8 +303,7 @@ def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_
         flip = torch.rand(n, 1, 1, device=device) < 0.5
         cols = torch.where(flip, 2 * left + width - 1 - cols, cols)  # mirror inside the crop
         pixels = padded[torch.arange(n, device=device).view(-1, 1, 1), rows, cols]
-    mean = torch.tensor(DATASETS[dataset]["mean"], device=device) * 255
-    std = torch.tensor(DATASETS[dataset]["std"], device=device) * 255
+    mean, std = normalisation(dataset, device)
     x = ((pixels.float() - mean) / std).permute(0, 3, 1, 2)
     if cutout:
         center_y = torch.randint(0, height, (n, 1, 1), device=device)
@@ -489,7 +497,8 @@ def compare_runs(runs, run_dirs):
                 correct = [torch.load(os.path.join(run_dirs[name, seeds[0]], "test_predictions.pt"))
                            for name in (a, b)]
                 difference, low, high = bootstrap_interval(*[(c["predicted"] == c["labels"]).numpy() for c in correct])
-                method = f"paired bootstrap over {len(correct[0]['labels']):,} test images, seed {seeds[0]}"
+                method = (f"paired bootstrap over {len(correct[0]['labels']):,} test images, seed {seeds[0]} only: "
+                          "test-set noise for these trained weights, not the seed-to-seed spread")
             comparisons.append(dict(run=a, against=b, meaning=meaning, difference=difference, low=low,
                                     high=high, method=method, distinguishable=low > 0 or high < 0))
     return comparisons
@@ -499,13 +508,20 @@ def aggregate(runs):
     """One row per run name: mean and spread over seeds, with the gains the table reports."""
     rows = {}
     for run in runs:
-        row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[]))
+        row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
+                                                dendrite_counts=[], epoch_counts=[]))
         row["accuracies"].append(run["test_accuracy"])
         row["val_accuracies"].append(run["val_accuracy"])
+        row["param_counts"].append(run["params"])
+        row["dendrite_counts"].append(run["dendrites"])
+        row["epoch_counts"].append(run["epochs"])
     for row in rows.values():
         n = len(row["accuracies"])
         row["test_accuracy"] = sum(row["accuracies"]) / n
         row["val_accuracy"] = sum(row["val_accuracies"]) / n
+        row["params"] = sum(row["param_counts"]) / n  # seeds of a dendritic run may keep different dendrites
+        row["dendrites"] = spread_text(row["dendrite_counts"])
+        row["epochs"] = spread_text(row["epoch_counts"])
         row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
                           if n > 1 else math.nan)
     small, large = rows.get("resnet18"), rows.get("resnet34")
@@ -516,6 +532,11 @@ def aggregate(runs):
         if large:
             row["params_saved"] = 1 - row["params"] / large["params"]
     return list(rows.values())
+
+
+def spread_text(values):
+    """'3' when every seed agrees, else '2-3'."""
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
 def summary_markdown(runs, comparisons):
@@ -568,7 +589,7 @@ def comparison_figure(runs):
     for row in aggregate(runs):
         colour = "tab:green" if row["dendritic"] else "tab:orange" if row["name"].endswith("_continued") else "tab:blue"
         x = row["params"] / 1e6
-        left.scatter([x] * len(row["accuracies"]), row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
+        left.scatter([p / 1e6 for p in row["param_counts"]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
         sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
         left.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
         left.annotate(row["name"], (x, row["test_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)

@@ -25,7 +25,8 @@ def finished_at(tmp_path):
     return json.loads((tmp_path / "results" / "resnet18" / "result.json").read_text())["finished_at"]
 
 
-@pytest.mark.parametrize("name, damage", [("result.json", b'{"name": "resn'), ("model.pt", b"\x00" * 100)])
+@pytest.mark.parametrize("name, damage", [("result.json", b'{"name": "resn'), ("model.pt", b"\x00" * 100),
+                                          ("test_predictions.pt", b"")])
 def test_unreadable_cached_run_is_reported_and_trained_again(run, tmp_path, capsys, name, damage):
     assert run() == 0
     first = finished_at(tmp_path)

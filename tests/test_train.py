@@ -94,3 +94,16 @@ def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path)
     backward_once(model)
     model, _, complete = dendrites.end_epoch(40.0, 40.0, 1, force_switch=True)  # worse with the dendrite
     assert complete and dendrites.count == 0 and dendrites.parameters() == baseline_params
+
+
+def test_first_phase_from_scratch_lasts_the_baseline_epochs(tiny, data_dir, tmp_path):
+    import main
+
+    results = tmp_path / "results"
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), "--val-split", "150", "--batch-size", "100",
+               "--experiments", "resnet18_dendritic", "--no-warm-start", "--epochs", "3", "--warmup-epochs", "0",
+               "--dendrite-epochs", "1", "--max-dendrites", "1"])
+    history = read_history(results / "resnet18_dendritic")
+    assert [row["dendrites"] for row in history] == ["0", "0", "0", "1"]
+    result = json.loads((results / "resnet18_dendritic" / "result.json").read_text())
+    assert result["start"] == "scratch" and result["epochs"] == result["epochs_including_baseline"] == 4
