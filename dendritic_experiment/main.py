@@ -19,7 +19,7 @@ import torch
 
 from utils import (TEMPORARY_PREFIX, ExperimentError, compare_runs, load_data, model_of, parse_settings,
                    pick_device, pick_precision, read_json, redraw_report, run_names, seed_list, write_json,
-                   write_report, write_run_pictures)
+                   write_report, write_run_pictures, run_cli)
 
 # Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
 BASELINE_KEYS = ("dataset", "val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
@@ -201,16 +201,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """main() with a user's problems as one line and exit status 2 instead of a traceback."""
-    try:
-        main(argv)
-    except ExperimentError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished runs are kept in the results folder", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(main, argv, interrupted="interrupted: finished runs are kept in the results folder")
 
 
 if __name__ == "__main__":

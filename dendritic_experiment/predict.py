@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from models import MODELS, Dendrites, build_model, dendrite_modules_of
-from utils import DATASETS, ExperimentError, pick_device, prepare_batch, read_json
+from utils import DATASETS, ExperimentError, pick_device, prepare_batch, read_json, run_cli
 
 IMAGE_SIZE = 32  # CIFAR resolution: every model here saw only 32x32 inputs
 BATCH_SIZE = 256  # images per forward pass: bounds memory for long lists of images
@@ -235,15 +235,7 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """main() with a user's problems as one line and exit status 2 instead of a traceback."""
-    try:
-        main(argv)
-    except ExperimentError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import math
 import os
 import pickle
 import re
+import sys
 import tempfile
 from types import SimpleNamespace
 
@@ -22,6 +23,20 @@ from models import MODELS, build_model, dendrite_modules_of, dendrite_slots, spl
 
 class ExperimentError(Exception):
     """A problem the user can fix: printed as one line, exit status 2, no traceback."""
+
+
+def run_cli(main, argv=None, interrupted=""):
+    """main(argv) with a user's problems as one line and exit status 2 instead of a traceback."""
+    try:
+        main(argv)
+    except ExperimentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if interrupted:
+            print(interrupted, file=sys.stderr)
+        return 130
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
