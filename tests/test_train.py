@@ -62,8 +62,12 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     # The result is the model the tracker kept: its parameters match its dendrite count.
     kept = [row for row in history if int(row["dendrites"]) == result["dendrites"]]
     assert result["params"] == (int(kept[0]["params"]) if kept else baseline["params"])
-    # The library's graph is kept with the run, and nothing is written to the current directory.
+    # The library's graph is kept with the run, drawn from every epoch (the warm start's report
+    # included), and nothing is written to the current directory.
     assert (run_dir / "PAI.png").read_bytes().startswith(b"\x89PNG")
+    with open(run_dir / "PAIScores.csv") as f:
+        graphed = [row for row in csv.DictReader(f) if row["Validation Scores"]]
+    assert len(graphed) == len(history) + 1
     assert not (tmp_path / "PAI").exists()
 
 
