@@ -22,6 +22,7 @@ plot_only = False  # redraw summary.md and comparison.png from summary.json, tra
 overfit_batch = False  # sanity check instead: fit one fixed batch with each model; the loss must fall to near zero
 wandb_project = ""  # log each run's epochs and dendrite additions to this Weights & Biases project (needs wandb)
 seeds = "0"  # comma list; every run is trained once per seed (the validation split stays fixed)
+checkpoint_seconds = 60  # a run saves its resume checkpoint at most this often (ResNet-18's: 90 MB, ~0.3 s); 0: every epoch
 control = True  # with warm_start, also train <model>_continued: the baseline trained as long again, no dendrites
 
 # --- optimisation (baselines; the first phase of a dendritic run from scratch) ---

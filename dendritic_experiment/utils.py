@@ -143,6 +143,8 @@ def check_settings(settings):
     for name, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("label_smoothing", 0, 1)):
         if not low <= getattr(settings, name) < high:
             refuse(name, f"use a value in [{low}, {high})")
+    if settings.checkpoint_seconds < 0:
+        refuse("checkpoint_seconds", "use 0 (after every epoch) or more seconds")
     if not 0 <= settings.warmup_epochs < settings.epochs:
         refuse("warmup_epochs", f"use 0 to {settings.epochs - 1} (fewer than --epochs)")
     if not 0 < settings.val_split < 50000:

@@ -48,7 +48,9 @@ def test_unreadable_checkpoint_is_reported_and_the_run_starts_over(run, tmp_path
     assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / ".tmp-k1ll3d").exists()
 
 
-def test_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_checkpoint(run, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("every, kept", [(0, "the checkpoint of epoch 1 is kept"),
+                                         (3600, "no checkpoint was saved")])
+def test_nan_loss_stops_the_run_naming_epoch_step_and_what_is_kept(run, tmp_path, capsys, monkeypatch, every, kept):
     real_step, calls = train.training_step, []
 
     def step_that_breaks_in_epoch_two(*args):
@@ -57,11 +59,14 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_checkpoint(r
         return (loss * float("nan"), logits) if len(calls) == 8 + 3 else (loss, logits)  # 8 steps per epoch
 
     monkeypatch.setattr(train, "training_step", step_that_breaks_in_epoch_two)
-    assert run() == 2
+    assert run("--checkpoint-seconds", str(every)) == 2
     error = capsys.readouterr().err
-    assert "the training loss became nan at epoch 2, step 3" in error and "--lr" in error
-    checkpoint = torch.load(tmp_path / "results" / "resnet18" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["epoch"] == 1
+    assert "the training loss became nan at epoch 2, step 3" in error and kept in error and "--lr" in error
+    path = tmp_path / "results" / "resnet18" / "checkpoint.pt"
+    if every == 0:
+        assert torch.load(path, weights_only=True)["epoch"] == 1
+    else:  # the first epoch took less than an hour: no checkpoint was due yet
+        assert not path.exists()
     assert not (tmp_path / "results" / "resnet18" / "result.json").exists()
 
 

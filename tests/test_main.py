@@ -53,6 +53,7 @@ def test_summary_lists_every_run_and_compares_them(tiny, data_dir, tmp_path):
     (["--dendrite-modules", "layer9.conv"], "layer3.0.conv2"),  # lists the valid names
     (["--precision", "fp8"], "--precision 'fp8' is not allowed"),
     (["--val-split", "60000"], "--val-split 60000 is not allowed"),
+    (["--checkpoint-seconds", "-1"], "--checkpoint-seconds -1 is not allowed: use 0"),
     (["--plot-only"], "summary.json is missing"),
 ])
 def test_bad_settings_are_refused_in_one_line(flags, message, tmp_path, capsys):

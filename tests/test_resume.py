@@ -12,7 +12,7 @@ import torch
 from conftest import run_main
 from test_train import read_history
 
-TINY_RUN = ["--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1"]
+TINY_RUN = ["--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1", "--checkpoint-seconds", "0"]
 
 
 def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
