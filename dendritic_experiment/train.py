@@ -183,8 +183,8 @@ class Checkpoint:
 
     Written atomically, at most every every_seconds (settings.checkpoint_seconds): a ResNet-18's
     90 MB take ~0.3 s to write (measured on a CPU machine's disk), too much to pay every epoch when
-    a GPU epoch takes seconds. A crash costs at most every_seconds of training. Only a checkpoint
-    from the same settings is used.
+    a GPU epoch takes seconds. A crash costs at most every_seconds of training plus the epoch in
+    progress. Only a checkpoint from the same settings is used.
     """
 
     def __init__(self, run_dir, run_name, depends, device, every_seconds=0):
