@@ -3,6 +3,8 @@
     python dendritic_experiment/benchmark.py            # on the GPU when there is one
     python dendritic_experiment/benchmark.py --quick    # tiny batches, few steps: under a minute on 2 CPU cores
     python dendritic_experiment/benchmark.py --help     # every flag
+    python dendritic_experiment/benchmark.py --project DIR   # the default experiment's wall time,
+                                                             # from a short timed main.py run in DIR
 
 Times, in one process, after warm-up steps, the median of many steps of:
   - train.training_step (augmentation on the device, autocast, channels_last, fused SGD on CUDA:
@@ -16,6 +18,7 @@ Without --quick a CPU takes hours at batch 512: there, pass a small --batch-size
 """
 import argparse
 import contextlib
+import csv
 import importlib.metadata
 import os
 import platform
@@ -34,7 +37,8 @@ from tqdm import tqdm
 
 from models import Dendrites, build_model, dendrite_modules_of
 from train import Trainer, training_step
-from utils import DATASETS, parse_settings, pick_precision, prepare_batch, write_json
+from utils import (DATASETS, ExperimentError, model_of, parse_settings, pick_precision, prepare_batch, read_json,
+                   run_cli, run_names, write_json)
 
 FULL = dict(batch_size=512, steps=50, warmup_steps=10)
 QUICK = dict(batch_size=16, steps=3, warmup_steps=2)  # every stage, seconds per model on 2 CPU cores
@@ -42,6 +46,9 @@ MATMUL_SIZE = {"cuda": 8192, "cpu": 2048, "cpu quick": 1024}  # 8192^3 takes abo
 RESIDENT_BATCHES = 8  # random images held: 8 training batches, enough to draw batches from and one eval batch
 DENDRITE_COST_GOAL = 1.2  # a dendrite should cost at most 1.2x its share of the FLOPs in time
 AUGMENTATION_SHARE_GOAL = 0.05  # augmentation and indexing should take under 5% of a step
+# Settings that change the time of an epoch: a timed run must use config.py's (its epoch counts may differ).
+EPOCH_COST_KEYS = ("dataset", "val_split", "batch_size", "augment", "cutout", "dendrite_modules")
+TIMED_RUN = "--epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # every dendrite count timed over 3+ epochs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +86,13 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny batches and few steps: checks the benchmark runs")
     parser.add_argument("--output", default=os.path.join("results", "benchmark.json"), metavar="PATH",
                         help="the JSON file written (default %(default)s)")
+    parser.add_argument("--project", metavar="DIR",
+                        help="measure nothing: read a short main.py run in DIR (default settings, fewer --epochs) "
+                        "and project the default experiment's wall time from its seconds per epoch; "
+                        "writes DIR/projection.json")
     args = parser.parse_args(argv)
+    if args.project:
+        return args
     defaults = QUICK if args.quick else FULL
     for name in ("batch_size", "steps", "warmup_steps"):
         if getattr(args, name) is None:
@@ -393,8 +406,103 @@ def print_table(result):
           f"{augmentation['share_of_resnet18_step']:.2%} of a resnet18 step (goal < {augmentation['goal']:.0%})")
 
 
+# ---------------------------------------------------------------------------------------------
+# The default experiment's wall time, projected from a short timed run
+# ---------------------------------------------------------------------------------------------
+
+def epoch_seconds(rows):
+    """Median seconds of these epochs, leaving out the first when there are more: it pays for
+    cuDNN's kernel search (and compiling, with --compile), once per architecture. The median also
+    passes over the epoch that ends a dendrite cycle (the restructure, the graph at the end)."""
+    seconds = [float(row["seconds"]) for row in rows]
+    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def planned_epochs(run_name, settings):
+    """{dendrite count: epochs} the run trains at these settings; a dendritic run and its control
+    at most, since the tracker stops early when a dendrite does not improve validation."""
+    kind = model_of(run_name)[1]
+    if kind == "baseline":
+        return {0: settings.epochs}
+    if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
+        return {0: settings.max_dendrites * settings.dendrite_epochs}
+    cycles = dict.fromkeys(range(1, settings.max_dendrites + 1), settings.dendrite_epochs)
+    return cycles if settings.warm_start else {0: settings.epochs, **cycles}
+
+
+def timed_history(timed_dir, run_name, settings):
+    """The run's epochs in timed_dir, refused when it ran at settings that change an epoch's cost."""
+    path = os.path.join(timed_dir, run_name, "history.csv")
+    try:
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        rows = []
+    if not rows or "seconds" not in rows[0]:
+        raise ExperimentError(f"{path} is missing or has no epochs: time a short run first, "
+                              f"main.py --results-dir {timed_dir} {TIMED_RUN} (README, Performance)")
+    timed_with = (read_json(os.path.join(timed_dir, run_name, "result.json")) or {}).get("settings", {})
+    for key in EPOCH_COST_KEYS:
+        if key in timed_with and timed_with[key] != getattr(settings, key):
+            raise ExperimentError(f"{run_name} was timed with --{key.replace('_', '-')} {timed_with[key]!r} but "
+                                  f"config.py has {getattr(settings, key)!r}: time it at config.py's settings "
+                                  f"(only {TIMED_RUN} may differ)")
+    return rows
+
+
+def project_run(rows, plan):
+    """The run's projected seconds, each planned cycle timed by the epochs with that many dendrites
+    (or the nearest fewer that were timed: the timed run may have stopped adding dendrites)."""
+    by_count = {}
+    for row in rows:  # a baseline's or control's history has no dendrites column
+        by_count.setdefault(int(row.get("dendrites") or 0), []).append(row)
+    measured = {count: epoch_seconds(group) for count, group in by_count.items()}
+    cycles = []
+    for count, epochs in plan.items():
+        timed_as = max((c for c in measured if c <= count), default=min(measured))
+        cycles.append({"dendrites": count, "epochs": epochs, "seconds_per_epoch": measured[timed_as],
+                       "timed_with_dendrites": timed_as, "epochs_timed": len(by_count[timed_as])})
+    return {"cycles": cycles,
+            "projected_seconds": sum(c["epochs"] * c["seconds_per_epoch"] for c in cycles)}
+
+
+def project_wall_time(timed_dir):
+    """Each run's seconds per epoch in timed_dir and the wall time of the whole experiment that
+    config.py's settings describe (epochs only: loading data and the final test are left out)."""
+    settings = parse_settings(["--results-dir", timed_dir])  # config.py's, checked without touching ./results
+    if settings.switch_mode != "fixed":
+        raise ExperimentError("--project needs switch_mode = 'fixed' in config.py: in history mode "
+                              "the length of each dendrite cycle is not known in advance")
+    runs = {name: project_run(timed_history(timed_dir, name, settings), planned_epochs(name, settings))
+            for name in run_names(settings)}
+    device = (read_json(os.path.join(timed_dir, run_names(settings)[0], "result.json")) or {}).get("device")
+    return {"timed_dir": os.path.abspath(timed_dir), "device": device, "runs": runs,
+            "projected_seconds": sum(run["projected_seconds"] for run in runs.values())}
+
+
+def print_projection(projection):
+    rows = []
+    for name, run in projection["runs"].items():
+        for c in run["cycles"]:
+            label = name + (f", {c['dendrites']} dendrite{'s' * (c['dendrites'] > 1)}" if c["dendrites"] else "")
+            note = f"  (timed with {c['timed_with_dendrites']})" if c["timed_with_dendrites"] != c["dendrites"] else ""
+            rows.append((label, c["epochs_timed"], c["seconds_per_epoch"], c["epochs"], note))
+    width = max(len(row[0]) for row in rows)
+    print(f"timed on {projection['device'] or 'an unrecorded device'}")
+    print(f"{'run':{width}s} {'timed epochs':>12s} {'s/epoch':>8s} {'epochs':>7s} {'projected':>10s}")
+    for label, timed, seconds, epochs, note in rows:
+        print(f"{label:{width}s} {timed:12d} {seconds:8.2f} {epochs:7d} {epochs * seconds / 60:8.1f} m{note}")
+    print(f"\nthe default experiment: {projection['projected_seconds'] / 60:.1f} minutes (dendritic runs and "
+          "controls at their longest; epochs only, not loading data or the final test)")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.project:
+        projection = project_wall_time(args.project)
+        write_json(os.path.join(args.project, "projection.json"), projection)
+        print_projection(projection)
+        return
     torch.manual_seed(0)
     work_dir = tempfile.mkdtemp(prefix="benchmark-")  # the settings check and the dendrite library write here
     try:
@@ -427,4 +535,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))
