@@ -411,11 +411,14 @@ def print_table(result):
 # ---------------------------------------------------------------------------------------------
 
 def epoch_seconds(rows):
-    """Median seconds of these epochs, leaving out the first when there are more: it pays for
-    cuDNN's kernel search (and compiling, with --compile), once per architecture. The median also
-    passes over the epoch that ends a dendrite cycle (the restructure, the graph at the end)."""
+    """(seconds of a steady epoch, extra seconds of the first). The first pays once per architecture
+    for cuDNN's kernel search (and compiling, with --compile); the median of the rest also passes
+    over the epoch that ends a dendrite cycle (the restructure, the graph at the end)."""
     seconds = [float(row["seconds"]) for row in rows]
-    return statistics.median(seconds[1:] if len(seconds) > 1 else seconds)
+    if len(seconds) == 1:
+        return seconds[0], 0.0
+    steady = statistics.median(seconds[1:])
+    return steady, max(0.0, seconds[0] - steady)
 
 
 def planned_epochs(run_name, settings):
@@ -460,10 +463,11 @@ def project_run(rows, plan):
     cycles = []
     for count, epochs in plan.items():
         timed_as = max((c for c in measured if c <= count), default=min(measured))
-        cycles.append({"dendrites": count, "epochs": epochs, "seconds_per_epoch": measured[timed_as],
-                       "timed_with_dendrites": timed_as, "epochs_timed": len(by_count[timed_as])})
-    return {"cycles": cycles,
-            "projected_seconds": sum(c["epochs"] * c["seconds_per_epoch"] for c in cycles)}
+        steady, first_extra = measured[timed_as]
+        cycles.append({"dendrites": count, "epochs": epochs, "seconds_per_epoch": steady,
+                       "first_epoch_extra_seconds": first_extra, "timed_with_dendrites": timed_as,
+                       "epochs_timed": len(by_count[timed_as]), "projected_seconds": epochs * steady + first_extra})
+    return {"cycles": cycles, "projected_seconds": sum(c["projected_seconds"] for c in cycles)}
 
 
 def project_wall_time(timed_dir):
@@ -486,14 +490,16 @@ def print_projection(projection):
         for c in run["cycles"]:
             label = name + (f", {c['dendrites']} dendrite{'s' * (c['dendrites'] > 1)}" if c["dendrites"] else "")
             note = f"  (timed with {c['timed_with_dendrites']})" if c["timed_with_dendrites"] != c["dendrites"] else ""
-            rows.append((label, c["epochs_timed"], c["seconds_per_epoch"], c["epochs"], note))
+            rows.append((label, c["epochs_timed"], c["seconds_per_epoch"], c["first_epoch_extra_seconds"],
+                         c["epochs"], c["projected_seconds"], note))
     width = max(len(row[0]) for row in rows)
     print(f"timed on {projection['device'] or 'an unrecorded device'}")
-    print(f"{'run':{width}s} {'timed epochs':>12s} {'s/epoch':>8s} {'epochs':>7s} {'projected':>10s}")
-    for label, timed, seconds, epochs, note in rows:
-        print(f"{label:{width}s} {timed:12d} {seconds:8.2f} {epochs:7d} {epochs * seconds / 60:8.1f} m{note}")
+    print(f"{'run':{width}s} {'timed epochs':>12s} {'s/epoch':>8s} {'+1st':>7s} {'epochs':>7s} {'projected':>10s}")
+    for label, timed, seconds, first_extra, epochs, projected, note in rows:
+        print(f"{label:{width}s} {timed:12d} {seconds:8.2f} {first_extra:7.2f} {epochs:7d} {projected / 60:8.1f} m{note}")
     print(f"\nthe default experiment: {projection['projected_seconds'] / 60:.1f} minutes (dendritic runs and "
-          "controls at their longest; epochs only, not loading data or the final test)")
+          "controls at their longest; each cycle pays its first epoch's extra once ('+1st': cuDNN's kernel "
+          "search, compiling); loading data and the final test are left out)")
 
 
 def main(argv=None):

@@ -55,22 +55,22 @@ def test_projection_times_each_run_and_dendrite_count_by_its_epochs(tmp_path, ca
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     assert run_names(settings) == ["resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"]
-    write_history(tmp_path, "resnet18", [9, 2, 4])  # the first epoch (cuDNN's kernel search) is left out
+    write_history(tmp_path, "resnet18", [9, 2, 4])  # the first epoch (cuDNN's kernel search) is paid once
     write_history(tmp_path, "resnet34", [5])  # a lone epoch is all there is
     write_history(tmp_path, "resnet18_dendritic", [7, 3, 3, 6, 4], dendrites=[1, 1, 1, 2, 2])
     write_history(tmp_path, "resnet18_continued", [8, 2, 2, 3])
     assert run_cli(benchmark.main, ["--project", str(tmp_path)]) == 0
     projection = json.loads((tmp_path / "projection.json").read_text())
     runs = projection["runs"]
-    assert runs["resnet18"]["projected_seconds"] == 3 * settings.epochs
+    assert runs["resnet18"]["projected_seconds"] == 3 * settings.epochs + (9 - 3)
     assert runs["resnet34"]["projected_seconds"] == 5 * settings.epochs
     # One cycle per dendrite; the third was never timed, so it costs what the second did.
     cycles = runs["resnet18_dendritic"]["cycles"]
-    assert [(c["dendrites"], c["seconds_per_epoch"], c["timed_with_dendrites"], c["epochs_timed"]) for c in cycles] == [
-        (1, 3, 1, 3), (2, 4, 2, 2), (3, 4, 2, 2)][:settings.max_dendrites]
-    assert runs["resnet18_dendritic"]["projected_seconds"] == settings.dendrite_epochs * sum(
-        c["seconds_per_epoch"] for c in cycles)
-    assert runs["resnet18_continued"]["projected_seconds"] == 2 * settings.max_dendrites * settings.dendrite_epochs
+    assert [(c["dendrites"], c["seconds_per_epoch"], c["first_epoch_extra_seconds"], c["timed_with_dendrites"],
+             c["epochs_timed"]) for c in cycles] == [(1, 3, 4, 1, 3), (2, 4, 2, 2, 2), (3, 4, 2, 2, 2)][:settings.max_dendrites]
+    assert runs["resnet18_dendritic"]["projected_seconds"] == sum(
+        settings.dendrite_epochs * c["seconds_per_epoch"] + c["first_epoch_extra_seconds"] for c in cycles)
+    assert runs["resnet18_continued"]["projected_seconds"] == 2 * settings.max_dendrites * settings.dendrite_epochs + 6
     assert projection["projected_seconds"] == sum(run["projected_seconds"] for run in runs.values())
     assert "the default experiment:" in capsys.readouterr().out
     assert os.listdir(tmp_path / "cwd") == []  # nothing is written to the current directory
