@@ -18,7 +18,6 @@ Without --quick a CPU takes hours at batch 512: there, pass a small --batch-size
 """
 import argparse
 import contextlib
-import csv
 import importlib.metadata
 import os
 import platform
@@ -37,8 +36,8 @@ from tqdm import tqdm
 
 from models import Dendrites, build_model, dendrite_modules_of
 from train import Trainer, training_step
-from utils import (DATASETS, ExperimentError, model_of, parse_settings, pick_precision, prepare_batch, read_json,
-                   run_cli, run_names, write_json)
+from utils import (DATASETS, ExperimentError, model_of, parse_settings, pick_precision, prepare_batch, read_csv,
+                   read_json, run_cli, run_names, write_json)
 
 FULL = dict(batch_size=512, steps=50, warmup_steps=10)
 QUICK = dict(batch_size=16, steps=3, warmup_steps=2)  # every stage, seconds per model on 2 CPU cores
@@ -437,8 +436,7 @@ def timed_history(timed_dir, run_name, settings):
     """The run's epochs in timed_dir, refused when it ran at settings that change an epoch's cost."""
     path = os.path.join(timed_dir, run_name, "history.csv")
     try:
-        with open(path) as f:
-            rows = list(csv.DictReader(f))
+        rows = read_csv(path)
     except OSError:
         rows = []
     if not rows or "seconds" not in rows[0]:

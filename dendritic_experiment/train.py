@@ -187,7 +187,7 @@ class Checkpoint:
     progress. Only a checkpoint from the same settings is used.
     """
 
-    def __init__(self, run_dir, run_name, depends, device, every_seconds=0):
+    def __init__(self, run_dir, run_name, depends, device, every_seconds):
         self.path, self.run_name, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, device
         # Random state and optimizer options belong to a device type: resume only on the same kind.
         self.depends = dict(depends, device_type=device.type)

@@ -375,6 +375,11 @@ def save_torch(path, value):
     write_atomic(path, buffer.getvalue())
 
 
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
 def write_csv(path, rows):
     columns = list(rows[0]) if rows else []
     lines = [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in rows]
@@ -441,8 +446,7 @@ def misclassified_figure(images, labels, predicted, classes, count=24):
 
 def write_run_pictures(run_dir, run_name, data):
     """curves.png and misclassified.png of a finished run."""
-    with open(os.path.join(run_dir, "history.csv")) as f:
-        history = list(csv.DictReader(f))
+    history = read_csv(os.path.join(run_dir, "history.csv"))
     save_figure(curves_figure(history, run_name), os.path.join(run_dir, "curves.png"))
     predictions = torch.load(os.path.join(run_dir, "test_predictions.pt"), weights_only=True)
     figure = misclassified_figure(data.test_images, predictions["labels"].long(), predictions["predicted"].long(),

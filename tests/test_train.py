@@ -1,4 +1,3 @@
-import csv
 import json
 import os
 
@@ -8,12 +7,11 @@ import torch.nn.functional as F
 from conftest import run_main
 from models import build_model
 from train import Trainer, warmup_cosine
-from utils import parse_settings, prepare_batch
+from utils import parse_settings, prepare_batch, read_csv
 
 
 def read_history(run_dir):
-    with open(os.path.join(run_dir, "history.csv")) as f:
-        return list(csv.DictReader(f))
+    return read_csv(os.path.join(run_dir, "history.csv"))
 
 
 def test_one_training_step_lowers_the_loss(tiny):
@@ -65,8 +63,7 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     # The library's graph is kept with the run, drawn from every epoch (the warm start's report
     # included), and nothing is written to the current directory.
     assert (run_dir / "PAI.png").read_bytes().startswith(b"\x89PNG")
-    with open(run_dir / "PAIScores.csv") as f:
-        graphed = [row for row in csv.DictReader(f) if row["Validation Scores"]]
+    graphed = [row for row in read_csv(run_dir / "PAIScores.csv") if row["Validation Scores"]]
     assert len(graphed) == len(history) + 1
     assert not (tmp_path / "PAI").exists()
 
