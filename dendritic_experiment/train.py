@@ -45,8 +45,10 @@ class Trainer:
         return kwargs
 
     def forward_module(self, model):
-        """What the training step calls: the model, or its torch.compile wrapper (one per architecture:
-        the tracker needs the bare model, and a restructured model needs a new compilation)."""
+        """What the training step calls: the model, or its torch.compile wrapper (one per model object:
+        the tracker needs the bare model). perforatedai restructures a model in place; the wrapper's
+        guards see the new modules and recompile, and the dendrite modules run eagerly (the library is
+        compiled code that torch.compile cannot trace)."""
         if not self.settings.compile:
             return model
         if self._compiled_for is not model:
