@@ -254,7 +254,8 @@ class Dendrites:
         return model, bool(restructured), bool(complete)
 
     def draw_graphs(self):
-        """The library's growth graph (<run_dir>/PAI/PAI.png) and its CSVs, from all epochs so far."""
+        """The library's growth graph (<run_dir>/PAI/PAI.png) and its CSVs, from its records: at the end,
+        every epoch up to the kept model's (completing, the tracker reloads that model's records)."""
         self.tracker.making_graphs = True
         try:
             with working_directory(self.run_dir), contextlib.redirect_stdout(sys.stderr):

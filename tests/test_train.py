@@ -60,11 +60,13 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     # The result is the model the tracker kept: its parameters match its dendrite count.
     kept = [row for row in history if int(row["dendrites"]) == result["dendrites"]]
     assert result["params"] == (int(kept[0]["params"]) if kept else baseline["params"])
-    # The library's graph is kept with the run, drawn from every epoch (the warm start's report
-    # included), and nothing is written to the current directory.
+    # The library's graph is kept with the run: the warm start's report, then every epoch up to the
+    # one whose model the tracker kept (it reloads that model's records with it); nothing is
+    # written to the current directory.
     assert (run_dir / "PAI.png").read_bytes().startswith(b"\x89PNG")
-    graphed = [row for row in read_csv(run_dir / "PAIScores.csv") if row["Validation Scores"]]
-    assert len(graphed) == len(history) + 1
+    graphed = [float(row["Validation Scores"]) for row in read_csv(run_dir / "PAIScores.csv") if row["Validation Scores"]]
+    assert graphed[1:] == [float(row["val_accuracy"]) for row in history][:len(graphed) - 1]
+    assert graphed[-1] == result["val_accuracy"]
     assert not (tmp_path / "PAI").exists()
 
 
