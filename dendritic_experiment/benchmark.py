@@ -7,7 +7,7 @@
                                                              # from a short timed main.py run in DIR
 
 Times, in one process, after warm-up steps, the median of many steps of:
-  - train.training_step (augmentation on the device, autocast, channels_last, fused SGD on CUDA:
+  - train.training_step (augmentation on the device, autocast, channels_last, fused SGD:
     exactly what training runs) for resnet18, resnet34 and resnet18 with 1 and 2 dendrites;
   - the reference: a DataLoader over PIL images with torchvision transforms, fp32, NCHW, plain SGD
     (the common CIFAR script), for resnet18 and resnet34;
