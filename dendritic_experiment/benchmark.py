@@ -197,7 +197,7 @@ def forward_flops(model, trainer):
 
 def measure_training(model, optimizer, images, labels, trainer, args, name):
     """Median step time and peak memory of training_step on random batches, as an epoch draws them."""
-    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    scaler = trainer.grad_scaler()
     model.train()
 
     def step():

@@ -40,9 +40,15 @@ class Trainer:
     def optimizer_kwargs(self, lr):
         kwargs = dict(lr=lr, momentum=self.settings.momentum, nesterov=self.settings.nesterov,
                       weight_decay=self.settings.weight_decay)
-        if self.device.type in ("cuda", "cpu"):  # on the CPU too: the tests run the GPU's optimizer
-            kwargs["fused"] = True  # one kernel for the whole update
+        # One kernel for the whole update; on the CPU too, so that the tests run the GPU's optimizer.
+        # Not under fp16's gradient scaler: a skipped first step leaves fused SGD's momentum uninitialised.
+        if self.device.type in ("cuda", "cpu") and self.precision != "fp16":
+            kwargs["fused"] = True
         return kwargs
+
+    def grad_scaler(self):
+        """Loss scaling for fp16, whose gradients would underflow; bf16 and fp32 need none."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def forward_module(self, model):
         """What the training step calls: the model, or its torch.compile wrapper (one per model object:
@@ -142,7 +148,7 @@ def overfit_one_batch(model_name, data, trainer, max_steps=500, target_loss=0.05
     size = min(trainer.settings.batch_size, 128, len(data.train_images))
     x = prepare_batch(data.train_images[:size], memory_format=trainer.memory_format, dataset=trainer.settings.dataset)
     y = data.train_labels[:size]
-    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    scaler = trainer.grad_scaler()
     losses = []
     for step in tqdm(range(1, max_steps + 1), desc=f"{model_name}: one batch of {size}", leave=False,
                      disable=not sys.stderr.isatty()):
@@ -268,7 +274,7 @@ def train_baseline(run_name, model_name, data, trainer, run_dir, depends):
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(settings.epochs * steps_per_epoch, settings.warmup_epochs * steps_per_epoch)
     )
-    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    scaler = trainer.grad_scaler()
     log = EpochLog(run_dir, run_name, trainer.tracking)
     checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device, settings.checkpoint_seconds)
     parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
@@ -320,7 +326,7 @@ def train_dendritic(run_name, model_name, data, trainer, run_dir, depends, basel
     dendrites = Dendrites(trainer.place(model), dendrite_modules_of(model_name, settings.dendrite_modules), settings,
                           run_dir, str(trainer.device), resuming=bool(state))
     model = trainer.place(dendrites.restore(state["dendrites"]) if state else dendrites.model)
-    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    scaler = trainer.grad_scaler()
     log = EpochLog(run_dir, run_name, trainer.tracking)
 
     def new_cycle(first_phase):
@@ -414,7 +420,7 @@ def train_continued(run_name, model_name, data, trainer, run_dir, depends, basel
     model = build_model(model_name, len(data.classes))
     model.load_state_dict(baseline_weights)
     model = trainer.place(model)
-    scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.precision == "fp16")
+    scaler = trainer.grad_scaler()
     log = EpochLog(run_dir, run_name, trainer.tracking)
     checkpoint = Checkpoint(run_dir, run_name, depends, trainer.device, settings.checkpoint_seconds)
 

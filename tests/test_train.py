@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 
@@ -140,3 +141,22 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
     for a, b in zip(eager, compiled):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-4 * float(a["train_loss"])
         assert a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():
+    """fp16's loss scale starts high, so early steps overflow and the scaler skips them; the next
+    step must then train as if the skipped one never was (fused SGD's momentum would be garbage)."""
+    trainer = Trainer(parse_settings(["--results-dir", "/tmp"]), torch.device("cpu"), "fp16")
+    torch.manual_seed(0)
+    model, x = torch.nn.Linear(8, 4), torch.randn(16, 8)
+    fresh = copy.deepcopy(model)
+    optimizer, scaler = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.1)), trainer.grad_scaler()
+    for overflow in (float("inf"), 1.0):
+        optimizer.zero_grad()
+        scaler.scale(model(x).pow(2).mean() * overflow).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), **trainer.optimizer_kwargs(0.1))
+    fresh(x).pow(2).mean().backward()
+    fresh_optimizer.step()  # the second step alone, unscaled
+    assert torch.allclose(model.weight, fresh.weight) and torch.allclose(model.bias, fresh.bias)
