@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models import MODELS, Dendrites, build_model, dendrite_modules_of
+from models import MODELS, Dendrites, build_model, dendrite_modules_of, to_device
 from utils import DATASETS, ExperimentError, pick_device, prepare_batch, read_json, run_cli
 
 IMAGE_SIZE = 32  # CIFAR resolution: every model here saw only 32x32 inputs
@@ -44,7 +44,7 @@ class Predictor:
         """The model of results/<run>/ (result.json and model.pt) on device (auto, cpu, cuda, ...)."""
         device = pick_device(check_device(str(device)))
         result = read_result(run_dir)
-        model = load_model(run_dir, result, device).to(device)
+        model = to_device(load_model(run_dir, result, device), device)
         return cls(model, result["classes"], result["dataset"], device)
 
     @torch.no_grad()

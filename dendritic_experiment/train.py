@@ -4,6 +4,7 @@ Data stays on the device; metrics are summed there and read once per epoch, so t
 has no host-device synchronisation (the progress bar reads them every REFRESH_STEPS steps,
 and only when it is drawn on a terminal).
 """
+import contextlib
 import csv
 import math
 import os
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models import Dendrites, build_model, dendrite_modules_of
+from models import Dendrites, build_model, dendrite_modules_of, to_device
 from utils import ExperimentError, prepare_batch, save_torch, write_atomic, write_csv
 
 REFRESH_STEPS = 25
@@ -35,7 +36,9 @@ class Trainer:
         self._compiled = self._compiled_for = None
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        if self.autocast_dtype is None:  # fp32; also where autocast does not exist (the tests' meta device)
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def optimizer_kwargs(self, lr):
         kwargs = dict(lr=lr, momentum=self.settings.momentum, nesterov=self.settings.nesterov,
@@ -63,7 +66,7 @@ class Trainer:
 
     def place(self, model):
         """On the device in the chosen layout (perforatedai restructures undo channels_last)."""
-        return model.to(self.device, memory_format=self.memory_format)
+        return to_device(model, self.device, self.memory_format)
 
 
 def training_step(model, images, labels, optimizer, trainer, scaler):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from conftest import run_main
 from models import build_model
-from train import Trainer, warmup_cosine
+from train import Trainer, training_step, warmup_cosine
 from utils import parse_settings, prepare_batch, read_csv
 
 
@@ -141,6 +141,25 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
     for a, b in zip(eager, compiled):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-4 * float(a["train_loss"])
         assert a["val_accuracy"] == b["val_accuracy"]
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
+    """No host-device synchronisation inside the step, perforatedai's modules included: a tensor on
+    the meta device has no values, so any read of one (.item(), `if tensor:`, a mask) raises there,
+    and a step that runs there would not wait for a GPU."""
+    import benchmark
+
+    settings = parse_settings(["--device", "cpu", "--results-dir", str(tmp_path)])
+    on_cpu, on_meta = Trainer(settings, torch.device("cpu"), "fp32"), Trainer(settings, torch.device("meta"), "fp32")
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 100, (8,))
+    grown = [copy.deepcopy(model) for _, model, _ in benchmark.dendritic_models(on_cpu, str(tmp_path), images, labels)]
+    for model in [build_model("resnet18")] + grown:
+        model = on_meta.place(model)
+        optimizer = torch.optim.SGD(model.parameters(), **on_meta.optimizer_kwargs(0.1))
+        loss, logits = training_step(model, images.to("meta"), labels.to("meta"), optimizer, on_meta,
+                                     on_meta.grad_scaler())
+        assert loss.device.type == "meta" and logits.shape == (8, 100)
 
 
 def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():
