@@ -120,7 +120,7 @@ def environment(device):
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.processor() or platform.machine() or 'unknown'} CPU, {os.cpu_count()} cores"
+        name = f"{platform.processor() or platform.machine() or 'unknown'} CPU, {usable_cores()} cores"
     return {"device": name, "device_type": device.type, "python": platform.python_version(),
             "torch": version("torch"), "torchvision": version("torchvision"), "perforatedai": version("perforatedai")}
 
@@ -133,12 +133,20 @@ def log(message):
 # Timing
 # ---------------------------------------------------------------------------------------------
 
+def usable_cores():
+    """Cores this process may run on (in a container, os.cpu_count() can count the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def time_steps(step, args, description):
     """Seconds taken by each of args.steps calls of step(), after args.warmup_steps untimed calls."""
     for _ in range(args.warmup_steps):
         step()
     if args.device.type == "cuda":
         torch.cuda.synchronize(args.device)
+        # Peak memory of the timed steps only: the warm-up's cuDNN kernel search tries kernels
+        # with scratch memory of their own.
+        torch.cuda.reset_peak_memory_stats(args.device)
     steps = tqdm(range(args.steps), desc=description, leave=False, disable=not sys.stderr.isatty())
     if args.device.type != "cuda":
         seconds = []
@@ -172,11 +180,6 @@ def matmul_rate(args, dtype):
     return {"dtype": str(dtype).removeprefix("torch."), "size": size, "flops_per_s": 2 * size ** 3 / seconds}
 
 
-def reset_peak_memory(device):
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def peak_memory(device):
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
@@ -204,7 +207,6 @@ def measure_training(model, optimizer, images, labels, trainer, args, name):
         index = torch.randint(0, len(images), (args.batch_size,), device=images.device)
         training_step(model, images[index], labels[index], optimizer, trainer, scaler)
 
-    reset_peak_memory(args.device)
     seconds = median_seconds(step, args, f"{name} training")
     return {"train_step_ms_median": 1000 * seconds, "train_images_per_s": args.batch_size / seconds,
             "peak_memory_bytes": peak_memory(args.device)}
@@ -315,7 +317,7 @@ def reference_batches(images, labels, args, steps):
                            T.Normalize(spec["mean"], spec["std"])])
     dataset = PILImages(images.permute(0, 2, 3, 1).contiguous().numpy(), labels.numpy(), transform)  # HWC, as CIFAR
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=steps * args.batch_size)
-    return torch.utils.data.DataLoader(dataset, args.batch_size, sampler=sampler, num_workers=os.cpu_count(),
+    return torch.utils.data.DataLoader(dataset, args.batch_size, sampler=sampler, num_workers=usable_cores(),
                                        pin_memory=args.device.type == "cuda", drop_last=True)
 
 
@@ -334,10 +336,9 @@ def measure_reference(name, images, labels, args):
         loss.backward()
         optimizer.step()
 
-    reset_peak_memory(args.device)
     seconds = median_seconds(step, args, f"reference {name}")
     entry = {"train_step_ms_median": 1000 * seconds, "train_images_per_s": args.batch_size / seconds,
-             "peak_memory_bytes": peak_memory(args.device), "num_workers": os.cpu_count()}
+             "peak_memory_bytes": peak_memory(args.device), "num_workers": usable_cores()}
     log(f"reference {name}: training {entry['train_images_per_s']:,.0f} images/s")
     return entry
 
