@@ -2,6 +2,7 @@ import copy
 import json
 import os
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -179,3 +180,22 @@ def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():
     fresh(x).pow(2).mean().backward()
     fresh_optimizer.step()  # the second step alone, unscaled
     assert torch.allclose(model.weight, fresh.weight) and torch.allclose(model.bias, fresh.bias)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_every_precision_fits_a_batch_with_and_without_dendrites(precision, tiny, tmp_path):
+    """bf16 is the GPU default and fp16 the fallback (with its gradient scaler); both run here under
+    the CPU's autocast, through the real step, with perforatedai's modules in the model."""
+    import benchmark
+
+    settings = parse_settings(["--results-dir", str(tmp_path), "--no-augment", "--cutout", "0"])
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 100, (32,))
+    trainer = Trainer(settings, torch.device("cpu"), precision)
+    grown = [copy.deepcopy(model) for _, model, _ in benchmark.dendritic_models(trainer, str(tmp_path), images, labels)]
+    for model in [build_model("resnet18")] + grown:
+        model = trainer.place(model).train()
+        optimizer, scaler = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.05)), trainer.grad_scaler()
+        losses = [training_step(model, images, labels, optimizer, trainer, scaler)[0].item() for _ in range(8)]
+        assert losses[-1] < losses[0] - 1, losses
