@@ -144,18 +144,23 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
         assert a["val_accuracy"] == b["val_accuracy"]
 
 
+def resnet18_with_0_1_2_dendrites(trainer, tmp_path, images, labels):
+    """The plain model, then copies of it with 1 and 2 dendrites, grown as a warm-started run grows them."""
+    import benchmark
+
+    grown = benchmark.dendritic_models(trainer, str(tmp_path), images, labels)
+    return [build_model("resnet18")] + [copy.deepcopy(model) for _, model, _ in grown]
+
+
 def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
     """No host-device synchronisation inside the step, perforatedai's modules included: a tensor on
     the meta device has no values, so any read of one (.item(), `if tensor:`, a mask) raises there,
     and a step that runs there would not wait for a GPU."""
-    import benchmark
-
     settings = parse_settings(["--device", "cpu", "--results-dir", str(tmp_path)])
     on_cpu, on_meta = Trainer(settings, torch.device("cpu"), "fp32"), Trainer(settings, torch.device("meta"), "fp32")
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (8,))
-    grown = [copy.deepcopy(model) for _, model, _ in benchmark.dendritic_models(on_cpu, str(tmp_path), images, labels)]
-    for model in [build_model("resnet18")] + grown:
+    for model in resnet18_with_0_1_2_dendrites(on_cpu, tmp_path, images, labels):
         model = on_meta.place(model)
         optimizer = torch.optim.SGD(model.parameters(), **on_meta.optimizer_kwargs(0.1))
         loss, logits = training_step(model, images.to("meta"), labels.to("meta"), optimizer, on_meta,
@@ -186,15 +191,12 @@ def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():
 def test_every_precision_fits_a_batch_with_and_without_dendrites(precision, tiny, tmp_path):
     """bf16 is the GPU default and fp16 the fallback (with its gradient scaler); both run here under
     the CPU's autocast, through the real step, with perforatedai's modules in the model."""
-    import benchmark
-
     settings = parse_settings(["--results-dir", str(tmp_path), "--no-augment", "--cutout", "0"])
     torch.manual_seed(0)
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (32,))
     trainer = Trainer(settings, torch.device("cpu"), precision)
-    grown = [copy.deepcopy(model) for _, model, _ in benchmark.dendritic_models(trainer, str(tmp_path), images, labels)]
-    for model in [build_model("resnet18")] + grown:
+    for model in resnet18_with_0_1_2_dendrites(trainer, tmp_path, images, labels):
         model = trainer.place(model).train()
         optimizer, scaler = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.05)), trainer.grad_scaler()
         losses = [training_step(model, images, labels, optimizer, trainer, scaler)[0].item() for _ in range(8)]
