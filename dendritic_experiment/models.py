@@ -303,9 +303,8 @@ def to_device(model, device, memory_format=torch.preserve_format):
     """model.to(device, memory_format), except perforatedai's 0-dim `this_node_index` buffers, which
     stay on the host: its modules test `dim == self.this_node_index` in every forward, and on a GPU
     each test would wait for the device (16 waits per training step with one dendrite on two modules)."""
-    indices = {module: module.this_node_index.cpu() for module in model.modules()
-               if isinstance(getattr(module, "this_node_index", None), torch.Tensor)
-               and module.this_node_index.dim() == 0}
+    indices = {module: index.cpu() for module in model.modules()
+               if (index := module._buffers.get("this_node_index")) is not None and index.dim() == 0}
     model = model.to(device, memory_format=memory_format)
     for module, index in indices.items():
         module._buffers["this_node_index"] = index

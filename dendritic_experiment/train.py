@@ -43,7 +43,7 @@ class Trainer:
     def optimizer_kwargs(self, lr):
         kwargs = dict(lr=lr, momentum=self.settings.momentum, nesterov=self.settings.nesterov,
                       weight_decay=self.settings.weight_decay)
-        # One kernel for the whole update; on the CPU too, so that the tests run the GPU's optimizer.
+        # One kernel for the whole update; on the CPU too, so that the tests take the fused code path.
         # Not under fp16's gradient scaler: a skipped first step leaves fused SGD's momentum uninitialised.
         if self.device.type in ("cuda", "cpu") and self.precision != "fp16":
             kwargs["fused"] = True

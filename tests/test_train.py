@@ -135,9 +135,11 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
         return real_compile(model, backend="aot_eager")
 
     monkeypatch.setattr(torch, "compile", compile_for_test)
+    torch._dynamo.utils.counters.clear()
     main.main(flags + ["--compile"])  # the baseline is reused; the dendritic run trains compiled
     compiled = read_history(results / "resnet18_dendritic")
     assert len(compiled_models) == 1  # perforatedai grew this one model in place
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # and graphs were captured
     assert [row["dendrites"] for row in compiled] == [row["dendrites"] for row in eager] == ["1", "1", "2", "2"]
     for a, b in zip(eager, compiled):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) < 1e-4 * float(a["train_loss"])
@@ -161,7 +163,7 @@ def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (8,))
     for model in resnet18_with_0_1_2_dendrites(on_cpu, tmp_path, images, labels):
-        model = on_meta.place(model)
+        model = on_meta.place(model).train()
         optimizer = torch.optim.SGD(model.parameters(), **on_meta.optimizer_kwargs(0.1))
         loss, logits = training_step(model, images.to("meta"), labels.to("meta"), optimizer, on_meta,
                                      on_meta.grad_scaler())
