@@ -434,7 +434,8 @@ def planned_epochs(run_name, settings):
 
 
 def timed_history(timed_dir, run_name, settings):
-    """The run's epochs in timed_dir, refused when it ran at settings that change an epoch's cost."""
+    """The run's epochs and result.json in timed_dir, refused when it ran at settings that change an
+    epoch's cost."""
     path = os.path.join(timed_dir, run_name, "history.csv")
     try:
         rows = read_csv(path)
@@ -443,13 +444,14 @@ def timed_history(timed_dir, run_name, settings):
     if not rows or "seconds" not in rows[0]:
         raise ExperimentError(f"{path} is missing or has no epochs: time a short run first, "
                               f"main.py --results-dir {timed_dir} {TIMED_RUN} (README, Performance)")
-    timed_with = (read_json(os.path.join(timed_dir, run_name, "result.json")) or {}).get("settings", {})
+    result = read_json(os.path.join(timed_dir, run_name, "result.json")) or {}
+    timed_with = result.get("settings", {})
     for key in EPOCH_COST_KEYS:
         if key in timed_with and timed_with[key] != getattr(settings, key):
             raise ExperimentError(f"{run_name} was timed with --{key.replace('_', '-')} {timed_with[key]!r} but "
                                   f"config.py has {getattr(settings, key)!r}: time it at config.py's settings "
                                   f"(only {TIMED_RUN} may differ)")
-    return rows
+    return rows, result
 
 
 def project_run(rows, plan):
@@ -476,9 +478,15 @@ def project_wall_time(timed_dir):
     if settings.switch_mode != "fixed":
         raise ExperimentError("--project needs switch_mode = 'fixed' in config.py: in history mode "
                               "the length of each dendrite cycle is not known in advance")
-    runs = {name: project_run(timed_history(timed_dir, name, settings), planned_epochs(name, settings))
-            for name in run_names(settings)}
-    device = (read_json(os.path.join(timed_dir, run_names(settings)[0], "result.json")) or {}).get("device")
+    runs, devices = {}, {}
+    for name in run_names(settings):
+        rows, result = timed_history(timed_dir, name, settings)
+        runs[name] = project_run(rows, planned_epochs(name, settings))
+        devices[name] = result.get("device")
+    if len(set(devices.values())) > 1:  # e.g. a baseline reused from a run on another machine
+        raise ExperimentError(f"the runs in {timed_dir} were timed on different devices ({devices}): "
+                              "time them all on one, in a fresh --results-dir")
+    device = next(iter(devices.values()))
     return {"timed_dir": os.path.abspath(timed_dir), "device": device, "runs": runs,
             "projected_seconds": sum(run["projected_seconds"] for run in runs.values())}
 

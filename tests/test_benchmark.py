@@ -89,4 +89,9 @@ def test_projection_refuses_a_missing_run_or_one_timed_at_other_settings(tmp_pat
     write_json(str(tmp_path / "resnet34" / "result.json"), {"device": "cuda", "settings": timed_with})
     assert run_cli(benchmark.main, ["--project", str(tmp_path)]) == 2
     assert f"resnet34 was timed with --batch-size {settings.batch_size // 2}" in capsys.readouterr().err
+    # A run reused from another machine would mix two devices' speeds into one projection.
+    write_json(str(tmp_path / "resnet34" / "result.json"), {"device": "NVIDIA H100", "settings": {"epochs": 3}})
+    write_json(str(tmp_path / "resnet18" / "result.json"), {"device": "NVIDIA A100", "settings": {"epochs": 3}})
+    assert run_cli(benchmark.main, ["--project", str(tmp_path)]) == 2
+    assert "timed on different devices" in capsys.readouterr().err
     assert not (tmp_path / "projection.json").exists()
