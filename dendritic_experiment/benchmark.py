@@ -34,10 +34,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from models import Dendrites, build_model, dendrite_modules_of
-from train import Trainer, training_step
-from utils import (DATASETS, ExperimentError, model_of, parse_settings, pick_precision, prepare_batch, read_csv,
-                   read_json, run_cli, run_names, write_json)
+from data import DATASETS, prepare_batch
+from dendrites import Dendrites
+from models import build_model, dendrite_modules_of
+from settings import DATA_SETTINGS, parse_settings, pick_precision, run_names, split_run_name
+from train import TrainingSetup, training_step
+from utils import ExperimentError, read_csv, read_json, run_cli, write_json
 
 FULL = dict(batch_size=512, steps=50, warmup_steps=10)
 QUICK = dict(batch_size=16, steps=3, warmup_steps=2)  # every stage, seconds per model on 2 CPU cores
@@ -46,7 +48,7 @@ RESIDENT_BATCHES = 8  # random images held: 8 training batches, enough to draw b
 DENDRITE_COST_GOAL = 1.2  # a dendrite should cost at most 1.2x its share of the FLOPs in time
 AUGMENTATION_SHARE_GOAL = 0.05  # augmentation and indexing should take under 5% of a step
 # Settings that change the time of an epoch: a timed run must use config.py's (its epoch counts may differ).
-EPOCH_COST_KEYS = ("dataset", "val_split", "batch_size", "augment", "cutout", "dendrite_modules")
+EPOCH_COST_KEYS = DATA_SETTINGS + ("batch_size", "dendrite_modules")
 TIMED_RUN = "--epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # every dendrite count timed over 3+ epochs
 
 
@@ -188,24 +190,24 @@ def peak_memory(device):
 # Our pipeline: uint8 images on the device, train.training_step
 # ---------------------------------------------------------------------------------------------
 
-def forward_flops(model, trainer):
+def forward_flops(model, setup):
     """FLOPs of one forward pass on one image (a multiply-add counts 2)."""
     model.eval()
-    x = prepare_batch(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=trainer.device),
-                      memory_format=trainer.memory_format)
+    x = prepare_batch(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=setup.device),
+                      memory_format=setup.memory_format)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return counter.get_total_flops()
 
 
-def measure_training(model, optimizer, images, labels, trainer, args, name):
+def measure_training(model, optimizer, images, labels, setup, args, name):
     """Median step time and peak memory of training_step on random batches, as an epoch draws them."""
-    scaler = trainer.grad_scaler()
+    scaler = setup.grad_scaler()
     model.train()
 
     def step():
         index = torch.randint(0, len(images), (args.batch_size,), device=images.device)
-        training_step(model, images[index], labels[index], optimizer, trainer, scaler)
+        training_step(model, images[index], labels[index], optimizer, setup, scaler)
 
     seconds = median_seconds(step, args, f"{name} training")
     return {"train_step_ms_median": 1000 * seconds, "train_images_per_s": args.batch_size / seconds,
@@ -213,81 +215,79 @@ def measure_training(model, optimizer, images, labels, trainer, args, name):
 
 
 @torch.no_grad()
-def measure_evaluation(model, images, trainer, args, name):
+def measure_evaluation(model, images, setup, args, name):
     """Images/s of what train.evaluate does per batch: no augmentation, autocast, no gradients."""
     model.eval()
     batch = images[:2 * args.batch_size]
 
     def step():
-        x = prepare_batch(batch, memory_format=trainer.memory_format, dataset=trainer.settings.dataset)
-        with trainer.autocast():
+        x = prepare_batch(batch, memory_format=setup.memory_format, dataset=setup.settings.dataset)
+        with setup.autocast():
             model(x)
 
     return {"eval_images_per_s": len(batch) / median_seconds(step, args, f"{name} evaluation")}
 
 
-def measure_augmentation(images, trainer, args):
+def measure_augmentation(images, setup, args):
     """Indexing a random batch and augmenting it alone: the data path's cost inside a step."""
-    settings = trainer.settings
+    settings = setup.settings
 
     def step():
         index = torch.randint(0, len(images), (args.batch_size,), device=images.device)
-        prepare_batch(images[index], settings.augment, settings.cutout, trainer.memory_format, settings.dataset)
+        prepare_batch(images[index], settings.augment, settings.cutout, setup.memory_format, settings.dataset)
 
     return 1000 * median_seconds(step, args, "augmentation")
 
 
-def measure_model(name, model, params, optimizer, images, labels, trainer, args):
-    entry = {"params": params, "forward_flops_per_image": forward_flops(model, trainer)}
-    entry.update(measure_training(model, optimizer, images, labels, trainer, args, name))
-    entry.update(measure_evaluation(model, images, trainer, args, name))
+def measure_model(name, model, params, optimizer, images, labels, setup, args):
+    entry = {"params": params, "forward_flops_per_image": forward_flops(model, setup)}
+    entry.update(measure_training(model, optimizer, images, labels, setup, args, name))
+    entry.update(measure_evaluation(model, images, setup, args, name))
     log(f"{name}: training {entry['train_images_per_s']:,.0f} images/s, "
         f"evaluation {entry['eval_images_per_s']:,.0f} images/s")
     return entry
 
 
-def dendritic_models(trainer, work_dir, images, labels):
+def dendritic_models(setup, work_dir, images, labels):
     """resnet18 with 1, then 2 dendrites on the default modules, grown as a warm-started run grows
-    them (train.report_baseline): each yield is (dendrite count, model, parameter count)."""
-    settings = trainer.settings
+    them (runs.DendriticRun.start_from_baseline): each yield is (dendrite count, model, parameter count)."""
+    settings = setup.settings
     modules = dendrite_modules_of("resnet18", settings.dendrite_modules)
     with contextlib.redirect_stdout(sys.stderr):  # the library's import banner; stdout is for the table
-        dendrites = Dendrites(trainer.place(build_model("resnet18")), modules, settings, work_dir,
-                              str(trainer.device))
-    model = trainer.place(dendrites.model)
-    x = prepare_batch(images[:2], memory_format=trainer.memory_format, dataset=settings.dataset)
+        dendrites = Dendrites(setup.place(build_model("resnet18")), modules, settings, work_dir,
+                              str(setup.device))
+    model = setup.place(dendrites.model)
+    x = prepare_batch(images[:2], memory_format=setup.memory_format, dataset=settings.dataset)
     for count in (1, 2):
-        # The tracker needs an optimizer before any score, and learns tensor shapes from a backward pass.
-        dendrites.setup_optimizer(torch.optim.SGD, trainer.optimizer_kwargs(trainer.scaled_dendrite_lr),
+        # The tracker needs an optimizer before any score.
+        dendrites.setup_optimizer(torch.optim.SGD, setup.optimizer_kwargs(setup.scaled_dendrite_lr),
                                   torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=lambda epoch: 1.0))
-        model.eval()  # as report_baseline: BatchNorm statistics stay as they are
-        F.cross_entropy(model(x), labels[:2]).backward()
-        model.zero_grad(set_to_none=True)
+        dendrites.learn_shapes(x, labels[:2])
         # A rising score: the tracker keeps each dendrite and adds the next.
         model, _, _ = dendrites.end_epoch(10.0 * count, 10.0 * count, 0, force_switch=True)
-        model = trainer.place(model)
+        model = setup.place(model)
         yield count, model, dendrites.parameters()
 
 
-def measure_ours(images, labels, trainer, args, work_dir):
+def measure_ours(images, labels, setup, args, work_dir):
     """Every model through the real training step; and the augmentation's share of a resnet18 step."""
-    images, labels = images.to(args.device), labels.to(args.device)  # resident, as utils.load_data keeps them
+    images, labels = images.to(args.device), labels.to(args.device)  # resident, as data.load_data keeps them
     entries = {}
     for name in ("resnet18", "resnet34"):
-        model = trainer.place(build_model(name))
-        optimizer = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(trainer.scaled_lr))
+        model = setup.place(build_model(name))
+        optimizer = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(setup.scaled_lr))
         entries[name] = measure_model(name, model, sum(p.numel() for p in model.parameters()), optimizer,
-                                      images, labels, trainer, args)
+                                      images, labels, setup, args)
         del model, optimizer  # one model's memory at a time, for the peak-memory figures
-    augmentation_ms = measure_augmentation(images, trainer, args)
+    augmentation_ms = measure_augmentation(images, setup, args)
     augmentation = {"ms_median": augmentation_ms,
                     "share_of_resnet18_step": augmentation_ms / entries["resnet18"]["train_step_ms_median"],
                     "goal": AUGMENTATION_SHARE_GOAL}
-    for count, model, params in dendritic_models(trainer, work_dir, images, labels):
-        # The same parameters and arguments the tracker's setup_optimizer gives SGD in train_dendritic.
-        optimizer = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(trainer.scaled_dendrite_lr))
+    for count, model, params in dendritic_models(setup, work_dir, images, labels):
+        # The same parameters and arguments the tracker's setup_optimizer gives SGD in a dendritic run.
+        optimizer = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(setup.scaled_dendrite_lr))
         name = f"resnet18_dendritic_{count}"
-        entries[name] = dict(measure_model(name, model, params, optimizer, images, labels, trainer, args),
+        entries[name] = dict(measure_model(name, model, params, optimizer, images, labels, setup, args),
                              dendrites=count)
     return entries, augmentation
 
@@ -424,7 +424,7 @@ def epoch_seconds(rows):
 def planned_epochs(run_name, settings):
     """{dendrite count: epochs} the run trains at these settings; a dendritic run and its control
     at most, since the tracker stops early when a dendrite does not improve validation."""
-    kind = model_of(run_name)[1]
+    kind = split_run_name(run_name)[1]
     if kind == "baseline":
         return {0: settings.epochs}
     if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
@@ -474,7 +474,7 @@ def project_run(rows, plan):
 def project_wall_time(timed_dir):
     """Each run's seconds per epoch in timed_dir and the wall time of the whole experiment that
     config.py's settings describe (epochs only: loading data and the final test are left out)."""
-    settings = parse_settings(["--results-dir", timed_dir])  # config.py's, checked without touching ./results
+    settings = parse_settings([])  # config.py's
     if settings.switch_mode != "fixed":
         raise ExperimentError("--project needs switch_mode = 'fixed' in config.py: in history mode "
                               "the length of each dendrite cycle is not known in advance")
@@ -517,12 +517,11 @@ def main(argv=None):
         print_projection(projection)
         return
     torch.manual_seed(0)
-    work_dir = tempfile.mkdtemp(prefix="benchmark-")  # the settings check and the dendrite library write here
+    work_dir = tempfile.mkdtemp(prefix="benchmark-")  # the dendrite library writes here
     try:
-        settings = parse_settings(["--device", args.device.type, "--batch-size", str(args.batch_size),
-                                   "--results-dir", work_dir])
+        settings = parse_settings(["--device", args.device.type, "--batch-size", str(args.batch_size)])
         precision = pick_precision(settings.precision, args.device)
-        trainer = Trainer(settings, args.device, precision)
+        setup = TrainingSetup(settings, args.device, precision)
         # Random CIFAR-sized images, the same for both pipelines: speed does not depend on content.
         images = torch.randint(0, 256, (RESIDENT_BATCHES * args.batch_size, 3, 32, 32), dtype=torch.uint8)
         labels = torch.randint(0, 100, (len(images),))
@@ -535,9 +534,9 @@ def main(argv=None):
         log(f"benchmark on {result['device']}: {precision}, batch {args.batch_size}, "
             f"{args.warmup_steps} warm-up + {args.steps} timed steps per measurement")
         # The peak in the precision training computes in: bf16 on CUDA, fp32 on the CPU.
-        result["matmul"] = matmul_rate(args, trainer.autocast_dtype or torch.float32)
+        result["matmul"] = matmul_rate(args, setup.autocast_dtype or torch.float32)
         log(f"matmul: {rate_text(result['matmul']['flops_per_s'])} ({result['matmul']['dtype']})")
-        result["models"], result["augmentation"] = measure_ours(images, labels, trainer, args, work_dir)
+        result["models"], result["augmentation"] = measure_ours(images, labels, setup, args, work_dir)
         result["reference"] = measure_references(images, labels, args)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -13,19 +13,14 @@ import datetime
 import fcntl
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
-from utils import (TEMPORARY_PREFIX, ExperimentError, compare_runs, load_data, model_of, parse_settings,
-                   pick_device, pick_precision, read_json, redraw_report, run_names, seed_list, write_json,
-                   write_report, write_run_pictures, run_cli)
-
-# Settings a run's result depends on; the rest (paths, device, plotting) do not change it.
-BASELINE_KEYS = ("dataset", "val_split", "augment", "cutout", "seed", "epochs", "batch_size", "lr", "momentum",
-                 "nesterov", "weight_decay", "label_smoothing", "warmup_epochs", "smoke")
-DENDRITE_KEYS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
-                 "dendrite_lr", "warm_start")
+from data import load_data
+from report import compare_runs, redraw_report, write_report, write_run_pictures
+from settings import (parse_settings, pick_device, pick_precision, run_names, run_settings, seed_list,
+                      split_run_name)
+from utils import ExperimentError, check_writable, read_json, remove_temporary_files, run_cli, write_json
 
 
 class Experiment:
@@ -33,7 +28,7 @@ class Experiment:
     settings exists."""
 
     def __init__(self, settings, seed, shared_data):
-        self.settings = SimpleNamespace(**dict(vars(settings), seed=seed))
+        self.settings, self.seed = settings, seed
         self.device = pick_device(settings.device)
         self.precision = pick_precision(settings.precision, self.device)
         self.shared_data = shared_data  # one dict for every seed: CIFAR-100 is read once
@@ -46,15 +41,14 @@ class Experiment:
         return self.shared_data["data"]
 
     def run_dir(self, run_name):
-        seed = self.settings.seed
-        return os.path.join(self.settings.results_dir, run_name if seed == 0 else f"{run_name}_seed{seed}")
+        folder = run_name if self.seed == 0 else f"{run_name}_seed{self.seed}"
+        return os.path.join(self.settings.results_dir, folder)
 
-    def dependencies(self, run_name):
-        """The settings this run's result depends on, as stored in its result.json."""
-        model_name, kind = model_of(run_name)
-        keys = BASELINE_KEYS + (DENDRITE_KEYS if kind != "baseline" else ())
-        depends = {key: getattr(self.settings, key) for key in keys}
-        depends.update(model=model_name, precision=self.precision)
+    def run_settings(self, run_name):
+        """The settings this run's result depends on, stored in its result.json as "settings":
+        config.py's (settings.run_settings) and the finished runs it starts from."""
+        model_name, kind = split_run_name(run_name)
+        depends = run_settings(self.settings, run_name, self.seed, self.precision)
         if kind != "baseline" and self.settings.warm_start:
             # A baseline trained again means a different starting point.
             depends["baseline_finished_at"] = self.result(model_name)["finished_at"]
@@ -66,7 +60,7 @@ class Experiment:
         """The finished result of a run, training it (and what it starts from) when needed."""
         if run_name in self.results:
             return self.results[run_name]
-        depends = self.dependencies(run_name)
+        depends = self.run_settings(run_name)
         cached = read_json(os.path.join(self.run_dir(run_name), "result.json"))
         if self.settings.retrain:
             with contextlib.suppress(FileNotFoundError):  # a leftover checkpoint would be resumed
@@ -99,43 +93,48 @@ class Experiment:
         if not self.settings.wandb_project:
             return None
         import wandb
-        return wandb.init(project=self.settings.wandb_project, name=f"{run_name}-seed{self.settings.seed}",
+        return wandb.init(project=self.settings.wandb_project, name=f"{run_name}-seed{self.seed}",
                           config=depends, reinit=True)
 
-    def train(self, run_name, depends):
-        from train import Trainer, train_baseline, train_continued, train_dendritic  # imports tqdm, models
+    def new_run(self, run_name):
+        """The run object that trains run_name, given what it starts from."""
+        from runs import BaselineRun, ContinuedRun, DendriticRun  # only when something trains: imports tqdm
+        from train import TrainingSetup
 
-        model_name, kind = model_of(run_name)
+        model_name, kind = split_run_name(run_name)
+        setup = TrainingSetup(self.settings, self.device, self.precision)
+        if kind == "baseline":
+            return BaselineRun(model_name, self.data, setup, self.seed)
+        if kind == "dendritic":
+            weights = self.weights(model_name) if self.settings.warm_start else None
+            return DendriticRun(model_name, self.data, setup, self.seed, self.run_dir(run_name), weights)
+        cycles = self.result(model_name + "_dendritic")["cycles"]
+        return ContinuedRun(model_name, self.data, setup, self.seed, self.weights(model_name), cycles)
+
+    def train(self, run_name, depends):
+        from runs import train_run
+
+        model_name, kind = split_run_name(run_name)
         run_dir = self.run_dir(run_name)
         os.makedirs(run_dir, exist_ok=True)
-        for name in os.listdir(run_dir):  # half-written files of a killed run (see utils.write_atomic)
-            if name.startswith(TEMPORARY_PREFIX):
-                os.remove(os.path.join(run_dir, name))
-        print(f"{run_name} (seed {self.settings.seed}): training on {self.device} ({self.precision})", file=sys.stderr)
-        trainer = Trainer(self.settings, self.device, self.precision)
-        trainer.tracking = self.start_tracking(run_name, depends)
+        remove_temporary_files(run_dir)
+        print(f"{run_name} (seed {self.seed}): training on {self.device} ({self.precision})", file=sys.stderr)
+        run = self.new_run(run_name)
+        tracking = self.start_tracking(run_name, depends)
         try:
-            if kind == "baseline":
-                outcome = train_baseline(run_name, model_name, self.data, trainer, run_dir, depends)
-            elif kind == "dendritic":
-                weights = self.weights(model_name) if self.settings.warm_start else None
-                outcome = train_dendritic(run_name, model_name, self.data, trainer, run_dir, depends, weights)
-            else:
-                cycles = self.result(model_name + "_dendritic")["cycles"]
-                outcome = train_continued(run_name, model_name, self.data, trainer, run_dir, depends,
-                                          self.weights(model_name), cycles)
+            outcome = train_run(run, run_name, run_dir, depends, tracking)
         except torch.OutOfMemoryError:
             size = self.settings.batch_size
             raise ExperimentError(f"{run_name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
-        result = dict(name=run_name, model=model_name, dendritic=kind == "dendritic", seed=self.settings.seed,
+        result = dict(name=run_name, model=model_name, dendritic=kind == "dendritic", seed=self.seed,
                       dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
                       finished_at=datetime.datetime.now().isoformat(), settings=depends)
         write_json(os.path.join(run_dir, "result.json"), result)
         write_run_pictures(run_dir, run_name, self.data)
-        if trainer.tracking:
-            trainer.tracking.summary.update({k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")})
-            trainer.tracking.finish()
+        if tracking:
+            tracking.summary.update({k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")})
+            tracking.finish()
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run_dir, "checkpoint.pt"))
         return result
@@ -146,13 +145,14 @@ OVERFIT_TARGET = 0.05  # "near zero" for a cross-entropy that starts near ln(100
 
 def overfit_check(settings):
     """--overfit-batch: every model of --experiments must fit one fixed batch."""
-    from train import Trainer, overfit_one_batch
+    from train import TrainingSetup, overfit_one_batch
 
-    experiment = Experiment(settings, seed_list(settings)[0], {})
-    trainer = Trainer(experiment.settings, experiment.device, experiment.precision)
+    seed = seed_list(settings)[0]
+    experiment = Experiment(settings, seed, {})
+    setup = TrainingSetup(settings, experiment.device, experiment.precision)
     failed = []
-    for model_name in dict.fromkeys(model_of(run)[0] for run in run_names(settings)):
-        first, last, steps = overfit_one_batch(model_name, experiment.data, trainer, target_loss=OVERFIT_TARGET)
+    for model_name in dict.fromkeys(split_run_name(run)[0] for run in run_names(settings)):
+        first, last, steps = overfit_one_batch(model_name, experiment.data, setup, seed, target_loss=OVERFIT_TARGET)
         wired = last < OVERFIT_TARGET
         print(f"{model_name}: loss {first:.3f} -> {last:.4f} in {steps} steps on one batch: "
               + ("model, loss and optimizer are wired correctly" if wired else "did NOT fall to near zero"))
@@ -181,6 +181,7 @@ def lock_results(results_dir):
 
 def main(argv=None):
     settings = parse_settings(argv)
+    check_writable(settings.results_dir, "--results-dir")
     with lock_results(settings.results_dir):
         if settings.overfit_batch:
             return overfit_check(settings)

@@ -11,26 +11,25 @@ prints, for each image, its most likely classes with their probabilities. In Pyt
     predictor.predict_batch([image, other_image])          # one such list per image
 
 Any image size or mode works: each is converted to RGB and resized to the 32x32 the models were
-trained on, then normalised exactly as in training (utils.prepare_batch).
+trained on, then normalised exactly as in training (data.prepare_batch).
 """
 import argparse
-import contextlib
-import io
 import os
 import sys
-import tempfile
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from models import MODELS, Dendrites, build_model, dendrite_modules_of, to_device
-from utils import DATASETS, ExperimentError, pick_device, prepare_batch, read_json, run_cli
+from data import DATASETS, prepare_batch
+from dendrites import load_dendritic_model, to_device
+from models import MODELS, build_model, dendrite_modules_of
+from settings import DENDRITE_SETTINGS, pick_device, valid_device_name
+from utils import ExperimentError, read_json, run_cli
 
 IMAGE_SIZE = 32  # CIFAR resolution: every model here saw only 32x32 inputs
 BATCH_SIZE = 256  # images per forward pass: bounds memory for long lists of images
-DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "history_epochs")  # what Dendrites reads
 
 
 class Predictor:
@@ -75,7 +74,7 @@ class Predictor:
 
 def check_device(name):
     """The --device values main.py accepts; anything else is refused in one line."""
-    if not (name in ("auto", "cpu", "mps") or name.split(":")[0] == "cuda"):
+    if not valid_device_name(name):
         raise ExperimentError(f"--device {name!r} is not allowed: use auto, cpu, mps, cuda or cuda:N")
     return name
 
@@ -125,52 +124,13 @@ def foreign_checkpoint(path, result):
 
 
 def restore_dendrites(model, state, result, path, device):
-    """Convert the model as training did, then grow the saved dendrites into it (Dendrites.restore).
-    perforatedai keeps one tracker per process: this replaces it, so load outside a training process."""
+    """Convert the model as training did, then grow the saved dendrites into it."""
     settings = SimpleNamespace(**result["settings"])
-    foreign = foreign_checkpoint(path, result)
-    module_names = dendrite_modules_of(result["model"], settings.dendrite_modules)
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("tracker"), str):
-        raise foreign
-    # The library prints its progress, and on a checkpoint that does not fit it stops in pdb. So
-    # its output is dropped, its stdin is empty (pdb would quit at once instead of waiting at a
-    # prompt) and a scratch folder takes the files it writes: never the run folder or the cwd.
-    with tempfile.TemporaryDirectory(prefix="predict-") as scratch, quiet_library():
-        try:
-            dendrites = Dendrites(model, module_names, settings, run_dir=scratch, device=str(device))
-        except Exception:  # e.g. dendrite_modules naming layers this model does not have
-            raise foreign from None
-        if not fits(dendrites.model, state["model"], module_names):
-            raise foreign
-        try:
-            return dendrites.restore(state)
-        except Exception:
-            raise foreign from None
-
-
-def fits(converted_model, saved, module_names):
-    """Whether a dendritic state_dict belongs to this converted model: it has every key of the
-    model, the same weight shapes, and its only extra keys are dendrites of the wrapped modules.
-    Checked before the library sees it, because the library's own check ends in pdb."""
-    expected = converted_model.state_dict()
-    weights = dict(converted_model.named_parameters())
-    extra = [key for key in saved if key not in expected]
-    return (all(key in saved for key in expected)
-            and all(saved[key].shape == weight.shape for key, weight in weights.items())
-            and all(key.startswith(tuple(name + "." for name in module_names)) for key in extra))
-
-
-@contextlib.contextmanager
-def quiet_library():
-    """perforatedai's prints dropped and an empty stdin, for the duration of a load. stderr too:
-    Dendrites sends the library's stdout there, and training progress means nothing here."""
-    stdin, dropped = sys.stdin, io.StringIO()
-    sys.stdin = io.StringIO("")
     try:
-        with contextlib.redirect_stdout(dropped), contextlib.redirect_stderr(dropped):
-            yield
-    finally:
-        sys.stdin = stdin
+        return load_dendritic_model(model, dendrite_modules_of(result["model"], settings.dendrite_modules), settings,
+                                    state, device)
+    except ValueError:
+        raise foreign_checkpoint(path, result) from None
 
 
 def to_pixels(image):

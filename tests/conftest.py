@@ -1,17 +1,8 @@
 """Shared fixtures: a tiny CIFAR-100 folder in the real pickle format, and tiny ResNets."""
-import os
-import subprocess
-import sys
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE = os.path.join(ROOT, "dendritic_experiment")
-sys.path.insert(0, PACKAGE)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from fake_cifar import write_fake_cifar100  # noqa: E402
-import tiny_models  # noqa: E402
+import tiny_models
+from fake_cifar import write_fake_cifar100
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +19,3 @@ def tiny(monkeypatch):
     import models
     for name, factory in tiny_models.TINY.items():
         monkeypatch.setitem(models.MODELS, name, factory)
-
-
-def run_main(args, cwd, tiny_models_on=True, timeout=600):
-    """main.py in a real process with stdin closed, as CI and nohup run it."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_models.py")
-    command = [sys.executable, script if tiny_models_on else os.path.join(PACKAGE, "main.py"), *args]
-    return subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)

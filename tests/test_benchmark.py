@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import benchmark
-from utils import parse_settings, run_cli, run_names, write_csv, write_json
+from helpers import PACKAGE
+from settings import parse_settings, run_names
+from utils import run_cli, write_csv, write_json
 
-BENCHMARK = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "dendritic_experiment", "benchmark.py")
+BENCHMARK = os.path.join(PACKAGE, "benchmark.py")
 MODELS = ("resnet18", "resnet34", "resnet18_dendritic_1", "resnet18_dendritic_2")
 REFERENCES = ("resnet18", "resnet34")
 
@@ -51,7 +53,7 @@ def write_history(results, run_name, seconds, dendrites=None):
 
 
 def test_projection_times_each_run_and_dendrite_count_by_its_epochs(tmp_path, capsys, monkeypatch):
-    settings = parse_settings(["--results-dir", str(tmp_path)])
+    settings = parse_settings([])
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     assert run_names(settings) == ["resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"]
@@ -78,7 +80,7 @@ def test_projection_times_each_run_and_dendrite_count_by_its_epochs(tmp_path, ca
 
 
 def test_projection_refuses_a_missing_run_or_one_timed_at_other_settings(tmp_path, capsys):
-    settings = parse_settings(["--results-dir", str(tmp_path)])
+    settings = parse_settings([])
     write_history(tmp_path, "resnet18", [2, 2])
     assert run_cli(benchmark.main, ["--project", str(tmp_path)]) == 2
     error = capsys.readouterr().err

@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pytest
 
+import dendrites
 import main
-import train
-from utils import bootstrap_interval, seed_interval
+import runs
+from report import bootstrap_interval, seed_interval
 
 DENDRITIC_RUN = ["--val-split", "150", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
                  "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "1", "--max-dendrites", "1"]
@@ -60,29 +61,29 @@ def test_control_trains_the_baseline_as_long_as_the_dendritic_run(tiny, data_dir
 
 def test_test_split_is_read_only_for_the_report(tiny, data_dir, tmp_path, monkeypatch):
     """Sizes tell the splits apart here: 850 train, 150 validation, 200 test images."""
-    reporting, real_evaluate, real_test_once = [], train.evaluate, train.test_once
+    reporting, real_evaluate, real_final_test = [], runs.evaluate, runs.final_test
     scores_given_to_tracker = []
 
     def evaluate(model, images, *args, **kwargs):
         assert len(images) != 200 or reporting, "the test split was read during training"
         return real_evaluate(model, images, *args, **kwargs)
 
-    def test_once(*args):
+    def final_test(*args):
         reporting.append(True)
         try:
-            return real_test_once(*args)
+            return real_final_test(*args)
         finally:
             reporting.pop()
 
-    real_end_epoch = train.Dendrites.end_epoch
+    real_end_epoch = dendrites.Dendrites.end_epoch
 
     def end_epoch(self, val_accuracy, *args, **kwargs):
         scores_given_to_tracker.append(val_accuracy)
         return real_end_epoch(self, val_accuracy, *args, **kwargs)
 
-    monkeypatch.setattr(train, "evaluate", evaluate)
-    monkeypatch.setattr(train, "test_once", test_once)
-    monkeypatch.setattr(train.Dendrites, "end_epoch", end_epoch)
+    monkeypatch.setattr(runs, "evaluate", evaluate)
+    monkeypatch.setattr(runs, "final_test", final_test)
+    monkeypatch.setattr(dendrites.Dendrites, "end_epoch", end_epoch)
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), *DENDRITIC_RUN])
     history = (results / "resnet18_dendritic" / "history.csv").read_text().splitlines()

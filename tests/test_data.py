@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import utils
-from utils import ExperimentError, load_data, prepare_batch
+import data
+from data import load_data, prepare_batch
+from utils import ExperimentError
 
 
 def settings_for(data_dir, val_split=100, smoke=False, dataset="cifar100"):
@@ -19,13 +20,13 @@ def as_rows(images):
 
 
 def test_splits_have_cifar_shapes_and_labels(data_dir):
-    data = load_data(settings_for(data_dir), torch.device("cpu"))
-    assert data.train_images.shape == (900, 3, 32, 32) and data.train_images.dtype == torch.uint8
-    assert data.val_images.shape == (100, 3, 32, 32)
-    assert data.test_images.shape == (200, 3, 32, 32)
-    for labels in (data.train_labels, data.val_labels, data.test_labels):
+    splits = load_data(settings_for(data_dir), torch.device("cpu"))
+    assert splits.train_images.shape == (900, 3, 32, 32) and splits.train_images.dtype == torch.uint8
+    assert splits.val_images.shape == (100, 3, 32, 32)
+    assert splits.test_images.shape == (200, 3, 32, 32)
+    for labels in (splits.train_labels, splits.val_labels, splits.test_labels):
         assert labels.dtype == torch.int64 and 0 <= labels.min() and labels.max() < 100
-    assert len(data.classes) == 100 and data.classes[3] == "class_3"
+    assert len(splits.classes) == 100 and splits.classes[3] == "class_3"
 
 
 def test_validation_split_is_disjoint_and_the_same_every_time(data_dir):
@@ -38,9 +39,9 @@ def test_validation_split_is_disjoint_and_the_same_every_time(data_dir):
 
 
 def test_smoke_keeps_a_small_slice(data_dir):
-    data = load_data(settings_for(data_dir, smoke=True), torch.device("cpu"))
-    assert len(data.train_images) == utils.SMOKE_SIZES["train"]
-    assert len(data.val_images) == 100  # smaller than the smoke size already
+    splits = load_data(settings_for(data_dir, smoke=True), torch.device("cpu"))
+    assert len(splits.train_images) == data.SMOKE_SIZES["train"]
+    assert len(splits.val_images) == 100  # smaller than the smoke size already
 
 
 def test_prepared_batch_is_normalised_float_in_channels_last():
@@ -48,8 +49,8 @@ def test_prepared_batch_is_normalised_float_in_channels_last():
     x = prepare_batch(images)
     assert x.shape == (6, 3, 32, 32) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)
-    mean = torch.tensor(utils.DATASETS["cifar100"]["mean"]).view(1, 3, 1, 1) * 255
-    std = torch.tensor(utils.DATASETS["cifar100"]["std"]).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(data.DATASETS["cifar100"]["mean"]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(data.DATASETS["cifar100"]["std"]).view(1, 3, 1, 1) * 255
     torch.testing.assert_close(x, (images.float() - mean) / std)
 
 
@@ -83,15 +84,15 @@ def test_corrupt_pickle_names_the_file(tmp_path, data_dir):
         load_data(settings_for(str(tmp_path)), torch.device("cpu"))
 
 
-@pytest.mark.parametrize("data, labels, message", [
+@pytest.mark.parametrize("pixels, labels, message", [
     (torch.zeros(10, 3072, dtype=torch.uint8), [150] * 10, "labels outside 0..99"),
     (torch.zeros(10, 100, dtype=torch.uint8), [1] * 10, "expected N x 3072 images"),
 ])
-def test_wrong_labels_or_shapes_are_refused(tmp_path, data, labels, message):
+def test_wrong_labels_or_shapes_are_refused(tmp_path, pixels, labels, message):
     path = tmp_path / "train"
-    path.write_bytes(pickle.dumps({"data": data.numpy(), "fine_labels": labels}))
+    path.write_bytes(pickle.dumps({"data": pixels.numpy(), "fine_labels": labels}))
     with pytest.raises(ExperimentError, match=message):
-        utils.read_cifar_file(str(path))
+        data.read_cifar_file(str(path))
 
 
 def test_missing_dataset_without_network_says_where_to_put_it(tmp_path, monkeypatch):
@@ -108,6 +109,6 @@ def test_missing_dataset_without_network_says_where_to_put_it(tmp_path, monkeypa
 def test_cifar10_reads_its_five_batches_and_ten_classes(tmp_path):
     from fake_cifar import write_fake_cifar
     write_fake_cifar(tmp_path, "cifar10", train=500, test=100)
-    data = load_data(settings_for(str(tmp_path), dataset="cifar10"), torch.device("cpu"))
-    assert len(data.train_images) == 400 and len(data.test_images) == 100
-    assert len(data.classes) == 10 and int(data.train_labels.max()) < 10
+    splits = load_data(settings_for(str(tmp_path), dataset="cifar10"), torch.device("cpu"))
+    assert len(splits.train_images) == 400 and len(splits.test_images) == 100
+    assert len(splits.classes) == 10 and int(splits.train_labels.max()) < 10

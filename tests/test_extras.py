@@ -6,10 +6,9 @@ import types
 import pytest
 
 import main
-import utils
-from conftest import PACKAGE
+import settings
 from fake_cifar import write_fake_cifar
-from test_train import read_history
+from helpers import PACKAGE, read_history
 
 SHORT = ["--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100", "--dendrite-epochs", "1",
          "--max-dendrites", "1"]
@@ -68,7 +67,7 @@ class FakeWandb(types.ModuleType):
 def test_wandb_gets_each_epoch_the_parameters_and_dendrite_additions(tiny, data_dir, tmp_path, monkeypatch):
     fake = FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.setattr(utils, "wandb_installed", lambda: True)
+    monkeypatch.setattr(settings, "wandb_installed", lambda: True)
     main.main(["--data-dir", data_dir, "--results-dir", str(tmp_path), "--val-split", "150", "--no-control",
                "--experiments", "resnet18,resnet18_dendritic", "--wandb-project", "p", *SHORT])
     baseline, dendritic = fake.runs
@@ -82,7 +81,7 @@ def test_wandb_gets_each_epoch_the_parameters_and_dendrite_additions(tiny, data_
 
 
 def test_without_wandb_the_project_flag_is_refused(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(utils, "wandb_installed", lambda: False)
+    monkeypatch.setattr(settings, "wandb_installed", lambda: False)
     assert main.cli(["--wandb-project", "p", "--results-dir", str(tmp_path)]) == 2
     assert "wandb is not installed: pip install wandb" in capsys.readouterr().err
 
@@ -91,8 +90,8 @@ def test_sweep_file_uses_real_flags():
     yaml = pytest.importorskip("yaml")
     with open(f"{PACKAGE}/sweep.yaml") as f:
         sweep = yaml.safe_load(f)
-    flags = {option for action in utils.build_parser()._actions for option in action.option_strings}
+    flags = {option for action in settings.build_parser()._actions for option in action.option_strings}
     assert {"--" + name for name in sweep["parameters"]} <= flags
     for name, spec in sweep["parameters"].items():
         for value in spec["values"]:
-            utils.build_parser().parse_args([f"--{name}={value}"])  # every value parses
+            settings.build_parser().parse_args([f"--{name}={value}"])  # every value parses

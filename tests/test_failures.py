@@ -9,15 +9,15 @@ import torch
 import main
 import train
 
-TINY_RUN = ["--val-split", "200", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "100",
-            "--experiments", "resnet18"]
+TWO_EPOCH_BASELINE = ["--val-split", "200", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "100",
+                      "--experiments", "resnet18"]
 
 
 @pytest.fixture
 def run(tiny, data_dir, tmp_path):
     """main.cli on tiny models, one run of 2 epochs; returns the exit status."""
     def run_cli(*flags):
-        return main.cli(["--data-dir", data_dir, "--results-dir", str(tmp_path / "results"), *TINY_RUN, *flags])
+        return main.cli(["--data-dir", data_dir, "--results-dir", str(tmp_path / "results"), *TWO_EPOCH_BASELINE, *flags])
     return run_cli
 
 

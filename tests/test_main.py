@@ -1,13 +1,13 @@
+import contextlib
 import json
 import os
 
 import pytest
 
 import main
-from conftest import run_main
-from test_train import read_history
+from helpers import read_history, run_main
 
-TINY_RUN = ["--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
+ONE_EPOCH = ["--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
 
 
 def finished_at(results, run):
@@ -16,7 +16,7 @@ def finished_at(results, run):
 
 def test_finished_runs_are_reused_until_a_setting_they_depend_on_changes(tiny, data_dir, tmp_path, capsys):
     results = tmp_path / "results"
-    args = ["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18", *TINY_RUN]
+    args = ["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18", *ONE_EPOCH]
     main.main(args)
     first = finished_at(results, "resnet18")
 
@@ -36,7 +36,7 @@ def test_finished_runs_are_reused_until_a_setting_they_depend_on_changes(tiny, d
 def test_summary_lists_every_run_and_compares_them(tiny, data_dir, tmp_path):
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18,resnet34",
-               *TINY_RUN])
+               *ONE_EPOCH])
     runs = json.loads((results / "summary.json").read_text())["runs"]
     assert [run["name"] for run in runs] == ["resnet18", "resnet34"]
     for run in runs:
@@ -81,12 +81,25 @@ def test_help_lists_every_setting_with_its_default(capsys):
     assert "(default: 512)" in text and "(default: resnet18,resnet34,resnet18_dendritic)" in text
 
 
+@contextlib.contextmanager
+def umask(mask):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def test_smoke_run_writes_every_output(data_dir, tmp_path):
     """The real models end to end, as a user runs it (stdin closed), on a tiny CIFAR-100 folder."""
-    process = run_main(["--smoke", "--val-split", "200", "--data-dir", data_dir, "--results-dir", "out"],
-                       cwd=tmp_path, tiny_models_on=False)
+    with umask(0o022):
+        process = run_main(["--smoke", "--val-split", "200", "--data-dir", data_dir, "--results-dir", "out"],
+                           cwd=tmp_path, tiny_models_on=False)
     assert process.returncode == 0, process.stderr
     results = tmp_path / "out" / "smoke"
+    # Readable by others, as the umask allows for any new file (not the temporary file's 0600).
+    modes = {path.relative_to(results): oct(path.stat().st_mode & 0o777) for path in results.rglob("*") if path.is_file()}
+    assert set(modes.values()) == {"0o644"}, modes
     runs = {run["name"]: run for run in json.loads((results / "summary.json").read_text())["runs"]}
     assert list(runs) == ["resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"]
     assert runs["resnet18"]["params"] == 11_220_132 and runs["resnet34"]["params"] == 21_328_292
@@ -102,3 +115,12 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
     redraw = run_main(["--smoke", "--plot-only", "--results-dir", "out"], cwd=tmp_path, tiny_models_on=False)
     assert redraw.returncode == 0, redraw.stderr
     assert (results / "comparison.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_written_files_get_the_mode_the_umask_gives(tmp_path):
+    from utils import write_json
+
+    with umask(0o027):
+        write_json(str(tmp_path / "result.json"), {"accuracy": 1})
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["result.json"]  # no temporary file left

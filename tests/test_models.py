@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from conftest import PACKAGE
+from helpers import PACKAGE
 from models import AUTO_DENDRITE_MODULES, MODELS, build_model, dendrite_modules_of, dendrite_slots, layer_table
 
 

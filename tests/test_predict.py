@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+import data
 import main
 import models
 import predict
 import tiny_models
-import utils
-from conftest import PACKAGE
+from helpers import PACKAGE
 
 RUNS = ("resnet18", "resnet18_dendritic")
 
@@ -77,7 +77,7 @@ def test_top_1_on_the_test_set_is_what_the_run_itself_predicted(predictors, resu
     """The same preprocessing as training: at 32x32 the resize changes nothing, so the predictor
     must pick the classes the run saved in test_predictions.pt."""
     predictor = predictors[run]
-    test_images, _ = utils.read_cifar_file(os.path.join(data_dir, "cifar-100-python", "test"))
+    test_images, _ = data.read_cifar_file(os.path.join(data_dir, "cifar-100-python", "test"))
     images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in test_images]
     top_1 = [predictor.classes.index(top[0][0]) for top in predictor.predict_batch(images, top_k=1)]
     saved = torch.load(results / run / "test_predictions.pt", weights_only=True)["predicted"].tolist()

@@ -4,22 +4,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import torch
 
-from conftest import run_main
-from test_train import read_history
+from helpers import main_command, read_history, run_main, script_environment
 
-TINY_RUN = ["--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1", "--checkpoint-seconds", "0"]
+CHECKPOINT_EVERY_EPOCH = ["--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1",
+                          "--checkpoint-seconds", "0"]
 
 
 def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
     """Start main.py (tiny models) and SIGKILL it once history.csv shows `epochs` finished epochs."""
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_models.py")
-    process = subprocess.Popen([sys.executable, script, *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(main_command(args), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=script_environment())
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         if os.path.exists(history_path) and len(read_history(os.path.dirname(history_path))) >= epochs:
@@ -41,7 +39,7 @@ def assert_same_run(first, second):
 
 
 def test_killed_baseline_resumes_to_the_same_result(data_dir, tmp_path):
-    args = ["--data-dir", data_dir, "--experiments", "resnet18", "--epochs", "5", *TINY_RUN]
+    args = ["--data-dir", data_dir, "--experiments", "resnet18", "--epochs", "5", *CHECKPOINT_EVERY_EPOCH]
     assert run_main(args + ["--results-dir", "straight"], cwd=tmp_path).returncode == 0
     killed = tmp_path / "killed"
     kill_after_epochs(args + ["--results-dir", str(killed)], tmp_path, killed / "resnet18" / "history.csv", 3)
@@ -57,7 +55,7 @@ def test_killed_baseline_resumes_to_the_same_result(data_dir, tmp_path):
 
 def test_killed_dendritic_run_resumes_with_its_dendrites_and_tracker(data_dir, tmp_path):
     args = ["--data-dir", data_dir, "--experiments", "resnet18,resnet18_dendritic", "--epochs", "2",
-            "--dendrite-epochs", "2", "--max-dendrites", "3", *TINY_RUN]
+            "--dendrite-epochs", "2", "--max-dendrites", "3", *CHECKPOINT_EVERY_EPOCH]
     straight = run_main(args + ["--results-dir", "straight"], cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
     killed = tmp_path / "killed"

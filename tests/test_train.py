@@ -1,27 +1,24 @@
 import copy
 import json
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import run_main
+from data import prepare_batch
+from helpers import read_history, run_main
 from models import build_model
-from train import Trainer, training_step, warmup_cosine
-from utils import parse_settings, prepare_batch, read_csv
-
-
-def read_history(run_dir):
-    return read_csv(os.path.join(run_dir, "history.csv"))
+from settings import parse_settings
+from train import TrainingSetup, training_step, warmup_cosine
+from utils import read_csv
 
 
 def test_one_training_step_lowers_the_loss(tiny):
     torch.manual_seed(0)
-    settings = parse_settings(["--device", "cpu", "--results-dir", "/tmp"])
-    trainer = Trainer(settings, torch.device("cpu"), "fp32")
-    model = trainer.place(build_model("resnet18"))
-    optimizer = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.05))
+    settings = parse_settings(["--device", "cpu"])
+    setup = TrainingSetup(settings, torch.device("cpu"), "fp32")
+    model = setup.place(build_model("resnet18"))
+    optimizer = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(0.05))
     x = prepare_batch(torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8))
     y = torch.randint(0, 100, (32,))
 
@@ -80,9 +77,10 @@ def backward_once(model):
 
 
 def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path):
-    from models import Dendrites, dendrite_modules_of
+    from dendrites import Dendrites
+    from models import dendrite_modules_of
 
-    settings = parse_settings(["--results-dir", str(tmp_path), "--max-dendrites", "3"])
+    settings = parse_settings(["--max-dendrites", "3"])
     dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
                           str(tmp_path / "run"), "cpu")
     baseline_params = dendrites.parameters()
@@ -92,7 +90,7 @@ def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path)
 
     new_optimizer()
     backward_once(dendrites.model)
-    model, _, complete = dendrites.report_baseline(50.0, 50.0)
+    model, _, complete = dendrites.start_from_baseline(50.0, 50.0)
     assert dendrites.count == 1 and not complete
     optimizer, _ = new_optimizer()
     assert optimizer.param_groups[0]["lr"] == 0.1  # the new cycle's schedule starts at its start
@@ -146,11 +144,11 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
         assert a["val_accuracy"] == b["val_accuracy"]
 
 
-def resnet18_with_0_1_2_dendrites(trainer, tmp_path, images, labels):
+def resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
     """The plain model, then copies of it with 1 and 2 dendrites, grown as a warm-started run grows them."""
     import benchmark
 
-    grown = benchmark.dendritic_models(trainer, str(tmp_path), images, labels)
+    grown = benchmark.dendritic_models(setup, str(tmp_path), images, labels)
     return [build_model("resnet18")] + [copy.deepcopy(model) for _, model, _ in grown]
 
 
@@ -158,8 +156,9 @@ def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
     """No host-device synchronisation inside the step, perforatedai's modules included: a tensor on
     the meta device has no values, so any read of one (.item(), `if tensor:`, a mask) raises there,
     and a step that runs there would not wait for a GPU."""
-    settings = parse_settings(["--device", "cpu", "--results-dir", str(tmp_path)])
-    on_cpu, on_meta = Trainer(settings, torch.device("cpu"), "fp32"), Trainer(settings, torch.device("meta"), "fp32")
+    settings = parse_settings(["--device", "cpu"])
+    on_cpu = TrainingSetup(settings, torch.device("cpu"), "fp32")
+    on_meta = TrainingSetup(settings, torch.device("meta"), "fp32")
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (8,))
     for model in resnet18_with_0_1_2_dendrites(on_cpu, tmp_path, images, labels):
@@ -173,17 +172,17 @@ def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
 def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():
     """fp16's loss scale starts high, so early steps overflow and the scaler skips them; the next
     step must then train as if the skipped one never was (fused SGD's momentum would be garbage)."""
-    trainer = Trainer(parse_settings(["--results-dir", "/tmp"]), torch.device("cpu"), "fp16")
+    setup = TrainingSetup(parse_settings([]), torch.device("cpu"), "fp16")
     torch.manual_seed(0)
     model, x = torch.nn.Linear(8, 4), torch.randn(16, 8)
     fresh = copy.deepcopy(model)
-    optimizer, scaler = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.1)), trainer.grad_scaler()
+    optimizer, scaler = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(0.1)), setup.grad_scaler()
     for overflow in (float("inf"), 1.0):
         optimizer.zero_grad()
         scaler.scale(model(x).pow(2).mean() * overflow).backward()
         scaler.step(optimizer)
         scaler.update()
-    fresh_optimizer = torch.optim.SGD(fresh.parameters(), **trainer.optimizer_kwargs(0.1))
+    fresh_optimizer = torch.optim.SGD(fresh.parameters(), **setup.optimizer_kwargs(0.1))
     fresh(x).pow(2).mean().backward()
     fresh_optimizer.step()  # the second step alone, unscaled
     assert torch.allclose(model.weight, fresh.weight) and torch.allclose(model.bias, fresh.bias)
@@ -193,13 +192,13 @@ def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():
 def test_every_precision_fits_a_batch_with_and_without_dendrites(precision, tiny, tmp_path):
     """bf16 is the GPU default and fp16 the fallback (with its gradient scaler); both run here under
     the CPU's autocast, through the real step, with perforatedai's modules in the model."""
-    settings = parse_settings(["--results-dir", str(tmp_path), "--no-augment", "--cutout", "0"])
+    settings = parse_settings(["--no-augment", "--cutout", "0"])
     torch.manual_seed(0)
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (32,))
-    trainer = Trainer(settings, torch.device("cpu"), precision)
-    for model in resnet18_with_0_1_2_dendrites(trainer, tmp_path, images, labels):
-        model = trainer.place(model).train()
-        optimizer, scaler = torch.optim.SGD(model.parameters(), **trainer.optimizer_kwargs(0.05)), trainer.grad_scaler()
-        losses = [training_step(model, images, labels, optimizer, trainer, scaler)[0].item() for _ in range(8)]
+    setup = TrainingSetup(settings, torch.device("cpu"), precision)
+    for model in resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
+        model = setup.place(model).train()
+        optimizer, scaler = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(0.05)), setup.grad_scaler()
+        losses = [training_step(model, images, labels, optimizer, setup, scaler)[0].item() for _ in range(8)]
         assert losses[-1] < losses[0] - 1, losses

@@ -1,13 +1,10 @@
 """Tiny stand-ins for the ResNets, so that tests train in seconds.
 
-    python tests/tiny_models.py [main.py flags]   # main.py with the tiny models in place
+    PYTHONPATH=dendritic_experiment python tests/tiny_models.py [main.py flags]   # main.py, tiny models
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dendritic_experiment"))
-
-from models import Bottleneck, ResNet  # noqa: E402
+from models import Bottleneck, ResNet
 
 WIDTHS = (8, 16, 32, 64)
 TINY = {

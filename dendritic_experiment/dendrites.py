@@ -1,0 +1,264 @@
+"""Everything that knows about perforatedai, the dendrite library: converting a model, the
+tracker's calls, its buffers, its files and its score tables. The baseline path never imports it.
+
+What the code below relies on, checked by running perforatedai 3.2.9 on a CPU:
+- Settings must be set before `perforate_model`. `configuration_confirmed` must be True (else an
+  interactive setup screen opens, and without a terminal it raises); `testing_dendrite_capacity`
+  must be False (else a test mode adds 3 dendrites and ends).
+- A BatchNorm next to a wrapped convolution stops in the debugger ("norm layer not accounted
+  for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`.
+- Dendrites are trained by ordinary gradient descent, jointly with the network. A new dendrite is
+  a copy of the module it joins; its output, through a sigmoid, is scaled per channel by
+  `dendrites_to_top` (zero at first) and added to the module's output.
+- `add_validation_score(score, model)` returns (model, restructured, complete): always use that
+  model; rebuild optimizer and scheduler after a restructure; stop when complete. The tracker
+  steps the scheduler itself, once per call, and rolls back to the best model at every switch.
+  A score is an improvement when `new * (1 - improvement_threshold) > best` and
+  `new - improvement_threshold_raw > best`; `max_dendrite_tries = 1`: a dendrite that does not
+  improve ends the run.
+- A first score never counts as the best to beat unless `initial_history_after_switches` is -1
+  for that call (see Dendrites.start_from_baseline).
+- The library writes to ./<save_name>/ of the current directory (so we chdir into the run folder);
+  a leftover <save_name>_config.json there silently overrides settings, so a new run starts clean.
+- `UPA.count_params` counts parameters without the hidden copy (`parent_module`) each wrapped
+  module keeps to grow new dendrites, which a plain sum would count.
+- A saved model is restored by converting the same architecture with the same settings and
+  `UPA.load_net_from_dict`; a plain load_state_dict fails (the dendrites do not exist yet), and a
+  state that does not fit stops in the debugger.
+"""
+import contextlib
+import csv
+import io
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+from utils import new_file_mode, write_atomic
+
+SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix of its files
+
+
+@contextlib.contextmanager
+def working_directory(path):
+    """perforatedai writes to ./<save_name>/ of the current directory: point that at the run."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def library_output():
+    """The library's prints go to stderr: stdout is for the results table."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
+class Dendrites:
+    """The perforatedai tracker behind the few calls a training loop needs.
+
+    fixed mode: the tracker never decides a switch itself (DOING_NO_SWITCH); we force one at the
+    end of every dendrite_epochs cycle, so cycles have exactly that length. history mode: the
+    tracker switches when the validation score has not improved for history_epochs epochs.
+    Either way the tracker decides whether a dendrite helped, rolls back to the best model on
+    validation, and says when training is complete.
+    """
+
+    def __init__(self, model, module_names, settings, run_dir, device, resuming=False):
+        from perforatedai import globals_perforatedai as GPA
+        from perforatedai import utils_perforatedai as UPA
+
+        self.GPA, self.UPA, self.run_dir = GPA, UPA, run_dir
+        self.fixed_cycles = settings.switch_mode == "fixed"
+        for name in module_names:
+            conv, bn = model.get_submodule(name)
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, GPA.PAISequential([conv, bn]))
+        self.configure(GPA.pc, settings, device)
+        os.makedirs(run_dir, exist_ok=True)
+        if not resuming:
+            # A leftover <save_name>_config.json would silently override the settings above.
+            shutil.rmtree(os.path.join(run_dir, SAVE_NAME), ignore_errors=True)
+        with working_directory(run_dir), library_output():
+            self.model = UPA.perforate_model(
+                # Drawing the graph at every score costs about 1.1 s per epoch (measured, ResNet-18 on a
+                # CPU machine), more than a GPU epoch should take: draw_graphs draws it once, at the end.
+                model, save_name=SAVE_NAME, making_graphs=False, maximizing_score=True
+            )
+        self.tracker = GPA.pai_tracker
+
+    def configure(self, pc, settings, device):
+        pc.set_configuration_confirmed(True)  # else an interactive setup screen opens
+        pc.set_testing_dendrite_capacity(False)  # else a 3-dendrite test mode overrides everything
+        pc.set_unwrapped_modules_confirmed(True)  # the other conv+bn pairs stay plain on purpose
+        pc.set_checked_skipped_modules(True)
+        pc.set_weight_decay_accepted(True)
+        pc.set_silent(True)
+        pc.set_device(device)
+        pc.set_module_names_to_perforate(["PAISequential"])  # only the pairs wrapped above
+        pc.set_switch_mode(pc.DOING_NO_SWITCH if self.fixed_cycles else pc.DOING_HISTORY)
+        pc.set_n_epochs_to_switch(settings.history_epochs)
+        pc.set_max_dendrites(settings.max_dendrites)
+        pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
+        pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
+        pc.set_dont_give_up_unless_learning_rate_lowered(False)
+        pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
+        # The tracker steps the scheduler at a switch, also at a warm start's switch before any
+        # optimizer step: PyTorch's warning about that order is expected here.
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+
+    def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
+        """A fresh optimizer and scheduler for the current architecture (after every restructure)."""
+        self.tracker.set_optimizer(optimizer_class)
+        self.tracker.set_scheduler(scheduler_class)
+        kwargs = dict(optimizer_kwargs, params=self.model.parameters())
+        return self.tracker.setup_optimizer(self.model, kwargs, scheduler_kwargs)
+
+    def learn_shapes(self, images, labels):
+        """The library learns its tensor shapes from one backward pass; eval mode leaves the
+        BatchNorm statistics alone. Needed before a score is reported on an untrained step."""
+        self.model.eval()
+        F.cross_entropy(self.model(images), labels).backward()
+        self.model.zero_grad(set_to_none=True)
+
+    def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, cycle_length=0, force_switch=False):
+        """Report one epoch. Returns (model, restructured, complete); always use that model.
+        In fixed mode the cycle ends (a switch) after cycle_length epochs."""
+        force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
+        self.tracker.add_extra_score(train_accuracy, "Train")
+        with working_directory(self.run_dir), library_output():
+            model, restructured, complete = self.tracker.add_validation_score(
+                val_accuracy, self.model, force_switch=force_switch
+            )
+        self.model = model
+        if complete:  # where the library draws it itself (mid-run its records can be between states)
+            self.draw_graphs()
+        return model, bool(restructured), bool(complete)
+
+    def start_from_baseline(self, val_accuracy, train_accuracy):
+        """A finished baseline's scores as the whole first phase; the tracker adds the first dendrite.
+
+        The library does not count a first validation score as the best to beat (it wants more
+        than initial_history_after_switches = 0 epochs since a switch). A warm start reports the
+        baseline only once, so for that one call the setting is -1: otherwise the first dendrite
+        would be kept even when it made validation worse. It goes back to 0 at once, because
+        setup_optimizer steps the new scheduler by it.
+        """
+        self.GPA.pc.set_initial_history_after_switches(-1)
+        try:
+            return self.end_epoch(val_accuracy, train_accuracy, 0, force_switch=True)
+        finally:
+            self.GPA.pc.set_initial_history_after_switches(0)
+
+    def draw_graphs(self):
+        """The library's growth graph (<run_dir>/PAI/PAI.png) and its CSVs, from its records: at the end,
+        every epoch up to the kept model's (completing, the tracker reloads that model's records)."""
+        self.tracker.making_graphs = True
+        try:
+            with working_directory(self.run_dir), library_output():
+                self.tracker.save_graphs()
+        finally:
+            self.tracker.making_graphs = False
+
+    def keep_outputs(self):
+        """Copy the library's final growth graph and CSVs from its folder into the run folder, and
+        give its own files the mode any new file gets (it writes its checkpoints with mode 0600)."""
+        library_dir = os.path.join(self.run_dir, SAVE_NAME)
+        for name in os.listdir(library_dir):
+            os.chmod(os.path.join(library_dir, name), new_file_mode())
+            final = name.startswith(SAVE_NAME) and "before" not in name and "noImprove" not in name
+            if final and name.endswith((".png", ".csv")):
+                with open(os.path.join(library_dir, name), "rb") as f:
+                    write_atomic(os.path.join(self.run_dir, name), f.read())
+
+    def architecture_scores(self):
+        """[(params, best validation accuracy)] per dendrite count, from the library's own table
+        (columns: parameters, best validation score, ...)."""
+        with open(os.path.join(self.run_dir, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
+            rows = list(csv.reader(f))[1:]
+        return [(int(float(row[0])), float(row[1])) for row in rows if row]
+
+    def state(self):
+        """Model weights (dendrites included) and the tracker's whole history, for a checkpoint."""
+        return {"model": self.model.state_dict(), "tracker": self.tracker.to_string()}
+
+    def restore(self, state):
+        """Undo state(): grows the saved dendrites into this freshly converted model."""
+        self.model = self.UPA.load_net_from_dict(self.model, state["model"])
+        self.tracker.reset_module_vector(self.model, True)
+        self.tracker.from_string(state["tracker"])
+        return self.model
+
+    @property
+    def count(self):
+        """Dendrites in the current model."""
+        return int(self.tracker.member_vars["num_dendrites_added"])
+
+    def parameters(self):
+        """Parameter count without the hidden copies the library keeps to grow new dendrites."""
+        return int(self.UPA.count_params(self.model))
+
+
+def to_device(model, device, memory_format=torch.preserve_format):
+    """model.to(device, memory_format), except perforatedai's 0-dim `this_node_index` buffers, which
+    stay on the host: its modules test `dim == self.this_node_index` in every forward, and on a GPU
+    each test would wait for the device (16 waits per training step with one dendrite on two modules)."""
+    indices = {module: index.cpu() for module in model.modules()
+               if (index := module._buffers.get("this_node_index")) is not None and index.dim() == 0}
+    model = model.to(device, memory_format=memory_format)
+    for module, index in indices.items():
+        module._buffers["this_node_index"] = index
+    return model
+
+
+def load_dendritic_model(model, module_names, settings, state, device):
+    """A finished dendritic run's model: model (freshly built) converted as training converted it,
+    with the saved dendrites grown into it. Raises ValueError when state does not belong to it.
+    perforatedai keeps one tracker per process: this replaces it, so load outside a training process."""
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("tracker"), str):
+        raise ValueError("not a dendritic checkpoint")
+    # The library prints its progress, and on a checkpoint that does not fit it stops in pdb. So
+    # its output is dropped, its stdin is empty (pdb would quit at once instead of waiting at a
+    # prompt) and a scratch folder takes the files it writes: never the run folder or the cwd.
+    with tempfile.TemporaryDirectory(prefix="predict-") as scratch, quiet_library():
+        try:
+            dendrites = Dendrites(model, module_names, settings, run_dir=scratch, device=str(device))
+        except Exception as error:  # e.g. dendrite_modules naming layers this model does not have
+            raise ValueError(f"cannot convert the model: {error}") from None
+        if not fits(dendrites.model, state["model"], module_names):
+            raise ValueError("the saved weights do not fit the converted model")
+        try:
+            return dendrites.restore(state)
+        except Exception as error:
+            raise ValueError(f"the library refused the saved dendrites: {error}") from None
+
+
+def fits(converted_model, saved, module_names):
+    """Whether a dendritic state_dict belongs to this converted model: it has every key of the
+    model, the same weight shapes, and its only extra keys are dendrites of the wrapped modules.
+    Checked before the library sees it, because the library's own check ends in pdb."""
+    expected = converted_model.state_dict()
+    weights = dict(converted_model.named_parameters())
+    extra = [key for key in saved if key not in expected]
+    return (all(key in saved for key in expected)
+            and all(saved[key].shape == weight.shape for key, weight in weights.items())
+            and all(key.startswith(tuple(name + "." for name in module_names)) for key in extra))
+
+
+@contextlib.contextmanager
+def quiet_library():
+    """perforatedai's prints dropped and an empty stdin, for the duration of a load. stderr too:
+    Dendrites sends the library's stdout there, and training progress means nothing here."""
+    stdin, dropped = sys.stdin, io.StringIO()
+    sys.stdin = io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(dropped), contextlib.redirect_stderr(dropped):
+            yield
+    finally:
+        sys.stdin = stdin

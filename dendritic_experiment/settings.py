@@ -1,0 +1,209 @@
+"""config.py turned into flags and checked settings, and what follows from settings alone: the runs
+and seeds to train, the settings each run's result depends on, the device and the precision.
+Nothing here touches the file system (main.py checks the results folder)."""
+import argparse
+import importlib.util
+import os
+import re
+from types import SimpleNamespace
+
+import torch
+
+import config
+from data import DATASETS
+from models import MODELS, build_model, dendrite_modules_of, dendrite_slots
+from utils import ExperimentError, split_list
+
+# ---------------------------------------------------------------------------------------------
+# config.py is the single source: every name there is also a --flag.
+# ---------------------------------------------------------------------------------------------
+
+SETTING_LINE = re.compile(r"^(\w+) = (.+?)(?:\s+#\s*(.*))?$")  # `name = value  # what it does`
+
+
+def config_entries():
+    """(group, name, default, help) for each setting, in the order config.py lists them."""
+    with open(config.__file__) as f:
+        source_lines = f.read().splitlines()
+    group, entries = "settings", []
+    for line in source_lines:
+        if line.startswith("# ---"):
+            group = line.strip("# -")
+        elif match := SETTING_LINE.match(line):
+            name, _, comment = match.groups()
+            entries.append((group, name, getattr(config, name), comment or ""))
+    return entries
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python dendritic_experiment/main.py",
+        usage="%(prog)s [--setting VALUE ...]   (every setting of config.py, listed below)",
+        description="Train ResNet baselines and a ResNet with perforatedai dendrites on CIFAR-100, "
+        "then compare accuracy against parameters in results/. Defaults come from config.py.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    groups = {}
+    for group, name, default, comment in config_entries():
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=comment)
+        else:
+            groups[group].add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(), help=comment)
+    return parser
+
+
+def parse_settings(argv=None):
+    """Settings from config.py and flags, checked; --smoke shrinks them."""
+    settings = SimpleNamespace(**vars(build_parser().parse_args(argv)))
+    if settings.smoke:
+        # Small enough for 2 CPU cores in under 3 minutes, still every stage and a real dendrite.
+        settings.epochs, settings.batch_size, settings.warmup_epochs = 2, 64, 1
+        settings.dendrite_epochs, settings.max_dendrites, settings.switch_mode = 1, 1, "fixed"
+        settings.results_dir = os.path.join(settings.results_dir, "smoke")  # never replaces real results
+    if settings.run_name:
+        settings.results_dir = os.path.join(settings.results_dir, settings.run_name)
+    check_settings(settings)
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs, and the settings their results depend on.
+# ---------------------------------------------------------------------------------------------
+
+RUN_KINDS = ("baseline", "dendritic", "continued")
+
+# The settings a run's result depends on, stored in its result.json as "settings" and compared
+# there before a finished run is reused. Paths, the device, reporting and checkpointing do not
+# change a result; the seed, the model and the precision are added by run_settings.
+DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
+TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
+                     "warmup_epochs")
+DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
+                     "dendrite_lr", "warm_start")
+
+
+def split_run_name(run_name):
+    """'resnet18_dendritic' -> ('resnet18', 'dendritic'); 'resnet18' -> ('resnet18', 'baseline')."""
+    for kind in RUN_KINDS[1:]:
+        if run_name.endswith("_" + kind):
+            return run_name.removesuffix("_" + kind), kind
+    return run_name, "baseline"
+
+
+def run_settings(settings, run_name, seed, precision):
+    """The settings this run's result depends on (without what it starts from: see main.Experiment)."""
+    model_name, kind = split_run_name(run_name)
+    names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
+    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model_name, precision=precision)
+
+
+def run_names(settings):
+    """--experiments in order, with each warm-started dendritic run's control right after it."""
+    names = []
+    for run in split_list(settings.experiments):
+        names.append(run)
+        model, kind = split_run_name(run)
+        control = model + "_continued"
+        if kind == "dendritic" and settings.warm_start and settings.control and control not in names:
+            names.append(control)
+    return list(dict.fromkeys(names))
+
+
+def seed_list(settings):
+    return [int(seed) for seed in split_list(settings.seeds)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: an impossible setting is refused before any work, naming it and what is allowed.
+# ---------------------------------------------------------------------------------------------
+
+def refuse(settings, name, allowed):
+    raise ExperimentError(f"--{name.replace('_', '-')} {getattr(settings, name)!r} is not allowed: {allowed}")
+
+
+def check_settings(settings):
+    check_runs(settings)
+    for name in ("epochs", "batch_size", "max_dendrites", "dendrite_epochs", "history_epochs"):
+        if getattr(settings, name) < 1:
+            refuse(settings, name, "use a whole number of at least 1")
+    for name in ("lr", "dendrite_lr"):
+        if not 0 < getattr(settings, name) <= 10:
+            refuse(settings, name, "use a learning rate above 0 and at most 10")
+    for name, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("label_smoothing", 0, 1)):
+        if not low <= getattr(settings, name) < high:
+            refuse(settings, name, f"use a value in [{low}, {high})")
+    if settings.checkpoint_seconds < 0:
+        refuse(settings, "checkpoint_seconds", "use 0 (after every epoch) or more seconds")
+    if not 0 <= settings.warmup_epochs < settings.epochs:
+        refuse(settings, "warmup_epochs", f"use 0 to {settings.epochs - 1} (fewer than --epochs)")
+    if not 0 < settings.val_split < 50000:
+        refuse(settings, "val_split", "hold out between 1 and 49,999 of the 50,000 training images")
+    if not 0 <= settings.cutout <= 32:
+        refuse(settings, "cutout", "use 0 (off) to 32 pixels")
+    if settings.precision not in ("auto", "bf16", "fp16", "fp32"):
+        refuse(settings, "precision", "use auto, bf16, fp16 or fp32")
+    if settings.switch_mode not in ("fixed", "history"):
+        refuse(settings, "switch_mode", "use fixed or history")
+    if not valid_device_name(settings.device):
+        refuse(settings, "device", "use auto, cpu, mps, cuda or cuda:N")
+    if settings.dataset not in DATASETS:
+        refuse(settings, "dataset", f"use {' or '.join(DATASETS)}")
+    if settings.wandb_project and not wandb_installed():
+        refuse(settings, "wandb_project", "wandb is not installed: pip install wandb, or leave --wandb-project empty")
+    if settings.run_name and not re.fullmatch(r"[\w.-]+", settings.run_name):
+        refuse(settings, "run_name", "use letters, digits, '_', '-' or '.' (it names a folder in --results-dir)")
+
+
+def wandb_installed():
+    return importlib.util.find_spec("wandb") is not None
+
+
+def check_runs(settings):
+    """--experiments names known runs, --seeds whole numbers, --dendrite-modules real conv+bn pairs."""
+    runs = split_list(settings.experiments)
+    valid_runs = [model + suffix for model in MODELS for suffix in ("", "_dendritic", "_continued")]
+    if not runs or any(run not in valid_runs for run in runs):
+        refuse(settings, "experiments", f"use a comma list of {', '.join(valid_runs)}")
+    if any(split_run_name(run)[1] == "continued" for run in runs) and not settings.warm_start:
+        refuse(settings, "experiments", "a _continued control needs --warm-start (it continues the baseline)")
+    if not re.fullmatch(r"\d+(,\d+)*", settings.seeds.replace(" ", "")):
+        refuse(settings, "seeds", "use a comma list of whole numbers, such as 0,1,2")
+    dendritic_models = {split_run_name(run)[0] for run in runs if split_run_name(run)[1] == "dendritic"}
+    for model_name in sorted(dendritic_models):
+        slots = dendrite_slots(build_model(model_name))
+        chosen = dendrite_modules_of(model_name, settings.dendrite_modules)
+        if not chosen or any(name not in slots for name in chosen):
+            refuse(settings, "dendrite_modules", f"use auto or name conv+bn pairs of {model_name}: {', '.join(slots)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and precision
+# ---------------------------------------------------------------------------------------------
+
+def valid_device_name(name):
+    return name in ("auto", "cpu", "mps") or name.split(":")[0] == "cuda"
+
+
+def pick_device(name):
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ExperimentError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_precision(name, device):
+    """bf16 autocast on CUDA, fp16 (with a gradient scaler) on GPUs without bf16, else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        # Without native bf16 (before Ampere) emulated bf16 is slow: fp16 with a scaler instead.
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return "fp32"
