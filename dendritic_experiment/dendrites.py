@@ -7,15 +7,25 @@ What the code below relies on, checked by running perforatedai 3.2.9 on a CPU:
   must be False (else a test mode adds 3 dendrites and ends).
 - A BatchNorm next to a wrapped convolution stops in the debugger ("norm layer not accounted
   for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`.
-- Dendrites are trained by ordinary gradient descent, jointly with the network. A new dendrite is
-  a copy of the module it joins; its output, through a sigmoid, is scaled per channel by
-  `dendrites_to_top` (zero at first) and added to the module's output.
+- Dendrites are trained by ordinary gradient descent, jointly with the network (the correlation-
+  trained Perforated Backpropagation is the paid perforatedbp add-on, not used here). A new
+  dendrite is a copy of the module it joins (conv+bn), every parameter re-drawn as
+  `candidate_weight_initialization_multiplier` (0.01) * N(0, 1). A wrapped module computes
+      y = main(x) + sum_i dendrites_to_top[-1][i, c] * act(D_i(x) + earlier dendrites' terms)
+  with act = `pai_forward_function` (torch.sigmoid), read at every forward. `dendrites_to_top[-1]`
+  (dendrites x channels) starts at zero, so at insertion the output is unchanged and only that
+  scale gets a gradient. Its parameters are named <module>.dendrites_to_top.<k>,
+  <module>.dendrite_module.layers.<i>.* and <module>.dendrite_module.dendrites_to_dendrites.<k>;
+  <module>.dendrite_module.parent_module.* is the hidden copy, never in a forward, never a gradient.
 - `add_validation_score(score, model)` returns (model, restructured, complete): always use that
   model; rebuild optimizer and scheduler after a restructure; stop when complete. The tracker
   steps the scheduler itself, once per call, and rolls back to the best model at every switch.
-  A score is an improvement when `new * (1 - improvement_threshold) > best` and
-  `new - improvement_threshold_raw > best`; `max_dendrite_tries = 1`: a dendrite that does not
-  improve ends the run.
+  At every score, a score is a new best when `new * (1 - improvement_threshold) > best` and
+  `new - improvement_threshold_raw > best`, against the best of the cycle and against the best of
+  the run; at a switch, a dendrite whose cycle set no new best of the run is removed and the best
+  model reloaded; with `max_dendrite_tries = 1` that ends the run.
+- `setup_optimizer` takes parameter groups (dicts with their own lr and weight_decay); it drops a
+  group left without trainable parameters, and reads "the" learning rate from the last group.
 - A first score never counts as the best to beat unless `initial_history_after_switches` is -1
   for that call (see Dendrites.start_from_baseline).
 - The library writes to ./<save_name>/ of the current directory (so we chdir into the run folder);
@@ -28,6 +38,7 @@ What the code below relies on, checked by running perforatedai 3.2.9 on a CPU:
 """
 import contextlib
 import csv
+import importlib.metadata
 import io
 import os
 import re
@@ -42,6 +53,9 @@ import torch.nn.functional as F
 from utils import new_file_mode, write_atomic
 
 SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix of its files
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
+# The trained parameters of dendrites: their output scales, the copies, and dendrite-to-dendrite weights.
+DENDRITE_PARAMETER = re.compile(r"\.(dendrites_to_top\.\d+|dendrite_module\.(layers\.\d+\..+|dendrites_to_dendrites\.\d+))$")
 
 
 @contextlib.contextmanager
@@ -74,7 +88,7 @@ class Dendrites:
         from perforatedai import globals_perforatedai as GPA
         from perforatedai import utils_perforatedai as UPA
 
-        self.GPA, self.UPA, self.run_dir = GPA, UPA, run_dir
+        self.GPA, self.UPA, self.run_dir, self.settings = GPA, UPA, run_dir, settings
         self.fixed_cycles = settings.switch_mode == "fixed"
         for name in module_names:
             conv, bn = model.get_submodule(name)
@@ -106,19 +120,32 @@ class Dendrites:
         pc.set_n_epochs_to_switch(settings.history_epochs)
         pc.set_max_dendrites(settings.max_dendrites)
         pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
+        # Any higher score is a new best (see end_epoch for how dendrite_min_gain is applied).
+        pc.set_improvement_threshold(0.0)
+        pc.set_improvement_threshold_raw(0.0)
         pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
         pc.set_dont_give_up_unless_learning_rate_lowered(False)
         pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
+        pc.set_candidate_weight_initialization_multiplier(settings.dendrite_init_scale)
+        pc.set_pai_forward_function(ACTIVATIONS[settings.dendrite_activation])
         # The tracker steps the scheduler at a switch, also at a warm start's switch before any
         # optimizer step: PyTorch's warning about that order is expected here.
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
 
     def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
-        """A fresh optimizer and scheduler for the current architecture (after every restructure)."""
+        """A fresh optimizer and scheduler for the current architecture (after every restructure).
+        The dendrites' parameters form their own group, at dendrite_lr_multiplier times the learning
+        rate and with dendrite_weight_decay; the network's group comes last, where the tracker reads
+        the learning rate it records."""
         self.tracker.set_optimizer(optimizer_class)
         self.tracker.set_scheduler(scheduler_class)
-        kwargs = dict(optimizer_kwargs, params=self.model.parameters())
-        return self.tracker.setup_optimizer(self.model, kwargs, scheduler_kwargs)
+        dendrite, network = [], []
+        for name, parameter in self.model.named_parameters():
+            (dendrite if DENDRITE_PARAMETER.search(name) else network).append(parameter)
+        groups = [dict(name="dendrites", params=dendrite, lr=optimizer_kwargs["lr"] * self.settings.dendrite_lr_multiplier,
+                       weight_decay=self.settings.dendrite_weight_decay),
+                  dict(name="network", params=network)]
+        return self.tracker.setup_optimizer(self.model, dict(optimizer_kwargs, params=groups), scheduler_kwargs)
 
     def learn_shapes(self, images, labels):
         """The library learns its tensor shapes from one backward pass; eval mode leaves the
@@ -129,12 +156,20 @@ class Dendrites:
 
     def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, cycle_length=0, force_switch=False):
         """Report one epoch. Returns (model, restructured, complete); always use that model.
-        In fixed mode the cycle ends (a switch) after cycle_length epochs."""
+        In fixed mode the cycle ends (a switch) after cycle_length epochs.
+
+        The tracker sees the validation accuracy less dendrite_min_gain points per dendrite in the
+        model. Within a cycle that is a constant, so it still keeps the cycle's best epoch; and the
+        k-th dendrite is kept exactly when its cycle's best beats the best so far by more than
+        dendrite_min_gain (best_k - k g > best_(k-1) - (k-1) g). A threshold of the library's own
+        would apply at every epoch instead: a cycle that climbs slowly would never count as better.
+        architecture_scores adds the handicap back."""
         force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
         self.tracker.add_extra_score(train_accuracy, "Train")
+        score = val_accuracy - self.count * self.settings.dendrite_min_gain
         with working_directory(self.run_dir), library_output():
             model, restructured, complete = self.tracker.add_validation_score(
-                val_accuracy, self.model, force_switch=force_switch
+                score, self.model, force_switch=force_switch
             )
         self.model = model
         if complete:  # where the library draws it itself (mid-run its records can be between states)
@@ -178,11 +213,12 @@ class Dendrites:
                     write_atomic(os.path.join(self.run_dir, name), f.read())
 
     def architecture_scores(self):
-        """[(params, best validation accuracy)] per dendrite count, from the library's own table
-        (columns: parameters, best validation score, ...)."""
+        """[(params, best validation accuracy)] per dendrite count 0, 1, ..., from the library's own
+        table (columns: parameters, best validation score, ...), without end_epoch's handicap."""
         with open(os.path.join(self.run_dir, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
-            rows = list(csv.reader(f))[1:]
-        return [(int(float(row[0])), float(row[1])) for row in rows if row]
+            rows = [row for row in list(csv.reader(f))[1:] if row]
+        return [(int(float(row[0])), float(row[1]) + count * self.settings.dendrite_min_gain)
+                for count, row in enumerate(rows)]
 
     def state(self):
         """Model weights (dendrites included) and the tracker's whole history, for a checkpoint."""
@@ -195,6 +231,56 @@ class Dendrites:
         self.tracker.from_string(state["tracker"])
         return self.model
 
+    @torch.no_grad()
+    def contribution(self, images):
+        """How much the dendrites add to the outputs of the modules that hold them, on images (a fixed
+        batch, in eval mode): {'dendrite_scale': mean |dendrites_to_top|, 'dendrite_share': the share
+        of the modules' output variance that the dendrites' term carries, then the same for each
+        dendrite k ('dendrite<k>_scale', 'dendrite<k>_share'), k up to max_dendrites; 0 where none}.
+
+        Each module is run again on the input it got in one forward of the model, with a dendrite's
+        output scale set to zero: the difference is that dendrite's term, in that module alone (so
+        no library internal beyond dendrites_to_top is needed). Variances are per channel, over
+        images and positions, summed over channels (a constant shift per channel is a bias, not a
+        contribution); the shares are averaged over the modules."""
+        figures = {"dendrite_scale": 0.0, "dendrite_share": 0.0}
+        for k in range(1, self.settings.max_dendrites + 1):
+            figures.update({f"dendrite{k}_scale": 0.0, f"dendrite{k}_share": 0.0})
+        modules = [m for m in self.model.modules() if getattr(m, "dendrite_modules_added", 0) > 0]
+        if not modules:
+            return figures
+        scales = [module.dendrites_to_top[-1] for module in modules]  # dendrites x channels, the one in use
+        kept = [scale.detach().clone() for scale in scales]
+        inputs = {}
+        hooks = [module.register_forward_pre_hook(lambda m, args: inputs.__setitem__(m, args[0])) for module in modules]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            self.model(images)
+            outputs = [module(inputs[module]).float() for module in modules]
+
+            def share_without(dendrites):
+                shares = []
+                for module, output, scale, value in zip(modules, outputs, scales, kept):
+                    scale[dendrites] = 0
+                    shares.append(variance_share(output, output - module(inputs[module]).float()))
+                    scale.copy_(value)
+                return float(torch.stack(shares).mean())
+
+            count = len(kept[0])
+            figures["dendrite_scale"] = float(torch.cat([value.abs().flatten() for value in kept]).mean())
+            figures["dendrite_share"] = share_without(list(range(count)))
+            for k in range(count):
+                figures[f"dendrite{k + 1}_scale"] = float(torch.stack([value[k].abs().mean() for value in kept]).mean())
+                figures[f"dendrite{k + 1}_share"] = share_without([k]) if count > 1 else figures["dendrite_share"]
+        finally:
+            for scale, value in zip(scales, kept):
+                scale.copy_(value)
+            for hook in hooks:
+                hook.remove()
+            self.model.train(was_training)
+        return figures
+
     @property
     def count(self):
         """Dendrites in the current model."""
@@ -203,6 +289,25 @@ class Dendrites:
     def parameters(self):
         """Parameter count without the hidden copies the library keeps to grow new dendrites."""
         return int(self.UPA.count_params(self.model))
+
+
+def variance_share(output, term):
+    """sum_c Var(term)_c / sum_c Var(output)_c, variances over images and positions (channels: dim 1)."""
+    dims = [d for d in range(output.dim()) if d != 1]
+    return term.var(dim=dims).sum() / output.var(dim=dims).sum()
+
+
+def use_activation(name):
+    """perforatedai reads a dendrite's output function from one process-wide setting at every
+    forward: set it to a model's own before running that model, where a process holds several."""
+    from perforatedai import globals_perforatedai as GPA
+
+    GPA.pc.set_pai_forward_function(ACTIVATIONS[name])
+
+
+def library_version():
+    """'perforatedai 3.2.9': the library and version a dendritic result came from."""
+    return f"perforatedai {importlib.metadata.version('perforatedai')}"
 
 
 def to_device(model, device, memory_format=torch.preserve_format):

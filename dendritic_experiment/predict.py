@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from data import DATASETS, prepare_batch
-from dendrites import load_dendritic_model, to_device
+from dendrites import load_dendritic_model, to_device, use_activation
 from models import MODELS, build_model, dendrite_modules_of
 from settings import DENDRITE_SETTINGS, pick_device, valid_device_name
 from utils import ExperimentError, read_json, run_cli
@@ -35,8 +35,9 @@ BATCH_SIZE = 256  # images per forward pass: bounds memory for long lists of ima
 class Predictor:
     """A finished run's model in eval mode, with its class names and normalisation."""
 
-    def __init__(self, model, classes, dataset, device):
+    def __init__(self, model, classes, dataset, device, dendrite_activation=None):
         self.model, self.classes, self.dataset, self.device = model.eval(), classes, dataset, device
+        self.dendrite_activation = dendrite_activation  # a dendritic model's: see probabilities
 
     @classmethod
     def load(cls, run_dir, device="auto"):
@@ -44,12 +45,15 @@ class Predictor:
         device = pick_device(check_device(str(device)))
         result = read_result(run_dir)
         model = to_device(load_model(run_dir, result, device), device)
-        return cls(model, result["classes"], result["dataset"], device)
+        activation = result["settings"]["dendrite_activation"] if result["dendritic"] else None
+        return cls(model, result["classes"], result["dataset"], device, activation)
 
     @torch.no_grad()
     def probabilities(self, images):
         """PIL images (or image paths) -> N x classes tensor of softmax probabilities, on the CPU."""
         pixels = torch.stack([to_pixels(image) for image in images])
+        if self.dendrite_activation:  # one setting for the whole process: another model's may be in it
+            use_activation(self.dendrite_activation)
         chunks = []
         for start in range(0, len(pixels), BATCH_SIZE):
             x = prepare_batch(pixels[start:start + BATCH_SIZE].to(self.device),

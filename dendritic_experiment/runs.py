@@ -16,19 +16,20 @@ import torch
 from tqdm import tqdm
 
 from data import prepare_batch
-from dendrites import Dendrites
+from dendrites import Dendrites, library_version
 from models import build_model, dendrite_modules_of
 from train import evaluate, final_test, steps_per_epoch, train_one_epoch, warmup_cosine
 from utils import ExperimentError, save_torch, write_csv
 
 CHECKPOINT_FORMAT = 2  # a checkpoint of another layout is ignored, not misread
+CONTRIBUTION_IMAGES = 256  # validation images on which a dendritic run measures what its dendrites add
 
 
-def train_run(run, run_name, run_dir, run_settings, tracking=None):
+def train_run(run, run_name, run_dir, cache_key, tracking=None):
     """Train run to completion (resuming from run_dir/checkpoint.pt when it fits); save model.pt
     and the test predictions. Returns the run's result (see each run's `result`)."""
     setup = run.setup
-    checkpoint = Checkpoint(run_dir, run_name, run_settings, setup.device, setup.settings.checkpoint_seconds)
+    checkpoint = Checkpoint(run_dir, run_name, cache_key, setup.device, setup.settings.checkpoint_seconds)
     log = EpochLog(run_dir, run_name, tracking)
     scaler = setup.grad_scaler()
     state, started = checkpoint.load(), time.time()
@@ -59,7 +60,7 @@ def train_epoch(run, run_name, epoch, scaler, checkpoint):
     Returns (the history row, whether the model was restructured)."""
     setup, data, started = run.setup, run.data, time.time()
     run.begin_epoch(epoch)
-    lr = run.optimizer.param_groups[0]["lr"]
+    lr = run.optimizer.param_groups[-1]["lr"]  # the network's (a dendritic run's dendrites have a group first)
     metrics = train_one_epoch(run.model, data.train_images, data.train_labels, run.optimizer, setup, scaler,
                               run.batch_scheduler, f"{run_name} {run.progress(epoch)}")
     check_finite(metrics, run_name, epoch, setup, checkpoint)
@@ -172,6 +173,9 @@ class DendriticRun(Run):
         modules = dendrite_modules_of(self.model_name, self.settings.dendrite_modules)
         self.dendrites = Dendrites(model, modules, self.settings, self.run_dir, str(self.setup.device), resuming)
         self.model = self.setup.place(self.dendrites.model)
+        # The same validation images every epoch, so that the contribution figures compare.
+        self.probe_images = prepare_batch(self.data.val_images[:CONTRIBUTION_IMAGES], memory_format=self.setup.memory_format,
+                                          dataset=self.settings.dataset)
 
     def start(self):
         self.convert(self.baseline_weights, resuming=False)
@@ -197,24 +201,27 @@ class DendriticRun(Run):
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
+    def cycle_length(self, first_phase):
+        """Epochs of the neuron-only first phase (from scratch), or of a dendrite's cycle."""
+        return self.settings.epochs if first_phase else self.settings.dendrite_epochs
+
     def new_cycle(self, first_phase):
         """Optimizer and per-epoch schedule for one cycle; the tracker steps the schedule."""
-        length = self.settings.epochs if first_phase else self.settings.dendrite_epochs
         peak = self.setup.scaled_lr if first_phase else self.setup.scaled_dendrite_lr
         self.optimizer, self.scheduler = self.dendrites.setup_optimizer(
-            torch.optim.SGD, self.setup.optimizer_kwargs(peak), *cycle_schedule(self.settings, length))
+            torch.optim.SGD, self.setup.optimizer_kwargs(peak), *cycle_schedule(self.settings, self.cycle_length(first_phase)))
 
     def progress(self, epoch):
         return f"{epoch} (dendrites {self.dendrites.count})"
 
     def columns(self):
-        return {"dendrites": self.dendrites.count, "params": self.dendrites.parameters()}
+        return {"dendrites": self.dendrites.count, "params": self.dendrites.parameters(),
+                **self.dendrites.contribution(self.probe_images)}
 
     def end_epoch(self, epoch, val_accuracy, train_accuracy):
         self.epochs_in_cycle += 1
-        cycle_length = self.settings.epochs if self.first_phase else self.settings.dendrite_epochs
-        model, restructured, self.complete = self.dendrites.end_epoch(val_accuracy, train_accuracy,
-                                                                      self.epochs_in_cycle, cycle_length)
+        model, restructured, self.complete = self.dendrites.end_epoch(
+            val_accuracy, train_accuracy, self.epochs_in_cycle, self.cycle_length(self.first_phase))
         self.model = self.setup.place(model)
         if restructured and not self.complete:
             self.new_cycle(first_phase=False)
@@ -243,6 +250,8 @@ class DendriticRun(Run):
             # Epochs trained with each dendrite count, in order: the continued control repeats these cycles.
             "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
             "architectures": self.dendrites.architecture_scores(),
+            "contribution": self.dendrites.contribution(self.probe_images),  # of the dendrites kept
+            "library": library_version(),
         }
 
 
@@ -325,10 +334,10 @@ class Checkpoint:
     progress. Only a checkpoint from the same settings is used.
     """
 
-    def __init__(self, run_dir, run_name, run_settings, device, every_seconds):
+    def __init__(self, run_dir, run_name, cache_key, device, every_seconds):
         self.path, self.run_name, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, device
         # Random state and optimizer options belong to a device type: resume only on the same kind.
-        self.settings = dict(run_settings, device_type=device.type, checkpoint_format=CHECKPOINT_FORMAT)
+        self.settings = dict(cache_key, device_type=device.type, checkpoint_format=CHECKPOINT_FORMAT)
         self.every_seconds, self.saved_at, self.epoch = every_seconds, time.monotonic(), None
 
     def load(self):
@@ -381,7 +390,8 @@ class EpochLog:
         write_csv(self.path, self.rows)
         if self.tracking:
             self.tracking.log(row)
-        extra = f"  dendrites {row['dendrites']}" if "dendrites" in row else ""
+        extra = (f"  dendrites {row['dendrites']} ({row['dendrite_share']:.3%} of their layers' output variance)"
+                 if "dendrites" in row else "")
         tqdm.write(
             f"{self.run_name} epoch {row['epoch']}: train loss {row['train_loss']:.3f} "
             f"acc {row['train_accuracy']:.2f}%  val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.2f}%  "

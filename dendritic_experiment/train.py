@@ -113,7 +113,7 @@ def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_sched
         if interactive and (step + 1) % REFRESH_STEPS == 0:
             seen = (step + 1) * batch_size
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
-                            lr=f"{optimizer.param_groups[0]['lr']:.4f}")
+                            lr=f"{optimizer.param_groups[-1]['lr']:.4f}")  # the network's, after the dendrites' group
     seen = steps * batch_size
     return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100 * correct.item() / seen,
             "first_bad_step": int(first_bad_step)}

@@ -42,7 +42,7 @@ def test_schedule_warms_up_then_decays_to_zero():
 
 def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_dir, tmp_path):
     results = tmp_path / "results"
-    process = run_main(["--data-dir", data_dir, "--results-dir", str(results), "--val-split", "200",
+    process = run_main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "200",
                         "--experiments", "resnet18,resnet18_dendritic", "--epochs", "2", "--warmup-epochs", "0",
                         "--batch-size", "50", "--dendrite-epochs", "2", "--max-dendrites", "2"], cwd=tmp_path)
     assert process.returncode == 0, process.stderr
@@ -60,12 +60,13 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     kept = [row for row in history if int(row["dendrites"]) == result["dendrites"]]
     assert result["params"] == (int(kept[0]["params"]) if kept else baseline["params"])
     # The library's graph is kept with the run: the warm start's report, then every epoch up to the
-    # one whose model the tracker kept (it reloads that model's records with it); nothing is
-    # written to the current directory.
+    # one whose model the tracker kept (it reloads that model's records with it), each score as the
+    # tracker saw it: less dendrite_min_gain (0.5) per dendrite; nothing is written to the current directory.
     assert (run_dir / "PAI.png").read_bytes().startswith(b"\x89PNG")
     graphed = [float(row["Validation Scores"]) for row in read_csv(run_dir / "PAIScores.csv") if row["Validation Scores"]]
-    assert graphed[1:] == [float(row["val_accuracy"]) for row in history][:len(graphed) - 1]
-    assert graphed[-1] == result["val_accuracy"]
+    seen_by_tracker = [float(row["val_accuracy"]) - 0.5 * int(row["dendrites"]) for row in history]
+    assert graphed[1:] == pytest.approx(seen_by_tracker[:len(graphed) - 1])
+    assert graphed[-1] == pytest.approx(result["val_accuracy"] - 0.5 * result["dendrites"])
     assert not (tmp_path / "PAI").exists()
 
 
@@ -93,7 +94,7 @@ def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path)
     model, _, complete = dendrites.start_from_baseline(50.0, 50.0)
     assert dendrites.count == 1 and not complete
     optimizer, _ = new_optimizer()
-    assert optimizer.param_groups[0]["lr"] == 0.1  # the new cycle's schedule starts at its start
+    assert optimizer.param_groups[-1]["lr"] == 0.1  # the new cycle's schedule starts at its start
     backward_once(model)
     model, _, complete = dendrites.end_epoch(40.0, 40.0, 1, force_switch=True)  # worse with the dendrite
     assert complete and dendrites.count == 0 and dendrites.parameters() == baseline_params
@@ -103,7 +104,7 @@ def test_first_phase_from_scratch_lasts_the_baseline_epochs(tiny, data_dir, tmp_
     import main
 
     results = tmp_path / "results"
-    main.main(["--data-dir", data_dir, "--results-dir", str(results), "--val-split", "150", "--batch-size", "100",
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "150", "--batch-size", "100",
                "--experiments", "resnet18_dendritic", "--no-warm-start", "--epochs", "3", "--warmup-epochs", "0",
                "--dendrite-epochs", "1", "--max-dendrites", "1"])
     history = read_history(results / "resnet18_dendritic")
@@ -119,8 +120,8 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
     import main
 
     results = tmp_path / "results"
-    flags = ["--data-dir", data_dir, "--results-dir", str(results), "--val-split", "200", "--batch-size", "100",
-             "--experiments", "resnet18,resnet18_dendritic", "--no-control", "--epochs", "2",
+    flags = ["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "200",
+             "--batch-size", "100", "--experiments", "resnet18,resnet18_dendritic", "--no-control", "--epochs", "2",
              "--warmup-epochs", "1", "--dendrite-epochs", "2", "--max-dendrites", "2"]
     main.main(flags)
     eager = read_history(results / "resnet18_dendritic")
@@ -149,7 +150,7 @@ def resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
     import benchmark
 
     grown = benchmark.dendritic_models(setup, str(tmp_path), images, labels)
-    return [build_model("resnet18")] + [copy.deepcopy(model) for _, model, _ in grown]
+    return [build_model("resnet18")] + [copy.deepcopy(model) for _, model, _, _ in grown]
 
 
 def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):

@@ -1,0 +1,121 @@
+"""What a dendrite gets to learn with, and what it contributes, measured against a hand computation."""
+import pytest
+import torch
+
+from dendrites import Dendrites
+from models import build_model, dendrite_modules_of
+from settings import parse_settings
+
+IMAGES = torch.randn(16, 3, 32, 32)
+
+
+def with_one_dendrite(tmp_path, *flags):
+    """Tiny ResNet-18 with its auto modules converted, then one dendrite added (as a warm start adds it)."""
+    settings = parse_settings(["--max-dendrites", "2", *flags])
+    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
+                          str(tmp_path / "run"), "cpu")
+    new_optimizer(dendrites)
+    dendrites.learn_shapes(IMAGES[:2], torch.tensor([1, 2]))
+    before = dendrites.contribution(IMAGES)
+    dendrites.start_from_baseline(50.0, 50.0)
+    assert dendrites.count == 1
+    return dendrites, before
+
+
+def new_optimizer(dendrites):
+    optimizer, _ = dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=5e-4),
+                                             torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=lambda epoch: 1.0))
+    return optimizer
+
+
+def test_dendrite_parameters_learn_in_their_own_group(tiny, tmp_path):
+    dendrites, _ = with_one_dendrite(tmp_path, "--dendrite-lr-multiplier", "10", "--dendrite-weight-decay", "0")
+    groups = {group["name"]: group for group in new_optimizer(dendrites).param_groups}
+    assert (groups["dendrites"]["lr"], groups["dendrites"]["weight_decay"]) == (pytest.approx(1.0), 0)
+    assert (groups["network"]["lr"], groups["network"]["weight_decay"]) == (0.1, 5e-4)
+    names = {id(p): name for name, p in dendrites.model.named_parameters()}
+    in_dendrite_group = {names[id(p)] for p in groups["dendrites"]["params"]}
+    for module in ("layer3.0.conv2", "layer3.1.conv2"):  # each: the output scale, and the conv+bn copy
+        assert {f"{module}.dendrites_to_top.0", f"{module}.dendrite_module.layers.0.model.0.weight",
+                f"{module}.dendrite_module.layers.0.model.1.weight",
+                f"{module}.dendrite_module.layers.0.model.1.bias"} <= in_dendrite_group
+    assert len(in_dendrite_group) == 8
+    in_network_group = {names[id(p)] for p in groups["network"]["params"]}
+    assert "layer3.0.conv2.main_module.model.0.weight" in in_network_group and "fc.weight" in in_network_group
+    assert in_network_group | in_dendrite_group == set(names.values())
+
+
+def test_before_any_dendrite_there_is_one_group_and_no_contribution(tiny, tmp_path):
+    settings = parse_settings([])
+    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
+                          str(tmp_path / "run"), "cpu")
+    assert [group["name"] for group in new_optimizer(dendrites).param_groups] == ["network"]
+    assert set(dendrites.contribution(IMAGES).values()) == {0.0}
+
+
+def test_contribution_matches_a_hand_computation(tiny, tmp_path):
+    dendrites, before = with_one_dendrite(tmp_path, "--dendrite-activation", "sigmoid", "--dendrite-init-scale", "0.01")
+    assert set(before.values()) == {0.0}
+    model = dendrites.model.train()
+    modules = [model.get_submodule(name) for name in ("layer3.0.conv2", "layer3.1.conv2")]
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: inputs.__setitem__(m, args[0])) for m in modules]
+    with torch.no_grad():
+        for module, scale in zip(modules, (0.5, -2.0)):  # a known output scale for each module's dendrite
+            module.dendrites_to_top[-1].fill_(scale)
+        reference = model.eval()(IMAGES)
+    for hook in hooks:
+        hook.remove()
+
+    shares = []
+    with torch.no_grad():
+        for module, scale in zip(modules, (0.5, -2.0)):
+            # The dendrite's term, by hand: its scale times the sigmoid of its conv+bn copy.
+            term = scale * torch.sigmoid(module.dendrite_module.layers[0](inputs[module]))
+            output = module.main_module(inputs[module]) + term
+            shares.append(term.var(dim=(0, 2, 3)).sum() / output.var(dim=(0, 2, 3)).sum())
+    model.train()
+    figures = dendrites.contribution(IMAGES)
+    assert figures["dendrite_scale"] == pytest.approx((0.5 + 2.0) / 2)
+    assert figures["dendrite_share"] == pytest.approx(float(sum(shares) / 2), rel=1e-4)
+    assert figures["dendrite1_share"] == figures["dendrite_share"] and figures["dendrite2_share"] == 0
+    assert model.training  # put back as it was, and the scales with it
+    assert torch.equal(model.eval()(IMAGES), reference)
+
+
+def test_init_scale_and_activation_reach_the_library(tiny, tmp_path):
+    dendrites, _ = with_one_dendrite(tmp_path, "--dendrite-init-scale", "0.5", "--dendrite-activation", "tanh")
+    copy = dendrites.model.get_submodule("layer3.0.conv2").dendrite_module.layers[0].model[0].weight
+    assert 0.4 < float(copy.detach().std()) < 0.6  # drawn as 0.5 * N(0, 1)
+    module = dendrites.model.get_submodule("layer3.0.conv2")
+    with torch.no_grad():
+        module.dendrites_to_top[-1].fill_(1.0)
+        x = torch.randn(4, module.main_module.model[0].in_channels, 8, 8)
+        module.eval()
+        expected = module.main_module(x) + torch.tanh(module.dendrite_module.layers[0](x))
+        assert torch.allclose(module(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("cycle, kept", [
+    ([49.8, 50.4, 50.8], True),  # a slow climb: its best, 50.8, beats the baseline's 50.0 by more than 0.5
+    ([50.3, 50.45, 50.2], False),  # its best is 0.45 above: the library's own rule would keep it
+])
+def test_a_dendrite_is_kept_only_when_its_cycle_gains_more_than_the_threshold(tiny, tmp_path, cycle, kept):
+    dendrites, _ = with_one_dendrite(tmp_path, "--dendrite-min-gain", "0.5")  # the baseline scored 50.0
+    new_optimizer(dendrites)
+    dendrites.learn_shapes(IMAGES[:2], torch.tensor([1, 2]))
+    for epoch, score in enumerate(cycle, 1):
+        with torch.no_grad():  # tag the model of each epoch, to see which one the tracker keeps
+            dendrites.model.fc.bias[0] = epoch
+        model, _, complete = dendrites.end_epoch(score, 50.0, epoch, cycle_length=len(cycle))
+    tag = float(model.fc.bias[0].detach())
+    if kept:  # the cycle's best epoch goes on, and the next dendrite is added (max_dendrites 2)
+        assert dendrites.count == 2 and not complete and tag == 3
+        new_optimizer(dendrites)
+        for epoch, score in enumerate([51.2, 50.9], 1):  # 0.4 above the best: not enough
+            _, _, complete = dendrites.end_epoch(score, 50.0, epoch, cycle_length=2)
+        assert complete and dendrites.count == 1
+        dendrites.keep_outputs()  # the library's table of the architectures kept, scores as validation gave them
+        assert [score for _, score in dendrites.architecture_scores()] == pytest.approx([50.0, 50.8])
+    else:  # removed, the baseline's model back, and the run ends
+        assert dendrites.count == 0 and complete and tag not in (1, 2, 3)
