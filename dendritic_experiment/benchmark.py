@@ -37,7 +37,7 @@ from tqdm import tqdm
 from data import DATASETS, prepare_batch
 from dendrites import Dendrites
 from models import build_model, dendrite_modules_of
-from settings import DATA_SETTINGS, parse_settings, pick_precision, run_names, split_run_name
+from settings import DATA_SETTINGS, parse_settings, pick_precision, planned_epochs, run_names, seed_list
 from train import TrainingSetup, training_step
 from utils import ExperimentError, read_csv, read_json, run_cli, write_json
 
@@ -49,7 +49,7 @@ DENDRITE_COST_GOAL = 1.2  # a dendrite should cost at most 1.2x its share of the
 AUGMENTATION_SHARE_GOAL = 0.05  # augmentation and indexing should take under 5% of a step
 # Settings that change the time of an epoch: a timed run must use config.py's (its epoch counts may differ).
 EPOCH_COST_KEYS = DATA_SETTINGS + ("batch_size", "dendrite_modules")
-TIMED_RUN = "--epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # every dendrite count timed over 3+ epochs
+TIMED_RUN = "--seeds 0 --epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # one seed; each dendrite count timed over 3+ epochs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +250,8 @@ def measure_model(name, model, params, optimizer, images, labels, setup, args):
 
 def dendritic_models(setup, work_dir, images, labels):
     """resnet18 with 1, then 2 dendrites on the default modules, grown as a warm-started run grows
-    them (runs.DendriticRun.start_from_baseline): each yield is (dendrite count, model, parameter count)."""
+    them (runs.DendriticRun.start_from_baseline): each yield is (dendrite count, model, parameter count,
+    the optimizer a dendritic run trains it with: the dendrites' own group first)."""
     settings = setup.settings
     modules = dendrite_modules_of("resnet18", settings.dendrite_modules)
     with contextlib.redirect_stdout(sys.stderr):  # the library's import banner; stdout is for the table
@@ -258,15 +259,17 @@ def dendritic_models(setup, work_dir, images, labels):
                               str(setup.device))
     model = setup.place(dendrites.model)
     x = prepare_batch(images[:2], memory_format=setup.memory_format, dataset=settings.dataset)
+    def new_optimizer():
+        return dendrites.setup_optimizer(torch.optim.SGD, setup.optimizer_kwargs(setup.scaled_dendrite_lr),
+                                         torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=lambda epoch: 1.0))[0]
+
     for count in (1, 2):
-        # The tracker needs an optimizer before any score.
-        dendrites.setup_optimizer(torch.optim.SGD, setup.optimizer_kwargs(setup.scaled_dendrite_lr),
-                                  torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=lambda epoch: 1.0))
+        new_optimizer()  # the tracker needs one before any score
         dendrites.learn_shapes(x, labels[:2])
         # A rising score: the tracker keeps each dendrite and adds the next.
         model, _, _ = dendrites.end_epoch(10.0 * count, 10.0 * count, 0, force_switch=True)
         model = setup.place(model)
-        yield count, model, dendrites.parameters()
+        yield count, model, dendrites.parameters(), new_optimizer()
 
 
 def measure_ours(images, labels, setup, args, work_dir):
@@ -283,9 +286,7 @@ def measure_ours(images, labels, setup, args, work_dir):
     augmentation = {"ms_median": augmentation_ms,
                     "share_of_resnet18_step": augmentation_ms / entries["resnet18"]["train_step_ms_median"],
                     "goal": AUGMENTATION_SHARE_GOAL}
-    for count, model, params in dendritic_models(setup, work_dir, images, labels):
-        # The same parameters and arguments the tracker's setup_optimizer gives SGD in a dendritic run.
-        optimizer = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(setup.scaled_dendrite_lr))
+    for count, model, params, optimizer in dendritic_models(setup, work_dir, images, labels):
         name = f"resnet18_dendritic_{count}"
         entries[name] = dict(measure_model(name, model, params, optimizer, images, labels, setup, args),
                              dendrites=count)
@@ -421,18 +422,6 @@ def epoch_seconds(rows):
     return steady, max(0.0, seconds[0] - steady)
 
 
-def planned_epochs(run_name, settings):
-    """{dendrite count: epochs} the run trains at these settings; a dendritic run and its control
-    at most, since the tracker stops early when a dendrite does not improve validation."""
-    kind = split_run_name(run_name)[1]
-    if kind == "baseline":
-        return {0: settings.epochs}
-    if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
-        return {0: settings.max_dendrites * settings.dendrite_epochs}
-    cycles = dict.fromkeys(range(1, settings.max_dendrites + 1), settings.dendrite_epochs)
-    return cycles if settings.warm_start else {0: settings.epochs, **cycles}
-
-
 def timed_history(timed_dir, run_name, settings):
     """The run's epochs and result.json in timed_dir, refused when it ran at settings that change an
     epoch's cost."""
@@ -486,9 +475,9 @@ def project_wall_time(timed_dir):
     if len(set(devices.values())) > 1:  # e.g. a baseline reused from a run on another machine
         raise ExperimentError(f"the runs in {timed_dir} were timed on different devices ({devices}): "
                               "time them all on one, in a fresh --results-dir")
-    device = next(iter(devices.values()))
-    return {"timed_dir": os.path.abspath(timed_dir), "device": device, "runs": runs,
-            "projected_seconds": sum(run["projected_seconds"] for run in runs.values())}
+    device, seeds = next(iter(devices.values())), len(seed_list(settings))
+    return {"timed_dir": os.path.abspath(timed_dir), "device": device, "runs": runs, "seeds": seeds,
+            "projected_seconds": seeds * sum(run["projected_seconds"] for run in runs.values())}
 
 
 def print_projection(projection):
@@ -504,7 +493,8 @@ def print_projection(projection):
     print(f"{'run':{width}s} {'timed epochs':>12s} {'s/epoch':>8s} {'+1st':>7s} {'epochs':>7s} {'projected':>10s}")
     for label, timed, seconds, first_extra, epochs, projected, note in rows:
         print(f"{label:{width}s} {timed:12d} {seconds:8.2f} {first_extra:7.2f} {epochs:7d} {projected / 60:8.1f} m{note}")
-    print(f"\nthe default experiment: {projection['projected_seconds'] / 60:.1f} minutes (dendritic runs and "
+    print(f"\nthe default experiment, {projection['seeds']} seed(s) of the runs above: "
+          f"{projection['projected_seconds'] / 60:.1f} minutes (dendritic runs and "
           "controls at their longest; each cycle pays its first epoch's extra once ('+1st': cuDNN's kernel "
           "search, compiling); loading data and the final test are left out)")
 

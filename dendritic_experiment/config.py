@@ -21,7 +21,7 @@ smoke = False  # tiny data, 2 epochs, one dendrite cycle: the whole pipeline in 
 plot_only = False  # redraw summary.md and comparison.png from summary.json, train nothing
 overfit_batch = False  # sanity check instead: fit one fixed batch with each model; the loss must fall to near zero
 wandb_project = ""  # log each run's epochs and dendrite additions to this Weights & Biases project (needs wandb)
-seeds = "0"  # comma list; every run is trained once per seed (the validation split stays fixed)
+seeds = "0,1,2"  # comma list; every run is trained once per seed (the validation split stays fixed); one seed is preliminary
 checkpoint_seconds = 60  # a run saves its resume checkpoint at most this often (ResNet-18's: 90 MB, ~0.3 s); 0: every epoch
 control = True  # with warm_start, also train <model>_continued: the baseline trained as long again, no dendrites
 
@@ -39,6 +39,9 @@ warmup_epochs = 5  # linear warm-up before the cosine decay to zero (stepped per
 device = "auto"  # auto picks cuda, then mps, then cpu; or name one: cuda, cuda:1, mps, cpu
 precision = "auto"  # auto: bf16 on CUDA (fp16 with a gradient scaler where bf16 is missing), fp32 elsewhere
 channels_last = True  # NHWC memory layout: faster convolutions on tensor cores
+parallel_runs = 0  # runs that may train at once, each a Ray task in its own process (needs ray); 0: one after another, no Ray
+ray_address = ""  # with parallel_runs: empty starts a Ray on this machine; auto or host:port joins a `ray start` cluster
+gpus_per_run = 1.0  # with parallel_runs: the GPUs each run takes; 0.5 lets two runs share one GPU
 compile = False  # torch.compile the training step (once per architecture); off until measured to pay off on a GPU
 
 # --- dendrites (perforatedai) ---
@@ -48,4 +51,11 @@ switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when 
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)
 history_epochs = 10  # history mode: epochs without validation improvement before the next dendrite
 dendrite_lr = 0.02  # peak learning rate of each dendrite cycle at batch 128: fine-tuning a trained model
+# The next four: the only setting of the CPU study (README, "Do the dendrites contribute?") under which
+# dendrites carried a measurable share of their layers' output; the library's defaults left them idle.
+dendrite_lr_multiplier = 30.0  # the dendrites' own parameters learn at this multiple of the cycle's rate (library: 1)
+dendrite_weight_decay = 0.0  # L2 penalty on the dendrites' own parameters (library: the global one, 5e-4 here)
+dendrite_init_scale = 1.0  # a new dendrite's weights are drawn as this * N(0, 1) (library: 0.01)
+dendrite_activation = "tanh"  # a dendrite's output function: sigmoid (library), tanh or relu; sigmoid near 0 is a bias
+dendrite_min_gain = 0.5  # validation points a cycle must gain over the best so far to keep its dendrite (README)
 warm_start = True  # start the dendritic run from the finished baseline's weights instead of training that phase again

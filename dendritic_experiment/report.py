@@ -8,6 +8,7 @@ import os
 import torch
 
 from data import DATASETS
+from intervals import bootstrap_interval, bootstrap_ratio_interval, seed_interval, seed_ratio_interval
 from utils import ExperimentError, read_csv, read_json, write_atomic, write_json
 
 # ---------------------------------------------------------------------------------------------
@@ -29,10 +30,15 @@ def save_figure(figure, path):
 
 
 def curves_figure(history, title):
-    """Train and validation loss and accuracy by epoch; a dotted line where a dendrite was added."""
+    """Train and validation loss and accuracy by epoch; a dotted line where a dendrite was added.
+    A dendritic run gets a third panel: what its dendrites add to their layers' output."""
     plt = pyplot()
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    dendritic = "dendrite_share" in history[0]
+    figure, panels = plt.subplots(1, 3 if dendritic else 2, figsize=(16.5 if dendritic else 11, 4))
+    loss_axes, accuracy_axes = panels[:2]
     epochs = [int(row["epoch"]) for row in history]
+    if dendritic:
+        contribution_panel(panels[2], epochs, history)
     for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
         for split, style in (("train", "-o"), ("val", "--o")):
             axes.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style, markersize=3,
@@ -50,6 +56,20 @@ def curves_figure(history, title):
         accuracy_axes.legend()
     figure.suptitle(title)
     return figure
+
+
+def contribution_panel(axes, epochs, history):
+    """The share of the dendrite layers' output variance that the dendrites carry, and their mean
+    output scale |dendrites_to_top|, by epoch (measured on a fixed validation batch)."""
+    axes.plot(epochs, [100 * float(row["dendrite_share"]) for row in history], "-o", markersize=3,
+              color="tab:green", label="share of output variance")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("dendrites' share of their layers' output variance (%)")
+    axes.grid(alpha=0.3)
+    scale_axes = axes.twinx()
+    scale_axes.plot(epochs, [float(row["dendrite_scale"]) for row in history], "--", color="tab:gray")
+    scale_axes.set_ylabel("mean |dendrites_to_top| (dashed)")
+    axes.set_title("what the dendrites contribute", fontsize=10)
 
 
 def misclassified_figure(images, labels, predicted, classes, count=24):
@@ -82,11 +102,8 @@ def write_run_pictures(run_dir, run_name, data):
 # The comparison: summary.json is the data; summary.md and comparison.png are drawn from it alone.
 # ---------------------------------------------------------------------------------------------
 
-# Two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the value for 30,
-# slightly conservative), so that no statistics package is needed.
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
-BOOTSTRAP_RESAMPLES = 10000
+NEGLIGIBLE_SHARE = 0.001  # dendrites carrying under 0.1% of their layers' output variance do next to nothing
+CONTRIBUTION_NOTE = "measured after training on a fixed batch of validation images"
 
 # (run, against, what the difference measures), for every model that has a dendritic run.
 COMPARISONS = (
@@ -96,57 +113,91 @@ COMPARISONS = (
 )
 
 
-def seed_interval(differences):
-    """Mean and 95% t interval of paired per-seed differences (at least two)."""
-    n = len(differences)
-    mean = sum(differences) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
-    t = T_975[max(df for df in T_975 if df <= n - 1)]
-    return mean, mean - t * sd / math.sqrt(n), mean + t * sd / math.sqrt(n)
+class Accuracies:
+    """Test accuracy of every (run, seed), and each run's per-image correctness when one seed is all
+    there is to pair on."""
 
+    def __init__(self, runs, run_dirs):
+        self.by_run = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
+        self.run_dirs = run_dirs
 
-def bootstrap_interval(correct_a, correct_b, seed=0):
-    """Accuracy difference a - b (points) with a paired bootstrap 95% interval over test images.
+    def seeds(self, *names):
+        """The seeds at which every one of names was run."""
+        return sorted(seed for name, seed in self.by_run if name == names[0]
+                      and all((other, seed) in self.by_run for other in names))
 
-    Each image contributes +1, -1 or 0 to the difference; resampling images with replacement is
-    a multinomial draw of those three counts, so 10,000 resamples cost nothing.
-    """
-    import numpy as np
+    def correct(self, name, seed):
+        saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
+        return (saved["predicted"] == saved["labels"]).numpy(), len(saved["labels"])
 
-    n = len(correct_a)
-    wins = int((correct_a & ~correct_b).sum())
-    losses = int((~correct_a & correct_b).sum())
-    counts = np.random.default_rng(seed).multinomial(n, [wins / n, losses / n, 1 - (wins + losses) / n],
-                                                     size=BOOTSTRAP_RESAMPLES)
-    resampled = 100 * (counts[:, 0] - counts[:, 1]) / n
-    low, high = np.percentile(resampled, [2.5, 97.5])
-    return 100 * (wins - losses) / n, float(low), float(high)
+    def difference(self, a, b):
+        """a - b with its 95% interval (paired by seed; one seed: by test image), or None."""
+        seeds = self.seeds(a, b)
+        if not seeds:
+            return None
+        if len(seeds) > 1:
+            difference, low, high = seed_interval([self.by_run[a, s] - self.by_run[b, s] for s in seeds])
+            method = f"t interval over {len(seeds)} seeds"
+        else:
+            (correct_a, images), (correct_b, _) = self.correct(a, seeds[0]), self.correct(b, seeds[0])
+            difference, low, high = bootstrap_interval(correct_a, correct_b)
+            method = (f"paired bootstrap over {images:,} test images, seed {seeds[0]} only: "
+                      "test-set noise for these trained weights, not the seed-to-seed spread")
+        return dict(run=a, against=b, difference=difference, low=low, high=high, method=method,
+                    distinguishable=low > 0 or high < 0)
+
+    def gap_closed(self, run, small, large):
+        """(the gap large - small with its interval, the share of it that run closes: (run - small) /
+        (large - small) with its 95% interval, or None where the gap cannot be told apart from zero:
+        there is then no gap to close). Both from the same seeds, or the same bootstrap draw."""
+        seeds = self.seeds(run, small, large)
+        if len(seeds) > 1:
+            gap = self.difference(large, small)
+            share = seed_ratio_interval([self.by_run[run, s] - self.by_run[small, s] for s in seeds],
+                                        [self.by_run[large, s] - self.by_run[small, s] for s in seeds])
+        else:
+            (difference, low, high), share = bootstrap_ratio_interval(
+                *(self.correct(name, seeds[0])[0] for name in (run, small, large)))
+            gap = dict(self.difference(large, small), difference=difference, low=low, high=high,
+                       distinguishable=low > 0 or high < 0)
+        return gap, None if share is None else dict(zip(("share", "low", "high"), share))
 
 
 def compare_runs(runs, run_dirs):
     """Accuracy differences with 95% intervals: over seeds when there are several, else over
     test images (paired bootstrap on the saved predictions)."""
-    accuracy = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
-    models = {run["model"] for run in runs if run["dendritic"]}
+    accuracies = Accuracies(runs, run_dirs)
     comparisons = []
-    for model in sorted(models):
+    for model in sorted({run["model"] for run in runs if run["dendritic"]}):
         for run_pattern, against_pattern, meaning in COMPARISONS:
-            a, b = run_pattern.format(m=model), against_pattern.format(m=model)
-            seeds = sorted(seed for name, seed in accuracy if name == a and (b, seed) in accuracy)
-            if not seeds:
-                continue
-            if len(seeds) > 1:
-                difference, low, high = seed_interval([accuracy[a, s] - accuracy[b, s] for s in seeds])
-                method = f"t interval over {len(seeds)} seeds"
-            else:
-                correct = [torch.load(os.path.join(run_dirs[name, seeds[0]], "test_predictions.pt"))
-                           for name in (a, b)]
-                difference, low, high = bootstrap_interval(*[(c["predicted"] == c["labels"]).numpy() for c in correct])
-                method = (f"paired bootstrap over {len(correct[0]['labels']):,} test images, seed {seeds[0]} only: "
-                          "test-set noise for these trained weights, not the seed-to-seed spread")
-            comparisons.append(dict(run=a, against=b, meaning=meaning, difference=difference, low=low,
-                                    high=high, method=method, distinguishable=low > 0 or high < 0))
+            entry = accuracies.difference(run_pattern.format(m=model), against_pattern.format(m=model))
+            if entry:
+                comparisons.append(dict(entry, meaning=meaning))
     return comparisons
+
+
+def headline(runs, run_dirs):
+    """The question itself: does <m>_dendritic reach each larger network that was run (a baseline
+    with more parameters than m, and that baseline's _continued control, trained as long again as
+    the dendritic run)? The difference with its interval, and the share of the gap between m and the
+    larger network that the dendrites close (against a control: between m's control and it)."""
+    accuracies = Accuracies(runs, run_dirs)
+    params = {run["name"]: run["params"] for run in runs}
+    names = list(dict.fromkeys(run["name"] for run in runs))
+    entries = []
+    for dendritic in (name for name in names if name.endswith("_dendritic")):
+        model = dendritic.removesuffix("_dendritic")
+        for large in names:
+            large_model = large.removesuffix("_continued")
+            if (large.endswith("_dendritic") or large_model == model
+                    or params.get(large_model, 0) <= params.get(model, math.inf)):
+                continue
+            small = model + "_continued" if large != large_model and model + "_continued" in params else model
+            entry = accuracies.difference(dendritic, large)
+            if entry and small in params:
+                gap, share = accuracies.gap_closed(dendritic, small, large)
+                entries.append(dict(entry, small=small, gap=gap, gap_closed=share))
+    return entries
 
 
 def aggregate(runs):
@@ -184,15 +235,76 @@ def spread_text(values):
     return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
-def summary_markdown(runs, comparisons):
+def summary_markdown(runs, headline_entries, comparisons):
+    """summary.md: the question answered first, then the table, every other difference, and what
+    the dendrites contribute."""
+    seeds = sorted({run["seed"] for run in runs})
+    lines = ["# Results", ""]
+    if len(seeds) == 1:
+        lines += [f"**Preliminary: one seed (seed {seeds[0]}).** Its intervals cover test-set noise for these "
+                  "trained weights only, not the spread between seeds, which on CIFAR-100 is about the size "
+                  "of the effects in question; run `--seeds 0,1,2` for a result.", ""]
+    lines += headline_lines(headline_entries) + table_lines(runs) + comparison_lines(comparisons)
+    lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(library=library_of(runs))]
+    return "\n".join(lines) + "\n"
+
+
+METHOD_NOTE = (
+    "Dendrites: {library}, the open-source library's gradient-descent dendrites, trained jointly with the "
+    "network by ordinary backpropagation. This is not Perforated Backpropagation, the correlation-trained "
+    "dendrites behind the library authors' published results, which is a separate paid add-on "
+    "(perforatedbp) that this project does not use. Test accuracy is measured once per run, after "
+    "training; model selection and every dendrite decision used the validation split only. *val. acc.* is "
+    "the validation accuracy of the model each run reports (the one tested): the last epoch's for a "
+    "baseline; for a dendritic run and its control, the best validation epoch (the tracker's rule, which "
+    "the control follows), the starting baseline's own included. A `_continued` run is the control: the "
+    "baseline trained on for as many epochs as the dendritic run, with the same schedule and no dendrites.")
+
+
+def library_of(runs):
+    versions = sorted({run["library"] for run in runs if run.get("library")})
+    return ", ".join(versions) or "perforatedai"
+
+
+def headline_lines(entries):
+    """Each dendritic run against each larger network, in words."""
+    lines = []
+    for e in entries:
+        verdict = (f"{e['run']} is {'below' if e['high'] < 0 else 'above'} {e['against']}" if e["distinguishable"]
+                   else f"{e['run']} and {e['against']} cannot be told apart")
+        lines += [f"## Does {e['run']} reach {e['against']}?", "",
+                  f"- **{e['run']} − {e['against']}**: {interval_text(e)} ({e['method']}): {verdict}.",
+                  f"- **Share of the {e['small']} → {e['against']} gap that {closer(e)} closes**: " + gap_text(e), ""]
+    return lines
+
+
+def closer(entry):
+    """What the share of a gap measures: against a baseline the dendritic run has more epochs too."""
+    if entry["small"].endswith("_continued"):
+        return "the dendritic run, beyond equal extra training,"
+    return "the dendritic run (its dendrites and its extra epochs together)"
+
+
+def interval_text(entry):
+    return f"{entry['difference']:+.2f} points, 95% interval [{entry['low']:+.2f}, {entry['high']:+.2f}]"
+
+
+def gap_text(entry):
+    gap, share = entry["gap"], entry["gap_closed"]
+    if share is None:
+        return (f"undefined: the gap itself ({interval_text(gap)}) cannot be told apart from zero, so there is "
+                "no gap to close.")
+    return f"{share['share']:.0%}, 95% interval [{share['low']:.0%}, {share['high']:.0%}] (the gap: {interval_text(gap)})."
+
+
+def table_lines(runs):
     def cell(row, key, fmt):
         return format(row[key], fmt) if key in row and not math.isnan(row[key]) else "n/a"
 
     rows = aggregate(runs)
     several_seeds = any(len(row["accuracies"]) > 1 for row in rows)
     lines = [
-        "# Results",
-        "",
+        "## Every run", "",
         "| run | test acc. (%) | " + ("± sd | seeds | " if several_seeds else "") +
         "val. acc. (%) | params (M) | dendrites | epochs | start | "
         "acc. gained vs ResNet-18 (points) | ResNet-18 error removed | params saved vs ResNet-34 |",
@@ -207,25 +319,40 @@ def summary_markdown(runs, comparisons):
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} |"
         )
-    lines += [
-        "",
-        "Test accuracy is measured once, after training; model selection and dendrite decisions "
-        "used the validation split only. *Error removed*: the share of ResNet-18's test error that "
-        "the run removes. *Params saved*: how many fewer parameters than ResNet-34. A `_continued` "
-        "run is the control: the baseline trained on for as many epochs as the dendritic run, "
-        "with the same schedule and no dendrites.",
-    ]
-    if comparisons:
-        lines += ["", "## Is the difference real?", ""]
-        for c in comparisons:
-            verdict = ("distinguishable from zero" if c["distinguishable"] else
-                       "not distinguishable from zero (the interval includes 0)")
-            lines.append(f"- **{c['run']} − {c['against']}** ({c['meaning']}): {c['difference']:+.2f} points, "
-                         f"95% interval [{c['low']:+.2f}, {c['high']:+.2f}] ({c['method']}); {verdict}.")
-    return "\n".join(lines) + "\n"
+    return lines + ["", "*Error removed*: the share of ResNet-18's test error that the run removes. *Params "
+                    "saved*: how many fewer parameters than ResNet-34."]
 
 
-def comparison_figure(runs):
+def comparison_lines(comparisons):
+    lines = ["", "## Is each difference real?", ""] if comparisons else []
+    for c in comparisons:
+        verdict = ("distinguishable from zero" if c["distinguishable"] else
+                   "not distinguishable from zero (the interval includes 0)")
+        lines.append(f"- **{c['run']} − {c['against']}** ({c['meaning']}): {interval_text(c)} ({c['method']}); {verdict}.")
+    return lines
+
+
+def contribution_lines(runs):
+    """What the kept dendrites of each dendritic run add to their layers, in words (mean over seeds)."""
+    lines = []
+    for name in dict.fromkeys(run["name"] for run in runs if run.get("contribution")):
+        seeds = [run for run in runs if run["name"] == name]
+        kept = [run["contribution"] for run in seeds if run["dendrites"]]
+        if not kept:
+            lines.append(f"- **{name}**: no dendrite was kept in any of {len(seeds)} seed(s).")
+            continue
+        share = sum(f["dendrite_share"] for f in kept) / len(kept)
+        scale = sum(f["dendrite_scale"] for f in kept) / len(kept)
+        verdict = ("next to nothing: in effect the run is its control with unused parameters, and any gain "
+                   "over the baseline comes from the extra epochs" if share < NEGLIGIBLE_SHARE
+                   else "a measurable part of what those layers compute")
+        lines.append(f"- **{name}**: {len(kept)} of {len(seeds)} seed(s) kept dendrites; they carry {share:.3%} of "
+                     f"their layers' output variance (mean |dendrites_to_top| {scale:.4f}; {CONTRIBUTION_NOTE}): "
+                     f"{verdict}.")
+    return ["", "## What the dendrites contribute", "", *lines] if lines else []
+
+
+def comparison_figure(runs, headline_entries=()):
     """Left: test accuracy against parameters, every seed a dot, the mean with its spread.
     Right: validation accuracy after each dendrite addition (the library's per-architecture
     scores) beside the baselines' validation accuracy."""
@@ -254,12 +381,20 @@ def comparison_figure(runs):
         axes.set_xlabel("parameters (millions)")
         axes.grid(alpha=0.3)
         axes.margins(x=0.2, y=0.2)
+    if headline_entries:  # the question first: the first dendritic run against the first larger network
+        e = headline_entries[0]
+        share = e["gap_closed"]
+        closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]"
+        figure.suptitle(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
+                        f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}", fontsize=11)
     return figure
 
 
-def write_report(results_dir, runs, comparisons):
-    """summary.json, summary.md and comparison.png for these runs."""
-    write_json(os.path.join(results_dir, "summary.json"), {"runs": runs, "comparisons": comparisons})
+def write_report(results_dir, runs, run_dirs):
+    """summary.json (the runs, the headline question answered, every other difference), summary.md
+    and comparison.png for these runs; run_dirs: {(run name, seed): its folder}."""
+    summary = {"runs": runs, "headline": headline(runs, run_dirs), "comparisons": compare_runs(runs, run_dirs)}
+    write_json(os.path.join(results_dir, "summary.json"), summary)
     redraw_report(results_dir)
 
 
@@ -268,5 +403,7 @@ def redraw_report(results_dir):
     summary = read_json(os.path.join(results_dir, "summary.json"))
     if not summary or not summary.get("runs"):
         raise ExperimentError(f"{results_dir}/summary.json is missing or empty: run the experiment first")
-    write_atomic(os.path.join(results_dir, "summary.md"), summary_markdown(summary["runs"], summary.get("comparisons", [])))
-    save_figure(comparison_figure(summary["runs"]), os.path.join(results_dir, "comparison.png"))
+    headline_entries = summary.get("headline", [])
+    write_atomic(os.path.join(results_dir, "summary.md"),
+                 summary_markdown(summary["runs"], headline_entries, summary.get("comparisons", [])))
+    save_figure(comparison_figure(summary["runs"], headline_entries), os.path.join(results_dir, "comparison.png"))

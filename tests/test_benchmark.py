@@ -74,8 +74,9 @@ def test_projection_times_each_run_and_dendrite_count_by_its_epochs(tmp_path, ca
     assert runs["resnet18_dendritic"]["projected_seconds"] == sum(
         settings.dendrite_epochs * c["seconds_per_epoch"] + c["first_epoch_extra_seconds"] for c in cycles)
     assert runs["resnet18_continued"]["projected_seconds"] == 2 * settings.max_dendrites * settings.dendrite_epochs + 6
-    assert projection["projected_seconds"] == sum(run["projected_seconds"] for run in runs.values())
-    assert "the default experiment:" in capsys.readouterr().out
+    assert projection["seeds"] == 3  # config.py's seeds: each trains every run
+    assert projection["projected_seconds"] == 3 * sum(run["projected_seconds"] for run in runs.values())
+    assert "the default experiment, 3 seed(s)" in capsys.readouterr().out
     assert os.listdir(tmp_path / "cwd") == []  # nothing is written to the current directory
 
 

@@ -7,9 +7,10 @@ import pytest
 import dendrites
 import main
 import runs
-from report import bootstrap_interval, seed_interval
+from helpers import run_main
+from intervals import bootstrap_interval, bootstrap_ratio_interval, seed_interval, seed_ratio_interval
 
-DENDRITIC_RUN = ["--val-split", "150", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
+DENDRITIC_RUN = ["--seeds", "0", "--val-split", "150", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
                  "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "1", "--max-dendrites", "1"]
 
 
@@ -17,6 +18,41 @@ def test_seed_interval_is_the_t_interval():
     mean, low, high = seed_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and high - mean == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)
     assert low == pytest.approx(2 * mean - high)
+
+
+def test_gap_share_over_seeds_is_fiellers_interval():
+    # A gap of exactly 4 points in every seed: the share is the t interval of the gain, divided by 4.
+    share, low, high = seed_ratio_interval([1.0, 2.0, 3.0], [4.0, 4.0, 4.0])
+    assert share == 0.5 and low == pytest.approx(0.5 - 4.303 / 3 ** 0.5 / 4, abs=1e-4)
+    assert high == pytest.approx(0.5 + 4.303 / 3 ** 0.5 / 4, abs=1e-4)
+    # A gap that varies with the gain: at each end r, the t statistic of gain - r * gap is t_975 itself.
+    share, low, high = seed_ratio_interval([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
+    assert share == 0.5 and (low, high) == (pytest.approx(-0.3196, abs=1e-4), pytest.approx(0.6916, abs=1e-4))
+    for r in (low, high):
+        d = [a - r * b for a, b in zip([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])]
+        mean = sum(d) / 3
+        sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+        assert abs(mean) / (sd / 3 ** 0.5) == pytest.approx(4.303, rel=1e-6)
+
+
+def test_gap_share_is_undefined_when_the_gap_cannot_be_told_from_zero():
+    assert seed_ratio_interval([1.0, 2.0, 3.0], [1.0, -1.0, 0.5]) is None  # mean 0.17, sd 1.04: no gap
+    rng = np.random.default_rng(1)
+    small = rng.random(2000) < 0.5
+    gap, share = bootstrap_ratio_interval(small | (rng.random(2000) < 0.1), small, small.copy())
+    assert gap == (0.0, 0.0, 0.0) and share is None
+
+
+def test_gap_share_over_test_images_has_the_hand_computed_value():
+    # 1,000 images: the small network gets none right, the large one 400, the dendritic run 100 of those.
+    small = np.zeros(1000, dtype=bool)
+    large = np.arange(1000) < 400
+    run = np.arange(1000) < 100
+    gap, (share, low, high) = bootstrap_ratio_interval(run, small, large)
+    assert gap[0] == 40.0 and gap[1] > 0 and share == pytest.approx(0.25) and low < 0.25 < high
+    # run correct on an image is nearly a coin flip weighted 1/4 among the large network's 400 correct ones,
+    # so its share's standard error is about sqrt(0.25 * 0.75 / 400) = 0.0217.
+    assert high - low == pytest.approx(2 * 1.96 * 0.0217, rel=0.15)
 
 
 def test_bootstrap_interval_separates_a_real_difference_from_none():
@@ -90,3 +126,23 @@ def test_test_split_is_read_only_for_the_report(tiny, data_dir, tmp_path, monkey
     val_column = history[0].split(",").index("val_accuracy")
     baseline_val = json.loads((results / "resnet18" / "result.json").read_text())["val_accuracy"]
     assert scores_given_to_tracker == [baseline_val] + [float(row.split(",")[val_column]) for row in history[1:]]
+
+
+def test_three_seeds_answer_the_question_first_also_against_resnet34_trained_as_long(data_dir, tmp_path):
+    experiments = "resnet18,resnet34,resnet18_dendritic,resnet34_continued"
+    process = run_main(["--smoke", "--seeds", "0,1,2", "--val-split", "200", "--data-dir", data_dir,
+                        "--results-dir", "out", "--experiments", experiments], cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    results = tmp_path / "out" / "smoke"
+    summary = json.loads((results / "summary.json").read_text())
+    runs = {(run["name"], run["seed"]): run for run in summary["runs"]}
+    for seed in (0, 1, 2):  # ResNet-34 gets as many extra epochs as the dendritic ResNet-18 had
+        assert runs["resnet34_continued", seed]["epochs"] == runs["resnet18_dendritic", seed]["epochs"]
+    assert [(e["run"], e["against"], e["small"]) for e in summary["headline"]] == [
+        ("resnet18_dendritic", "resnet34", "resnet18"), ("resnet18_dendritic", "resnet34_continued", "resnet18_continued")]
+    text = (results / "summary.md").read_text()
+    first = text.split("\n## ")[1]
+    assert first.startswith("Does resnet18_dendritic reach resnet34?")
+    assert "t interval over 3 seeds" in first
+    assert "resnet18 → resnet34 gap that the dendritic run (its dendrites and its extra epochs together) closes" in first
+    assert "Preliminary" not in text and "not Perforated Backpropagation" in text

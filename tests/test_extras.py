@@ -10,7 +10,7 @@ import settings
 from fake_cifar import write_fake_cifar
 from helpers import PACKAGE, read_history
 
-SHORT = ["--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100", "--dendrite-epochs", "1",
+SHORT = ["--seeds", "0", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100", "--dendrite-epochs", "1",
          "--max-dendrites", "1"]
 
 

@@ -9,7 +9,7 @@ import torch
 import main
 import train
 
-TWO_EPOCH_BASELINE = ["--val-split", "200", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "100",
+TWO_EPOCH_BASELINE = ["--seeds", "0", "--val-split", "200", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "100",
                       "--experiments", "resnet18"]
 
 

@@ -7,7 +7,7 @@ import pytest
 import main
 from helpers import read_history, run_main
 
-ONE_EPOCH = ["--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
+ONE_EPOCH = ["--seeds", "0", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
 
 
 def finished_at(results, run):
@@ -106,7 +106,10 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
     assert runs["resnet18_dendritic"]["start"] == "baseline"
     first_epoch = read_history(results / "resnet18_dendritic")[0]
     assert first_epoch["dendrites"] == "1"  # a dendrite was really added
-    assert "| resnet18_dendritic |" in (results / "summary.md").read_text()
+    assert float(first_epoch["dendrite_scale"]) > 0 and "dendrite_share" in first_epoch  # and measured
+    summary = (results / "summary.md").read_text()
+    assert "| resnet18_dendritic |" in summary
+    assert "Preliminary: one seed (seed 0)" in summary and "--smoke trains seed 0 only" in process.stderr
     assert (results / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert (results / "resnet18_dendritic" / "PAI.png").read_bytes().startswith(b"\x89PNG")
     assert "| resnet18_dendritic |" in process.stdout  # the table is printed too

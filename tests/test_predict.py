@@ -28,7 +28,7 @@ def results(data_dir, tmp_path_factory):
         for name, factory in tiny_models.TINY.items():
             patch.setitem(models.MODELS, name, factory)
         folder = tmp_path_factory.mktemp("results")
-        main.main(["--data-dir", data_dir, "--results-dir", str(folder), "--val-split", "150", "--epochs", "1",
+        main.main(["--data-dir", data_dir, "--results-dir", str(folder), "--seeds", "0", "--val-split", "150", "--epochs", "1",
                    "--warmup-epochs", "0", "--batch-size", "100", "--experiments", ",".join(RUNS),
                    "--dendrite-epochs", "1", "--max-dendrites", "1", "--no-control"])
         yield folder
