@@ -10,17 +10,17 @@ settings have not changed is reused, not trained again.
 """
 import contextlib
 import datetime
-import fcntl
 import os
 import sys
+import time
 
 import torch
 
 from data import load_data
-from report import compare_runs, redraw_report, write_report, write_run_pictures
-from settings import (parse_settings, pick_device, pick_precision, run_names, run_settings, seed_list,
-                      split_run_name)
-from utils import ExperimentError, check_writable, read_json, remove_temporary_files, run_cli, write_json
+from report import redraw_report, write_report, write_run_pictures
+from settings import (control_source, parse_settings, pick_device, pick_precision, planned_epochs, run_names,
+                      result_settings, seed_list, split_run_name)
+from utils import ExperimentError, check_writable, read_json, remove_temporary_files, run_cli, try_lock, write_json
 
 
 class Experiment:
@@ -32,7 +32,7 @@ class Experiment:
         self.device = pick_device(settings.device)
         self.precision = pick_precision(settings.precision, self.device)
         self.shared_data = shared_data  # one dict for every seed: CIFAR-100 is read once
-        self.results = {}
+        self.results, self.trained = {}, set()  # finished runs; those of them trained by this process
 
     @property
     def data(self):
@@ -44,33 +44,44 @@ class Experiment:
         folder = run_name if self.seed == 0 else f"{run_name}_seed{self.seed}"
         return os.path.join(self.settings.results_dir, folder)
 
-    def run_settings(self, run_name):
-        """The settings this run's result depends on, stored in its result.json as "settings":
-        config.py's (settings.run_settings) and the finished runs it starts from."""
+    def upstream(self, run_name):
+        """The runs this run starts from: the baseline it continues, and for a control the dendritic
+        run whose cycles it repeats."""
         model_name, kind = split_run_name(run_name)
-        depends = run_settings(self.settings, run_name, self.seed, self.precision)
-        if kind != "baseline" and self.settings.warm_start:
-            # A baseline trained again means a different starting point.
-            depends["baseline_finished_at"] = self.result(model_name)["finished_at"]
-        if kind == "continued":  # it repeats the dendritic run's cycles
-            depends["dendritic_finished_at"] = self.result(model_name + "_dendritic")["finished_at"]
-        return depends
+        runs = [model_name] if kind != "baseline" and self.settings.warm_start else []
+        return runs + ([control_source(self.settings, run_name)] if kind == "continued" else [])
+
+    def cache_key(self, run_name):
+        """What this run's result depends on, stored in its result.json as "settings" and compared
+        before a finished run is reused: the settings (settings.result_settings) and when the runs it
+        starts from finished (a baseline trained again is a different starting point)."""
+        key = result_settings(self.settings, run_name, self.seed, self.precision)
+        for upstream in self.upstream(run_name):
+            key[split_run_name(upstream)[1] + "_finished_at"] = self.result(upstream)["finished_at"]
+        return key
 
     def result(self, run_name):
         """The finished result of a run, training it (and what it starts from) when needed."""
-        if run_name in self.results:
-            return self.results[run_name]
-        depends = self.run_settings(run_name)
+        if run_name not in self.results:
+            if self.settings.retrain:
+                self.forget(run_name)
+            self.results[run_name] = self.cached(run_name) or self.train(run_name, self.cache_key(run_name))
+        return self.results[run_name]
+
+    def cached(self, run_name):
+        """The run's finished result when it was made with the same settings and its files are whole;
+        else None. The runs it starts from must be finished already."""
         cached = read_json(os.path.join(self.run_dir(run_name), "result.json"))
-        if self.settings.retrain:
-            with contextlib.suppress(FileNotFoundError):  # a leftover checkpoint would be resumed
-                os.remove(os.path.join(self.run_dir(run_name), "checkpoint.pt"))
-        elif cached and cached.get("settings") == depends and self.files_readable(run_name):
+        if cached and cached.get("settings") == self.cache_key(run_name) and self.files_readable(run_name):
             print(f"{run_name}: reusing the finished result in {self.run_dir(run_name)}", file=sys.stderr)
-            self.results[run_name] = cached
             return cached
-        self.results[run_name] = result = self.train(run_name, depends)
-        return result
+        return None
+
+    def forget(self, run_name):
+        """--retrain: the run's result and checkpoint go, so that it trains from the start."""
+        for name in ("result.json", "checkpoint.pt"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.run_dir(run_name), name))
 
     def weights(self, run_name, name="model.pt"):
         """A saved tensor file of the run (model.pt by default), or None (reported) when it cannot be read."""
@@ -88,13 +99,13 @@ class Experiment:
         return (self.weights(run_name) is not None and self.weights(run_name, "test_predictions.pt") is not None
                 and os.path.exists(history))
 
-    def start_tracking(self, run_name, depends):
+    def start_tracking(self, run_name, cache_key):
         """A wandb run for this training run when --wandb-project is set; None otherwise."""
         if not self.settings.wandb_project:
             return None
         import wandb
         return wandb.init(project=self.settings.wandb_project, name=f"{run_name}-seed{self.seed}",
-                          config=depends, reinit=True)
+                          config=cache_key, reinit=True)
 
     def new_run(self, run_name):
         """The run object that trains run_name, given what it starts from."""
@@ -108,10 +119,10 @@ class Experiment:
         if kind == "dendritic":
             weights = self.weights(model_name) if self.settings.warm_start else None
             return DendriticRun(model_name, self.data, setup, self.seed, self.run_dir(run_name), weights)
-        cycles = self.result(model_name + "_dendritic")["cycles"]
+        cycles = self.result(control_source(self.settings, run_name))["cycles"]
         return ContinuedRun(model_name, self.data, setup, self.seed, self.weights(model_name), cycles)
 
-    def train(self, run_name, depends):
+    def train(self, run_name, cache_key):
         from runs import train_run
 
         model_name, kind = split_run_name(run_name)
@@ -120,16 +131,16 @@ class Experiment:
         remove_temporary_files(run_dir)
         print(f"{run_name} (seed {self.seed}): training on {self.device} ({self.precision})", file=sys.stderr)
         run = self.new_run(run_name)
-        tracking = self.start_tracking(run_name, depends)
+        tracking = self.start_tracking(run_name, cache_key)
         try:
-            outcome = train_run(run, run_name, run_dir, depends, tracking)
+            outcome = train_run(run, run_name, run_dir, cache_key, tracking)
         except torch.OutOfMemoryError:
             size = self.settings.batch_size
             raise ExperimentError(f"{run_name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
         result = dict(name=run_name, model=model_name, dendritic=kind == "dendritic", seed=self.seed,
                       dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
-                      finished_at=datetime.datetime.now().isoformat(), settings=depends)
+                      finished_at=datetime.datetime.now().isoformat(), settings=cache_key)
         write_json(os.path.join(run_dir, "result.json"), result)
         write_run_pictures(run_dir, run_name, self.data)
         if tracking:
@@ -137,7 +148,72 @@ class Experiment:
             tracking.finish()
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run_dir, "checkpoint.pt"))
+        self.trained.add(run_name)
         return result
+
+
+def plan(experiments):
+    """[(seed, run, the runs it starts from)] for every run to train or reuse, each after the runs it
+    starts from (which may not be in --experiments themselves)."""
+    steps = []
+
+    def visit(seed, run_name):
+        upstream = experiments[seed].upstream(run_name)
+        for name in upstream:
+            visit(seed, name)
+        if all(step[:2] != (seed, run_name) for step in steps):
+            steps.append((seed, run_name, upstream))
+
+    for seed, experiment in experiments.items():
+        for run_name in run_names(experiment.settings):
+            visit(seed, run_name)
+    return steps
+
+
+def train_in_order(settings, experiments, steps):
+    """Every run of the plan in this process, one after the other."""
+    progress = Progress(settings, steps)
+    for seed, run_name, _ in steps:
+        result = experiments[seed].result(run_name)
+        progress.done(seed, run_name, result, run_name in experiments[seed].trained)
+
+
+class Progress:
+    """After each run: one line with the runs done of all, the time elapsed, and an estimate of the
+    time left from the seconds per epoch measured so far (each run's planned epochs: the most it
+    can take), divided among the runs that train at once."""
+
+    def __init__(self, settings, steps, at_once=1):
+        self.settings, self.at_once, self.started = settings, at_once, time.time()
+        self.left = [(seed, run_name) for seed, run_name, _ in steps]
+        self.total, self.seconds_per_epoch = len(self.left), {}
+
+    def done(self, seed, run_name, result, trained, where=None):
+        self.left.remove((seed, run_name))
+        if trained:
+            print(f"{run_name} (seed {seed}): finished on {where or result['device']}, test accuracy "
+                  f"{result['test_accuracy']:.2f}%", file=sys.stderr)
+            self.seconds_per_epoch.setdefault(run_name, []).append(result["seconds"] / max(1, result["epochs"]))
+        elapsed = time.time() - self.started
+        print(f"{self.total - len(self.left)}/{self.total} runs done, {clock(elapsed)} elapsed, {self.estimate()}",
+              file=sys.stderr, flush=True)
+
+    def estimate(self):
+        if not self.left:
+            return "none left"
+        if not self.seconds_per_epoch:
+            return "time left unknown until a run has trained"
+        measured = [s for values in self.seconds_per_epoch.values() for s in values]
+        seconds = 0.0
+        for _, run_name in self.left:
+            rates = self.seconds_per_epoch.get(run_name, measured)
+            seconds += sum(planned_epochs(run_name, self.settings).values()) * sum(rates) / len(rates)
+        return f"about {clock(seconds / self.at_once)} left"
+
+
+def clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 OVERFIT_TARGET = 0.05  # "near zero" for a cross-entropy that starts near ln(100) = 4.6
@@ -164,24 +240,23 @@ def overfit_check(settings):
 
 
 def lock_results(results_dir):
-    """Hold results_dir/.lock while running. The OS releases it when this process ends, even
-    when it is killed, so a stale lock never blocks; a live one refuses a second main.py."""
-    handle = open(os.path.join(results_dir, ".lock"), "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        raise ExperimentError(f"another main.py (pid {handle.read().strip() or '?'}) is using {results_dir}; "
-                              "wait for it to finish or choose another --results-dir") from None
-    handle.truncate(0)
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    """results_dir/.lock, held while running: a second main.py on the same folder is refused."""
+    path = os.path.join(results_dir, ".lock")
+    handle = try_lock(path)
+    if handle is None:
+        with open(path) as f:
+            holder = f.read().strip() or "?"
+        raise ExperimentError(f"another main.py (pid {holder}) is using {results_dir}; "
+                              "wait for it to finish or choose another --results-dir")
     return handle
 
 
 def main(argv=None):
     settings = parse_settings(argv)
     check_writable(settings.results_dir, "--results-dir")
+    if settings.smoke and len(seed_list(settings)) == 1:
+        print(f"--smoke trains seed {settings.seeds} only, a preliminary result (--seeds 0,1,2 trains more)",
+              file=sys.stderr)
     with lock_results(settings.results_dir):
         if settings.overfit_batch:
             return overfit_check(settings)
@@ -189,14 +264,20 @@ def main(argv=None):
             redraw_report(settings.results_dir)
             print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
             return
-        shared_data, runs, run_dirs = {}, [], {}
-        for seed in seed_list(settings):
-            experiment = Experiment(settings, seed, shared_data)
+        shared_data = {}
+        experiments = {seed: Experiment(settings, seed, shared_data) for seed in seed_list(settings)}
+        if settings.parallel_runs:
+            from cluster import train_in_parallel  # only here is Ray imported
+            train_in_parallel(settings, experiments, plan(experiments))
+        else:
+            train_in_order(settings, experiments, plan(experiments))
+        runs, run_dirs = [], {}
+        for seed, experiment in experiments.items():
             for run_name in run_names(settings):
-                result = experiment.result(run_name)
+                result = experiment.results[run_name]
                 runs.append({k: v for k, v in result.items() if k not in ("settings", "classes")})
                 run_dirs[run_name, seed] = experiment.run_dir(run_name)
-        write_report(settings.results_dir, runs, compare_runs(runs, run_dirs))
+        write_report(settings.results_dir, runs, run_dirs)
     with open(os.path.join(settings.results_dir, "summary.md")) as f:
         print(f.read())
 

@@ -5,12 +5,14 @@ import argparse
 import importlib.util
 import os
 import re
+import sys
 from types import SimpleNamespace
 
 import torch
 
 import config
 from data import DATASETS
+from dendrites import ACTIVATIONS
 from models import MODELS, build_model, dendrite_modules_of, dendrite_slots
 from utils import ExperimentError, split_list
 
@@ -42,6 +44,7 @@ def build_parser():
         description="Train ResNet baselines and a ResNet with perforatedai dendrites on CIFAR-100, "
         "then compare accuracy against parameters in results/. Defaults come from config.py.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --seed must not silently mean --seeds
     )
     groups = {}
     for group, name, default, comment in config_entries():
@@ -57,11 +60,14 @@ def build_parser():
 
 def parse_settings(argv=None):
     """Settings from config.py and flags, checked; --smoke shrinks them."""
+    argv = sys.argv[1:] if argv is None else argv
     settings = SimpleNamespace(**vars(build_parser().parse_args(argv)))
     if settings.smoke:
         # Small enough for 2 CPU cores in under 3 minutes, still every stage and a real dendrite.
         settings.epochs, settings.batch_size, settings.warmup_epochs = 2, 64, 1
         settings.dendrite_epochs, settings.max_dendrites, settings.switch_mode = 1, 1, "fixed"
+        if not any(arg == "--seeds" or arg.startswith("--seeds=") for arg in argv):
+            settings.seeds = settings.seeds.split(",")[0]  # unless --seeds says otherwise: a preliminary result
         settings.results_dir = os.path.join(settings.results_dir, "smoke")  # never replaces real results
     if settings.run_name:
         settings.results_dir = os.path.join(settings.results_dir, settings.run_name)
@@ -77,12 +83,13 @@ RUN_KINDS = ("baseline", "dendritic", "continued")
 
 # The settings a run's result depends on, stored in its result.json as "settings" and compared
 # there before a finished run is reused. Paths, the device, reporting and checkpointing do not
-# change a result; the seed, the model and the precision are added by run_settings.
+# change a result; the seed, the model and the precision are added by result_settings.
 DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
                      "warmup_epochs")
 DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
-                     "dendrite_lr", "warm_start")
+                     "dendrite_lr", "dendrite_lr_multiplier", "dendrite_weight_decay", "dendrite_init_scale",
+                     "dendrite_activation", "dendrite_min_gain", "warm_start")
 
 
 def split_run_name(run_name):
@@ -93,7 +100,7 @@ def split_run_name(run_name):
     return run_name, "baseline"
 
 
-def run_settings(settings, run_name, seed, precision):
+def result_settings(settings, run_name, seed, precision):
     """The settings this run's result depends on (without what it starts from: see main.Experiment)."""
     model_name, kind = split_run_name(run_name)
     names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
@@ -110,6 +117,27 @@ def run_names(settings):
         if kind == "dendritic" and settings.warm_start and settings.control and control not in names:
             names.append(control)
     return list(dict.fromkeys(names))
+
+
+def control_source(settings, run_name):
+    """The dendritic run whose cycles a _continued control repeats: its own model's when that is among
+    the runs (or when none is), else the first dendritic run listed, so that resnet34_continued gives
+    ResNet-34 as much extra training as resnet18_dendritic had."""
+    own = split_run_name(run_name)[0] + "_dendritic"
+    listed = [run for run in run_names(settings) if split_run_name(run)[1] == "dendritic"]
+    return own if own in listed or not listed else listed[0]
+
+
+def planned_epochs(run_name, settings):
+    """{dendrite count: epochs} the run trains at these settings; a dendritic run and its control
+    at most, since the tracker stops early when a dendrite does not improve validation."""
+    kind = split_run_name(run_name)[1]
+    if kind == "baseline":
+        return {0: settings.epochs}
+    if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
+        return {0: settings.max_dendrites * settings.dendrite_epochs}
+    cycles = dict.fromkeys(range(1, settings.max_dendrites + 1), settings.dendrite_epochs)
+    return cycles if settings.warm_start else {0: settings.epochs, **cycles}
 
 
 def seed_list(settings):
@@ -132,9 +160,17 @@ def check_settings(settings):
     for name in ("lr", "dendrite_lr"):
         if not 0 < getattr(settings, name) <= 10:
             refuse(settings, name, "use a learning rate above 0 and at most 10")
-    for name, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("label_smoothing", 0, 1)):
+    for name, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("dendrite_weight_decay", 0, 1),
+                            ("label_smoothing", 0, 1)):
         if not low <= getattr(settings, name) < high:
             refuse(settings, name, f"use a value in [{low}, {high})")
+    for name in ("dendrite_lr_multiplier", "dendrite_init_scale"):
+        if not 0 < getattr(settings, name) <= 1000:
+            refuse(settings, name, "use a value above 0 and at most 1000")
+    if settings.dendrite_activation not in ACTIVATIONS:
+        refuse(settings, "dendrite_activation", f"use {', '.join(ACTIVATIONS)}")
+    if not 0 <= settings.dendrite_min_gain < 100:
+        refuse(settings, "dendrite_min_gain", "use accuracy points from 0 to 100")
     if settings.checkpoint_seconds < 0:
         refuse(settings, "checkpoint_seconds", "use 0 (after every epoch) or more seconds")
     if not 0 <= settings.warmup_epochs < settings.epochs:
@@ -151,6 +187,7 @@ def check_settings(settings):
         refuse(settings, "device", "use auto, cpu, mps, cuda or cuda:N")
     if settings.dataset not in DATASETS:
         refuse(settings, "dataset", f"use {' or '.join(DATASETS)}")
+    check_parallel_runs(settings)
     if settings.wandb_project and not wandb_installed():
         refuse(settings, "wandb_project", "wandb is not installed: pip install wandb, or leave --wandb-project empty")
     if settings.run_name and not re.fullmatch(r"[\w.-]+", settings.run_name):
@@ -159,6 +196,23 @@ def check_settings(settings):
 
 def wandb_installed():
     return importlib.util.find_spec("wandb") is not None
+
+
+def ray_installed():
+    return importlib.util.find_spec("ray") is not None
+
+
+def check_parallel_runs(settings):
+    if settings.parallel_runs < 0:
+        refuse(settings, "parallel_runs", "use 0 (one run after another) or the number of runs to train at once")
+    if not 0 < settings.gpus_per_run <= 8:
+        refuse(settings, "gpus_per_run", "use a share of one GPU (such as 0.5) or a number of GPUs up to 8")
+    if settings.parallel_runs and not ray_installed():
+        refuse(settings, "parallel_runs", "Ray is not installed: pip install ray, or leave --parallel-runs at 0")
+    if settings.parallel_runs and settings.device.startswith("cuda:"):
+        refuse(settings, "device", "with --parallel-runs Ray gives each run its GPU: use auto or cuda")
+    if settings.ray_address and not settings.parallel_runs:
+        refuse(settings, "ray_address", "it is used only with --parallel-runs 1 or more")
 
 
 def check_runs(settings):

@@ -1,6 +1,7 @@
 """What every script here shares and nothing experiment-specific: the one-line error, and files
 written whole (JSON, CSV, torch) so that a kill never leaves half a file behind."""
 import csv
+import fcntl
 import io
 import json
 import os
@@ -31,6 +32,22 @@ def run_cli(main, argv=None, interrupted=""):
 def split_list(text):
     """'a, b,,c' -> ['a', 'b', 'c']: the comma lists of config.py."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def try_lock(path):
+    """An exclusive lock on the file at path, which then holds this process's pid; or None while
+    another process holds it. The OS drops a lock when its process ends, even when killed, so a
+    stale lock never blocks."""
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def check_writable(folder, flag):

@@ -1,4 +1,6 @@
 """What several test files use: the package's path, main.py in a real process, a run's history."""
+import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -19,11 +21,49 @@ def main_command(args, tiny_models_on=True):
     return [sys.executable, TINY_MAIN if tiny_models_on else os.path.join(PACKAGE, "main.py"), *args]
 
 
-def run_main(args, cwd, tiny_models_on=True, timeout=600):
-    """main.py in a real process with stdin closed, as CI and nohup run it."""
+def run_main(args, cwd, tiny_models_on=True, timeout=600, **environment):
+    """main.py in a real process with stdin closed, as CI and nohup run it; environment: extra variables."""
     return subprocess.run(main_command(args, tiny_models_on), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout, env=script_environment())
+                          text=True, timeout=timeout, env=dict(script_environment(), **environment))
 
 
 def read_history(run_dir):
     return read_csv(os.path.join(run_dir, "history.csv"))
+
+
+def assert_same_run(first, second):
+    """Two run folders hold the same result: accuracies, parameters, dendrites, epochs and history."""
+    a, b = (json.loads((d / "result.json").read_text()) for d in (first, second))
+    for key in ("test_accuracy", "val_accuracy", "params", "dendrites", "epochs"):
+        assert a[key] == b[key], key
+    history_a, history_b = read_history(first), read_history(second)
+    assert [(r["train_loss"], r["val_accuracy"]) for r in history_a] == \
+        [(r["train_loss"], r["val_accuracy"]) for r in history_b]
+    assert not (second / "checkpoint.pt").exists()
+
+
+def read_only_folder():
+    """A Ray worker setup hook: the folder READ_ONLY_FOLDER names becomes, for this worker alone, an
+    empty read-only file system (a private mount), as for a worker that cannot write the shared
+    folder. (The tests run as root, whom file modes do not stop.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private, ms_rdonly = 0x20000, 0x4000, 0x40000, 1
+    folder = os.environ["READ_ONLY_FOLDER"].encode()
+    if (libc.unshare(clone_newns) or libc.mount(b"none", b"/", None, ms_rec | ms_private, None)
+            or libc.mount(b"tmpfs", folder, b"tmpfs", ms_rdonly, None)):
+        raise OSError(ctypes.get_errno(), "a private read-only mount for the test")
+
+
+def nan_loss():
+    """A Ray worker setup hook: tiny models, and a training loss that is NaN from the first step."""
+    import tiny_models
+    import train
+
+    tiny_models.use_tiny_models()
+    real_step = train.training_step
+
+    def step_with_nan_loss(*args):
+        loss, logits = real_step(*args)
+        return loss * float("nan"), logits
+
+    train.training_step = step_with_nan_loss

@@ -1,5 +1,4 @@
 """Kill main.py with SIGKILL mid-run, run it again: it must finish exactly as if never killed."""
-import json
 import os
 import shutil
 import signal
@@ -8,9 +7,9 @@ import time
 
 import torch
 
-from helpers import main_command, read_history, run_main, script_environment
+from helpers import assert_same_run, main_command, read_history, run_main, script_environment
 
-CHECKPOINT_EVERY_EPOCH = ["--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1",
+CHECKPOINT_EVERY_EPOCH = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1",
                           "--checkpoint-seconds", "0"]
 
 
@@ -26,16 +25,6 @@ def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
     assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()
     process.send_signal(signal.SIGKILL)
     process.wait()
-
-
-def assert_same_run(first, second):
-    a, b = (json.loads((d / "result.json").read_text()) for d in (first, second))
-    for key in ("test_accuracy", "val_accuracy", "params", "dendrites", "epochs"):
-        assert a[key] == b[key], key
-    history_a, history_b = read_history(first), read_history(second)
-    assert [(r["train_loss"], r["val_accuracy"]) for r in history_a] == \
-        [(r["train_loss"], r["val_accuracy"]) for r in history_b]
-    assert not (second / "checkpoint.pt").exists()
 
 
 def test_killed_baseline_resumes_to_the_same_result(data_dir, tmp_path):
@@ -67,3 +56,19 @@ def test_killed_dendritic_run_resumes_with_its_dendrites_and_tracker(data_dir, t
     assert again.returncode == 0, again.stderr
     assert "resnet18: reusing" in again.stderr and "resnet18_dendritic: resuming after epoch" in again.stderr
     assert_same_run(tmp_path / "straight" / "resnet18_dendritic", killed / "resnet18_dendritic")
+
+
+def test_killed_control_resumes_to_the_same_result(data_dir, tmp_path):
+    args = ["--data-dir", data_dir, "--experiments", "resnet18,resnet18_dendritic", "--epochs", "2",
+            "--dendrite-epochs", "4", "--max-dendrites", "1", "--dendrite-min-gain", "0", *CHECKPOINT_EVERY_EPOCH]
+    straight = run_main(args + ["--results-dir", "straight"], cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    killed = tmp_path / "killed"
+    for run in ("resnet18", "resnet18_dendritic"):  # the same finished runs it starts from
+        shutil.copytree(tmp_path / "straight" / run, killed / run)
+    kill_after_epochs(args + ["--results-dir", str(killed)], tmp_path, killed / "resnet18_continued" / "history.csv", 2)
+
+    again = run_main(args + ["--results-dir", str(killed)], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "resnet18_continued: resuming after epoch" in again.stderr
+    assert_same_run(tmp_path / "straight" / "resnet18_continued", killed / "resnet18_continued")
