@@ -250,7 +250,7 @@ def measure_model(name, model, params, optimizer, images, labels, setup, args):
 
 def dendritic_models(setup, work_dir, images, labels):
     """resnet18 with 1, then 2 dendrites on the default modules, grown as a warm-started run grows
-    them (runs.DendriticRun.start_from_baseline): each yield is (dendrite count, model, parameter count,
+    them (runs.DendriticRun.warm_start): each yield is (dendrite count, model, parameter count,
     the optimizer a dendritic run trains it with: the dendrites' own group first)."""
     settings = setup.settings
     modules = dendrite_modules_of("resnet18", settings.dendrite_modules)

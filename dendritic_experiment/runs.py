@@ -181,10 +181,10 @@ class DendriticRun(Run):
         self.convert(self.baseline_weights, resuming=False)
         self.new_cycle(first_phase=True)  # the tracker needs an optimizer before any score
         if self.baseline_weights is not None:
-            self.start_from_baseline()
+            self.warm_start()
             self.new_cycle(first_phase=False)
 
-    def start_from_baseline(self):
+    def warm_start(self):
         """Give the tracker the finished baseline's scores as its first phase; it adds the first dendrite."""
         data, setup = self.data, self.setup
         self.dendrites.learn_shapes(*prepare_sample(data, setup))

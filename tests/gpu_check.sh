@@ -4,7 +4,7 @@
 # its own log, a line of stages.tsv), so a run cut short still returns what it finished.
 #
 #   bash tests/gpu_check.sh              # on the GPU machine: about 7 minutes on one H100
-#   bash tests/gpu_check.sh --dry-run    # on the CPU: tiny sizes, everything but CUDA (4.5 minutes on one core)
+#   bash tests/gpu_check.sh --dry-run    # on the CPU: tiny sizes, everything but CUDA (2.5 minutes on 2 cores)
 #
 # Stages, in order (a failed stage does not stop the next; a stage that would not fit in what is
 # left of the time budget is skipped):
