@@ -34,12 +34,16 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from data import DATASETS, prepare_batch
-from dendrites import Dendrites
-from models import build_model, dendrite_modules_of
-from settings import DATA_SETTINGS, parse_settings, pick_precision, planned_epochs, run_names, seed_list
-from train import TrainingSetup, training_step
-from utils import ExperimentError, read_csv, read_json, run_cli, write_json
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
+from dendritic_experiment.dendrites import DendriteTracker  # noqa: E402
+from dendritic_experiment.models import build_model, dendrite_modules_of  # noqa: E402
+from dendritic_experiment.projection import project  # noqa: E402
+from dendritic_experiment.settings import parse_settings, pick_precision  # noqa: E402
+from dendritic_experiment.train import TrainingSetup, training_step  # noqa: E402
+from dendritic_experiment.utils import run_cli, write_json  # noqa: E402
 
 FULL = dict(batch_size=512, steps=50, warmup_steps=10)
 QUICK = dict(batch_size=16, steps=3, warmup_steps=2)  # every stage, seconds per model on 2 CPU cores
@@ -47,9 +51,6 @@ MATMUL_SIZE = {"cuda": 8192, "cpu": 2048, "cpu quick": 1024}  # 8192^3 takes abo
 RESIDENT_BATCHES = 8  # random images held: 8 training batches, enough to draw batches from and one eval batch
 DENDRITE_COST_GOAL = 1.2  # a dendrite should cost at most 1.2x its share of the FLOPs in time
 AUGMENTATION_SHARE_GOAL = 0.05  # augmentation and indexing should take under 5% of a step
-# Settings that change the time of an epoch: a timed run must use config.py's (its epoch counts may differ).
-EPOCH_COST_KEYS = DATA_SETTINGS + ("batch_size", "dendrite_modules")
-TIMED_RUN = "--seeds 0 --epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # one seed; each dendrite count timed over 3+ epochs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,25 +252,26 @@ def measure_model(name, model, params, optimizer, images, labels, setup, args):
 def dendritic_models(setup, work_dir, images, labels):
     """resnet18 with 1, then 2 dendrites on the default modules, grown as a warm-started run grows
     them (runs.DendriticRun.warm_start): each yield is (dendrite count, model, parameter count,
-    the optimizer a dendritic run trains it with: the dendrites' own group first)."""
+    the optimizer a dendritic run trains it with: the dendrites' own group first). The library's
+    tracker is released when the last is taken."""
     settings = setup.settings
     modules = dendrite_modules_of("resnet18", settings.dendrite_modules)
     with contextlib.redirect_stdout(sys.stderr):  # the library's import banner; stdout is for the table
-        dendrites = Dendrites(setup.place(build_model("resnet18")), modules, settings, work_dir,
-                              str(setup.device))
-    model = setup.place(dendrites.model)
+        tracker = DendriteTracker(setup.place(build_model("resnet18")), modules, settings, work_dir, str(setup.device))
     x = prepare_batch(images[:2], memory_format=setup.memory_format, dataset=settings.dataset)
-    def new_optimizer():
-        return dendrites.setup_optimizer(torch.optim.SGD, setup.optimizer_kwargs(setup.scaled_dendrite_lr),
-                                         torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=lambda epoch: 1.0))[0]
 
-    for count in (1, 2):
-        new_optimizer()  # the tracker needs one before any score
-        dendrites.learn_shapes(x, labels[:2])
-        # A rising score: the tracker keeps each dendrite and adds the next.
-        model, _, _ = dendrites.end_epoch(10.0 * count, 10.0 * count, 0, force_switch=True)
-        model = setup.place(model)
-        yield count, model, dendrites.parameters(), new_optimizer()
+    def new_optimizer():
+        return tracker.setup_optimizer(torch.optim.SGD, setup.optimizer_kwargs(setup.scaled_dendrite_lr),
+                                       torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=lambda epoch: 1.0))[0]
+
+    with tracker:
+        tracker.model = setup.place(tracker.model)
+        for count in (1, 2):
+            new_optimizer()  # the tracker needs one before any score
+            tracker.learn_shapes(x, labels[:2])
+            # A rising score: the tracker keeps each dendrite and adds the next.
+            model, _, _ = tracker.end_epoch(10.0 * count, 10.0 * count, 0, force_switch=True)
+            yield count, setup.place(model), tracker.parameter_count(), new_optimizer()
 
 
 def measure_ours(images, labels, setup, args, work_dir):
@@ -407,105 +409,10 @@ def print_table(result):
           f"{augmentation['share_of_resnet18_step']:.2%} of a resnet18 step (goal < {augmentation['goal']:.0%})")
 
 
-# ---------------------------------------------------------------------------------------------
-# The default experiment's wall time, projected from a short timed run
-# ---------------------------------------------------------------------------------------------
-
-def epoch_seconds(rows):
-    """(seconds of a steady epoch, extra seconds of the first). The first pays once per architecture
-    for cuDNN's kernel search (and compiling, with --compile); the median of the rest also passes
-    over the epoch that ends a dendrite cycle (the restructure, the graph at the end)."""
-    seconds = [float(row["seconds"]) for row in rows]
-    if len(seconds) == 1:
-        return seconds[0], 0.0
-    steady = statistics.median(seconds[1:])
-    return steady, max(0.0, seconds[0] - steady)
-
-
-def timed_history(timed_dir, run_name, settings):
-    """The run's epochs and result.json in timed_dir, refused when it ran at settings that change an
-    epoch's cost."""
-    path = os.path.join(timed_dir, run_name, "history.csv")
-    try:
-        rows = read_csv(path)
-    except OSError:
-        rows = []
-    if not rows or "seconds" not in rows[0]:
-        raise ExperimentError(f"{path} is missing or has no epochs: time a short run first, "
-                              f"main.py --results-dir {timed_dir} {TIMED_RUN} (README, Performance)")
-    result = read_json(os.path.join(timed_dir, run_name, "result.json")) or {}
-    timed_with = result.get("settings", {})
-    for key in EPOCH_COST_KEYS:
-        if key in timed_with and timed_with[key] != getattr(settings, key):
-            raise ExperimentError(f"{run_name} was timed with --{key.replace('_', '-')} {timed_with[key]!r} but "
-                                  f"config.py has {getattr(settings, key)!r}: time it at config.py's settings "
-                                  f"(only {TIMED_RUN} may differ)")
-    return rows, result
-
-
-def project_run(rows, plan):
-    """The run's projected seconds, each planned cycle timed by the epochs with that many dendrites
-    (or the nearest fewer that were timed: the timed run may have stopped adding dendrites)."""
-    by_count = {}
-    for row in rows:  # a baseline's or control's history has no dendrites column
-        by_count.setdefault(int(row.get("dendrites") or 0), []).append(row)
-    measured = {count: epoch_seconds(group) for count, group in by_count.items()}
-    cycles = []
-    for count, epochs in plan.items():
-        timed_as = max((c for c in measured if c <= count), default=min(measured))
-        steady, first_extra = measured[timed_as]
-        cycles.append({"dendrites": count, "epochs": epochs, "seconds_per_epoch": steady,
-                       "first_epoch_extra_seconds": first_extra, "timed_with_dendrites": timed_as,
-                       "epochs_timed": len(by_count[timed_as]), "projected_seconds": epochs * steady + first_extra})
-    return {"cycles": cycles, "projected_seconds": sum(c["projected_seconds"] for c in cycles)}
-
-
-def project_wall_time(timed_dir):
-    """Each run's seconds per epoch in timed_dir and the wall time of the whole experiment that
-    config.py's settings describe (epochs only: loading data and the final test are left out)."""
-    settings = parse_settings([])  # config.py's
-    if settings.switch_mode != "fixed":
-        raise ExperimentError("--project needs switch_mode = 'fixed' in config.py: in history mode "
-                              "the length of each dendrite cycle is not known in advance")
-    runs, devices = {}, {}
-    for name in run_names(settings):
-        rows, result = timed_history(timed_dir, name, settings)
-        runs[name] = project_run(rows, planned_epochs(name, settings))
-        devices[name] = result.get("device")
-    if len(set(devices.values())) > 1:  # e.g. a baseline reused from a run on another machine
-        raise ExperimentError(f"the runs in {timed_dir} were timed on different devices ({devices}): "
-                              "time them all on one, in a fresh --results-dir")
-    device, seeds = next(iter(devices.values())), len(seed_list(settings))
-    return {"timed_dir": os.path.abspath(timed_dir), "device": device, "runs": runs, "seeds": seeds,
-            "projected_seconds": seeds * sum(run["projected_seconds"] for run in runs.values())}
-
-
-def print_projection(projection):
-    rows = []
-    for name, run in projection["runs"].items():
-        for c in run["cycles"]:
-            label = name + (f", {c['dendrites']} dendrite{'s' * (c['dendrites'] > 1)}" if c["dendrites"] else "")
-            note = f"  (timed with {c['timed_with_dendrites']})" if c["timed_with_dendrites"] != c["dendrites"] else ""
-            rows.append((label, c["epochs_timed"], c["seconds_per_epoch"], c["first_epoch_extra_seconds"],
-                         c["epochs"], c["projected_seconds"], note))
-    width = max(len(row[0]) for row in rows)
-    print(f"timed on {projection['device'] or 'an unrecorded device'}")
-    print(f"{'run':{width}s} {'timed epochs':>12s} {'s/epoch':>8s} {'+1st':>7s} {'epochs':>7s} {'projected':>10s}")
-    for label, timed, seconds, first_extra, epochs, projected, note in rows:
-        print(f"{label:{width}s} {timed:12d} {seconds:8.2f} {first_extra:7.2f} {epochs:7d} {projected / 60:8.1f} m{note}")
-    print(f"\nthe default experiment, {projection['seeds']} seed(s) of the runs above: "
-          f"{projection['projected_seconds'] / 60:.1f} minutes (dendritic runs and "
-          "controls at their longest; each cycle pays its first epoch's extra once ('+1st': cuDNN's kernel "
-          "search, compiling); loading data and the final test are left out)")
-
-
 def main(argv=None):
     args = parse_args(argv)
     if args.project:
-        projection = project_wall_time(args.project)
-        write_json(os.path.join(args.project, "projection.json"), projection)
-        print_projection(projection)
-        return
+        return project(args.project)
     torch.manual_seed(0)
     work_dir = tempfile.mkdtemp(prefix="benchmark-")  # the dendrite library writes here
     try:

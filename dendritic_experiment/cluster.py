@@ -14,9 +14,9 @@ What the code relies on, checked with Ray 2.60 on a CPU machine:
   up to max_retries times, in a new process; with retry_exceptions=False an exception raised by
   the task is not retried. The driver gets RayTaskError (.cause: the original exception) or, once
   the retries are spent, WorkerCrashedError.
-- Workers import the project by module name before the task starts: its folder goes on their
-  PYTHONPATH through runtime_env. A task's exception class must import in the driver, so errors
-  leave as RuntimeError.
+- Workers import the project as the package dendritic_experiment: the folder that holds it goes
+  on their PYTHONPATH through runtime_env (nothing of ours under a generic name). A task's
+  exception class must import in the driver, so errors leave as RuntimeError.
 - Ray gives each task OMP_NUM_THREADS = its num_cpus, and torch follows it.
 """
 import contextlib
@@ -27,22 +27,21 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from data import DATASETS, dataset_folder
-from utils import ExperimentError, try_lock
+from dendritic_experiment.data import DATASETS, dataset_folder
+from dendritic_experiment.experiment import Experiment, Progress, plan_runs
+from dendritic_experiment.utils import ExperimentError, try_lock
 
-CODE_DIR = os.path.dirname(os.path.abspath(__file__))
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers import the package from it
 MAX_RETRIES = 2  # reruns of a run whose worker or node died; each resumes from the run's checkpoint
 LOCK_WAIT = 120  # seconds a rerun waits for the lock of a worker only presumed dead (a lost node)
 WORKER_SETUP_HOOK = ""  # "module.function" each worker calls first (tests: tiny models, another user)
 
 
-def train_in_parallel(settings, experiments, steps):
-    """Fill each experiment's results with every run of steps ([(seed, run, runs it starts from)],
-    in order), at most settings.parallel_runs training at once."""
-    from main import Progress
-
-    progress = Progress(settings, steps, settings.parallel_runs)
-    waiting = reuse_finished(settings, experiments, steps, progress)
+def train_in_parallel(settings, experiment, plan):
+    """Fill experiment's results with every run of the plan (in order: each after the runs it starts
+    from), at most settings.parallel_runs training at once."""
+    progress = Progress(settings, plan, settings.parallel_runs)
+    waiting = reuse_finished(settings, experiment, plan, progress)
     if not waiting:
         return  # everything was finished: no Ray at all
     dataset_folder(settings.data_dir, DATASETS[settings.dataset])  # downloaded once, here, when missing
@@ -60,70 +59,66 @@ def train_in_parallel(settings, experiments, steps):
         worker_settings = SimpleNamespace(**dict(vars(settings), retrain=False,
                                                  results_dir=os.path.abspath(settings.results_dir),
                                                  data_dir=os.path.abspath(settings.data_dir)))
-        schedule(ray, task, worker_settings, experiments, waiting, progress)
+        schedule(ray, task, worker_settings, experiment, waiting, progress)
     finally:
         ray.shutdown()
 
 
-def reuse_finished(settings, experiments, steps, progress):
-    """Take the finished runs (or, with --retrain, forget them); returns the steps left to train."""
-    waiting, to_train = [], set()
-    for seed, run_name, upstream in steps:
-        experiment = experiments[seed]
+def reuse_finished(settings, experiment, plan, progress):
+    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train."""
+    waiting = []
+    for run in plan:
         if settings.retrain:
-            experiment.forget(run_name)
-        elif not any((seed, name) in to_train for name in upstream):  # else it starts from a run to train
-            if (result := experiment.cached(run_name)) is not None:
-                experiment.results[run_name] = result
-                progress.done(seed, run_name, result, trained=False)
+            experiment.forget(run)
+        elif not any(upstream in waiting for upstream in run.starts_from):  # else it starts from a run to train
+            if (result := experiment.cached(run)) is not None:
+                experiment.results[run] = result
+                progress.done(run, result, trained=False)
                 continue
-        waiting.append((seed, run_name, upstream))
-        to_train.add((seed, run_name))
+        waiting.append(run)
     return waiting
 
 
-def schedule(ray, task, worker_settings, experiments, waiting, progress):
+def schedule(ray, task, worker_settings, experiment, waiting, progress):
     """Submit each waiting run once the runs it starts from are done, at most parallel_runs at once;
     after a failure nothing new starts, the runs under way finish, and the first error is raised."""
-    running, failures = {}, []
+    running, failures, results = {}, [], experiment.results
     while running or (waiting and not failures):
-        for step in list(waiting):
-            seed, run_name, upstream = step
-            results = experiments[seed].results
+        for run in list(waiting):
             if failures or len(running) >= worker_settings.parallel_runs:
                 break
-            if all(name in results for name in upstream):
-                waiting.remove(step)
-                upstream_results = {name: results[name] for name in upstream}
-                running[task.remote(worker_settings, seed, run_name, upstream_results)] = seed, run_name
+            if all(upstream in results for upstream in run.starts_from):
+                waiting.remove(run)
+                upstream_results = {upstream.name: results[upstream] for upstream in run.starts_from}
+                running[task.remote(worker_settings, run.name, run.seed, upstream_results)] = run
         if not running:
-            raise ExperimentError(f"{waiting[0][1]} (seed {waiting[0][0]}): a run it starts from did not finish")
+            raise ExperimentError(f"{waiting[0]}: a run it starts from did not finish")
         [finished], _ = ray.wait(list(running), num_returns=1)
-        seed, run_name = running.pop(finished)
+        run = running.pop(finished)
         try:
             result, where, trained = ray.get(finished)
         except ray.exceptions.RayError as error:
-            failures.append(failure(error, run_name, seed))
+            failures.append(failure(error, run))
             print(f"failed: {failures[-1]}" + ("; waiting for the runs under way" if running else ""), file=sys.stderr)
             continue
-        experiments[seed].results[run_name] = result
-        progress.done(seed, run_name, result, trained, where)
+        results[run] = result
+        progress.done(run, result, trained, where)
     if failures:
         raise ExperimentError(failures[0] if len(failures) == 1 else f"{len(failures)} runs failed; first: {failures[0]}")
 
 
-def failure(error, run_name, seed):
+def failure(error, run):
     """One line for a run that failed: its own message when it refused for a user's reason (not
     retried), else what went wrong (a fault of the code also prints the worker's traceback)."""
     import ray
 
     if not isinstance(error, ray.exceptions.RayTaskError):  # its worker or node died MAX_RETRIES + 1 times
-        return (f"{run_name} (seed {seed}): its Ray worker died {MAX_RETRIES + 1} times ({type(error).__name__}); "
+        return (f"{run}: its Ray worker died {MAX_RETRIES + 1} times ({type(error).__name__}); "
                 "run the command again to resume it from its checkpoint")
     if isinstance(error.cause, RuntimeError):  # train_task's: a NaN loss, no memory, ...
-        return f"{error.cause} (seed {seed})"
+        return f"{error.cause} (seed {run.seed})"
     print(error, file=sys.stderr)
-    return f"{run_name} (seed {seed}): {type(error.cause).__name__}: {error.cause}"
+    return f"{run}: {type(error.cause).__name__}: {error.cause}"
 
 
 def check_fits_a_node(ray, gpus):
@@ -140,7 +135,7 @@ def start_ray(settings):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker line, not folded into "repeated 2x"
     import ray
 
-    path = os.pathsep.join([CODE_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    path = os.pathsep.join([PACKAGE_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     runtime_env = {"env_vars": {"PYTHONPATH": path}}
     if WORKER_SETUP_HOOK:
         runtime_env["worker_process_setup_hook"] = WORKER_SETUP_HOOK
@@ -206,12 +201,11 @@ def check_results_dir(ray, folder):
                                   f"machine to read what they wrote (a shared filesystem); {problem}")
 
 
-def train_task(settings, seed, run_name, upstream_results):
+def train_task(settings, run_name, seed, upstream_results):
     """In a worker: train one run, resuming it from its checkpoint when there is one (a retry), or
-    reuse it when a retry finds it finished. Errors leave as RuntimeError, which any process unpickles."""
+    reuse it when a retry finds it finished. upstream_results: {name: result} of the runs it starts
+    from. Errors leave as RuntimeError, which any process unpickles."""
     import torch
-
-    from main import Experiment
 
     # Ray sets OMP_NUM_THREADS to the task's CPUs, but torch may have started before (a setup hook).
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -220,12 +214,13 @@ def train_task(settings, seed, run_name, upstream_results):
     where = socket.gethostname() + (f" GPU {gpu}" if gpu else "") + f" (pid {os.getpid()})"
     print(f"{run_name} (seed {seed}): started on {where}", file=sys.stderr, flush=True)
     try:
-        experiment = Experiment(settings, seed, {})
-        experiment.results.update(upstream_results)  # finished on other workers: never trained here
-        folder = experiment.run_dir(run_name)
-        os.makedirs(folder, exist_ok=True)
-        with run_lock(folder, run_name):
-            return experiment.result(run_name), where, run_name in experiment.trained
+        # The worker's own plan: its folders are under the absolute results folder it was given.
+        run = next(run for run in plan_runs(settings) if (run.name, run.seed) == (run_name, seed))
+        experiment = Experiment(settings)
+        experiment.results.update({upstream: upstream_results[upstream.name] for upstream in run.starts_from})
+        os.makedirs(run.folder, exist_ok=True)
+        with run_lock(run.folder, run_name):
+            return experiment.result(run), where, run in experiment.trained
     except ExperimentError as error:  # a user's reason (a NaN loss, no memory): not retried
         raise RuntimeError(str(error)) from None
     except SystemExit as error:  # Ray would take an exit for a dead worker, and retry it

@@ -42,7 +42,7 @@ channels_last = True  # NHWC memory layout: faster convolutions on tensor cores
 parallel_runs = 0  # runs that may train at once, each a Ray task in its own process (needs ray); 0: one after another, no Ray
 ray_address = ""  # with parallel_runs: empty starts a Ray on this machine; auto or host:port joins a `ray start` cluster
 gpus_per_run = 1.0  # with parallel_runs: the GPUs each run takes; 0.5 lets two runs share one GPU
-compile = False  # torch.compile the training step (once per architecture); off until measured to pay off on a GPU
+compile = False  # torch.compile each run's model, anew for every run and restructure; off until measured to pay on a GPU
 
 # --- dendrites (perforatedai) ---
 dendrite_modules = "auto"  # conv+bn pairs that get dendrites; auto: models.AUTO_DENDRITE_MODULES (+1.18M each on ResNet-18)

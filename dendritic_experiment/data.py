@@ -8,7 +8,7 @@ import pickle
 import torch
 import torch.nn.functional as F
 
-from utils import ExperimentError
+from dendritic_experiment.utils import ExperimentError
 
 DATASETS = {
     "cifar100": dict(name="CIFAR-100", folder="cifar-100-python", torchvision="CIFAR100", train=["train"],

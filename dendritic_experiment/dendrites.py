@@ -1,7 +1,12 @@
-"""Everything that knows about perforatedai, the dendrite library: converting a model, the
-tracker's calls, its buffers, its files and its score tables. The baseline path never imports it.
+"""Everything that knows about perforatedai, the dendrite library: converting a model, its tracker,
+its process-wide state, its buffers and its files. The baseline path never imports the library.
 
-What the code below relies on, checked by running perforatedai 3.2.9 on a CPU:
+What the code below relies on, checked by running perforatedai 3.2.9 on a CPU (tests/test_library.py
+checks each internal by name):
+- The library keeps process-wide state: one global configuration (`GPA.pc`), one tracker
+  (`GPA.pai_tracker`, created by `perforate_model`), files written to ./<save_name>/ of the current
+  directory. DendriteTracker owns all of it, for one run at a time: a second live tracker in one
+  process would silently replace the first one's, so it is refused.
 - Settings must be set before `perforate_model`. `configuration_confirmed` must be True (else an
   interactive setup screen opens, and without a terminal it raises); `testing_dendrite_capacity`
   must be False (else a test mode adds 3 dendrites and ends).
@@ -23,34 +28,36 @@ What the code below relies on, checked by running perforatedai 3.2.9 on a CPU:
   At every score, a score is a new best when `new * (1 - improvement_threshold) > best` and
   `new - improvement_threshold_raw > best`, against the best of the cycle and against the best of
   the run; at a switch, a dendrite whose cycle set no new best of the run is removed and the best
-  model reloaded; with `max_dendrite_tries = 1` that ends the run.
+  model reloaded; with `max_dendrite_tries = 1` that ends the run. On every new best it saves the
+  whole model (best_model.pt), and saving makes every parameter contiguous: channels_last is lost.
 - `setup_optimizer` takes parameter groups (dicts with their own lr and weight_decay); it drops a
   group left without trainable parameters, and reads "the" learning rate from the last group.
 - A first score never counts as the best to beat unless `initial_history_after_switches` is -1
-  for that call (see Dendrites.start_from_baseline).
-- The library writes to ./<save_name>/ of the current directory (so we chdir into the run folder);
-  a leftover <save_name>_config.json there silently overrides settings, so a new run starts clean.
+  for that call (see DendriteTracker.start_from_baseline).
+- A leftover <save_name>/<save_name>_config.json silently overrides settings: a new run starts clean.
 - `UPA.count_params` counts parameters without the hidden copy (`parent_module`) each wrapped
   module keeps to grow new dendrites, which a plain sum would count.
 - A saved model is restored by converting the same architecture with the same settings and
   `UPA.load_net_from_dict`; a plain load_state_dict fails (the dendrites do not exist yet), and a
   state that does not fit stops in the debugger.
+- Each wrapped module learns its output shape in its first backward, through a hook that reads a
+  flag from the device (`current_d_init.item()`); a Python flag, `_fb_init_done`, then removes the
+  hook. A restored model gets `current_d_init` back but not the Python flag, so every backward
+  would read the device again: DendriteTracker.restore sets the flag where the shape is known.
 """
 import contextlib
 import csv
 import importlib.metadata
-import io
 import os
 import re
 import shutil
 import sys
-import tempfile
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-from utils import new_file_mode, write_atomic
+from dendritic_experiment.utils import new_file_mode, write_atomic
 
 SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix of its files
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
@@ -58,24 +65,13 @@ ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 DENDRITE_PARAMETER = re.compile(r"\.(dendrites_to_top\.\d+|dendrite_module\.(layers\.\d+\..+|dendrites_to_dendrites\.\d+))$")
 
 
-@contextlib.contextmanager
-def working_directory(path):
-    """perforatedai writes to ./<save_name>/ of the current directory: point that at the run."""
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+class LibraryInUse(RuntimeError):
+    """A second live tracker in one process: perforatedai keeps one, and it would be replaced."""
 
 
-def library_output():
-    """The library's prints go to stderr: stdout is for the results table."""
-    return contextlib.redirect_stdout(sys.stderr)
-
-
-class Dendrites:
-    """The perforatedai tracker behind the few calls a training loop needs.
+class DendriteTracker:
+    """perforatedai's tracker behind the few calls a training loop needs, and the owner of the
+    library's process-wide state while a run uses it (close it, or use it as a context manager).
 
     fixed mode: the tracker never decides a switch itself (DOING_NO_SWITCH); we force one at the
     end of every dendrite_epochs cycle, so cycles have exactly that length. history mode: the
@@ -84,7 +80,12 @@ class Dendrites:
     validation, and says when training is complete.
     """
 
+    live = None  # the one DendriteTracker of this process whose tracker is in use
+
     def __init__(self, model, module_names, settings, run_dir, device, resuming=False):
+        if DendriteTracker.live is not None:
+            raise LibraryInUse(f"perforatedai keeps one tracker per process and one is in use (for "
+                               f"{DendriteTracker.live.run_dir}): close it first, or load this model in another process")
         from perforatedai import globals_perforatedai as GPA
         from perforatedai import utils_perforatedai as UPA
 
@@ -94,49 +95,51 @@ class Dendrites:
             conv, bn = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, GPA.PAISequential([conv, bn]))
-        self.configure(GPA.pc, settings, device)
+        configure(GPA.pc, settings, device)
         os.makedirs(run_dir, exist_ok=True)
         if not resuming:
             # A leftover <save_name>_config.json would silently override the settings above.
-            shutil.rmtree(os.path.join(run_dir, SAVE_NAME), ignore_errors=True)
-        with working_directory(run_dir), library_output():
+            shutil.rmtree(library_folder(run_dir), ignore_errors=True)
+        with self.library_call():
             self.model = UPA.perforate_model(
                 # Drawing the graph at every score costs about 1.1 s per epoch (measured, ResNet-18 on a
                 # CPU machine), more than a GPU epoch should take: draw_graphs draws it once, at the end.
                 model, save_name=SAVE_NAME, making_graphs=False, maximizing_score=True
             )
         self.tracker = GPA.pai_tracker
+        DendriteTracker.live = self
 
-    def configure(self, pc, settings, device):
-        pc.set_configuration_confirmed(True)  # else an interactive setup screen opens
-        pc.set_testing_dendrite_capacity(False)  # else a 3-dendrite test mode overrides everything
-        pc.set_unwrapped_modules_confirmed(True)  # the other conv+bn pairs stay plain on purpose
-        pc.set_checked_skipped_modules(True)
-        pc.set_weight_decay_accepted(True)
-        pc.set_silent(True)
-        pc.set_device(device)
-        pc.set_module_names_to_perforate(["PAISequential"])  # only the pairs wrapped above
-        pc.set_switch_mode(pc.DOING_NO_SWITCH if self.fixed_cycles else pc.DOING_HISTORY)
-        pc.set_n_epochs_to_switch(settings.history_epochs)
-        pc.set_max_dendrites(settings.max_dendrites)
-        pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
-        # Any higher score is a new best (see end_epoch for how dendrite_min_gain is applied).
-        pc.set_improvement_threshold(0.0)
-        pc.set_improvement_threshold_raw(0.0)
-        pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
-        pc.set_dont_give_up_unless_learning_rate_lowered(False)
-        pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
-        pc.set_candidate_weight_initialization_multiplier(settings.dendrite_init_scale)
-        pc.set_pai_forward_function(ACTIVATIONS[settings.dendrite_activation])
-        # The tracker steps the scheduler at a switch, also at a warm start's switch before any
-        # optimizer step: PyTorch's warning about that order is expected here.
-        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+    def close(self):
+        """The library's state is free for another run (the model keeps working)."""
+        if DendriteTracker.live is self:
+            DendriteTracker.live = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @contextlib.contextmanager
+    def library_call(self):
+        """Around every call into the library: it writes to ./PAI/ of the current directory (so we
+        point that at the run), prints to stdout (stdout is for the results table, so its prints go to
+        stderr), and steps the scheduler at a switch before any optimizer step, also at a warm start
+        (PyTorch's warning about that order is expected here, and silenced here only)."""
+        previous = os.getcwd()
+        os.chdir(self.run_dir)
+        try:
+            with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
+                yield
+        finally:
+            os.chdir(previous)
 
     def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
-        """A fresh optimizer and scheduler for the current architecture (after every restructure).
-        The dendrites' parameters form their own group, at dendrite_lr_multiplier times the learning
-        rate and with dendrite_weight_decay; the network's group comes last, where the tracker reads
-        the learning rate it records."""
+        """(optimizer, scheduler), new for the current architecture (after every restructure). The
+        dendrites' parameters form their own group, at dendrite_lr_multiplier times the learning rate
+        and with dendrite_weight_decay; the network's group comes last, where the tracker reads the
+        learning rate it records."""
         self.tracker.set_optimizer(optimizer_class)
         self.tracker.set_scheduler(scheduler_class)
         dendrite, network = [], []
@@ -145,7 +148,8 @@ class Dendrites:
         groups = [dict(name="dendrites", params=dendrite, lr=optimizer_kwargs["lr"] * self.settings.dendrite_lr_multiplier,
                        weight_decay=self.settings.dendrite_weight_decay),
                   dict(name="network", params=network)]
-        return self.tracker.setup_optimizer(self.model, dict(optimizer_kwargs, params=groups), scheduler_kwargs)
+        with self.library_call():
+            return self.tracker.setup_optimizer(self.model, dict(optimizer_kwargs, params=groups), scheduler_kwargs)
 
     def learn_shapes(self, images, labels):
         """The library learns its tensor shapes from one backward pass; eval mode leaves the
@@ -166,11 +170,9 @@ class Dendrites:
         architecture_scores adds the handicap back."""
         force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
         self.tracker.add_extra_score(train_accuracy, "Train")
-        score = val_accuracy - self.count * self.settings.dendrite_min_gain
-        with working_directory(self.run_dir), library_output():
-            model, restructured, complete = self.tracker.add_validation_score(
-                score, self.model, force_switch=force_switch
-            )
+        score = val_accuracy - self.dendrite_count * self.settings.dendrite_min_gain
+        with self.library_call():
+            model, restructured, complete = self.tracker.add_validation_score(score, self.model, force_switch=force_switch)
         self.model = model
         if complete:  # where the library draws it itself (mid-run its records can be between states)
             self.draw_graphs()
@@ -196,105 +198,64 @@ class Dendrites:
         every epoch up to the kept model's (completing, the tracker reloads that model's records)."""
         self.tracker.making_graphs = True
         try:
-            with working_directory(self.run_dir), library_output():
+            with self.library_call():
                 self.tracker.save_graphs()
         finally:
             self.tracker.making_graphs = False
 
-    def keep_outputs(self):
-        """Copy the library's final growth graph and CSVs from its folder into the run folder, and
-        give its own files the mode any new file gets (it writes its checkpoints with mode 0600)."""
-        library_dir = os.path.join(self.run_dir, SAVE_NAME)
-        for name in os.listdir(library_dir):
-            os.chmod(os.path.join(library_dir, name), new_file_mode())
-            final = name.startswith(SAVE_NAME) and "before" not in name and "noImprove" not in name
-            if final and name.endswith((".png", ".csv")):
-                with open(os.path.join(library_dir, name), "rb") as f:
-                    write_atomic(os.path.join(self.run_dir, name), f.read())
-
-    def architecture_scores(self):
-        """[(params, best validation accuracy)] per dendrite count 0, 1, ..., from the library's own
-        table (columns: parameters, best validation score, ...), without end_epoch's handicap."""
-        with open(os.path.join(self.run_dir, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
-            rows = [row for row in list(csv.reader(f))[1:] if row]
-        return [(int(float(row[0])), float(row[1]) + count * self.settings.dendrite_min_gain)
-                for count, row in enumerate(rows)]
-
-    def state(self):
+    def checkpoint_state(self):
         """Model weights (dendrites included) and the tracker's whole history, for a checkpoint."""
         return {"model": self.model.state_dict(), "tracker": self.tracker.to_string()}
 
     def restore(self, state):
-        """Undo state(): grows the saved dendrites into this freshly converted model."""
+        """Undo checkpoint_state() into this freshly converted model; returns the model. A restored
+        step must be the same as a fresh one: each module whose output shape the saved state knows
+        gets back the Python flag that stops the library's shape hook (see the module docstring)."""
         self.model = self.UPA.load_net_from_dict(self.model, state["model"])
         self.tracker.reset_module_vector(self.model, True)
         self.tracker.from_string(state["tracker"])
+        for module in wrapped_modules(self.model):
+            if bool(module.dendrite_module.dendrite_values[0].current_d_init.item()):  # once, on restore
+                module._fb_init_done = True
         return self.model
 
-    @torch.no_grad()
-    def contribution(self, images):
-        """How much the dendrites add to the outputs of the modules that hold them, on images (a fixed
-        batch, in eval mode): {'dendrite_scale': mean |dendrites_to_top|, 'dendrite_share': the share
-        of the modules' output variance that the dendrites' term carries, then the same for each
-        dendrite k ('dendrite<k>_scale', 'dendrite<k>_share'), k up to max_dendrites; 0 where none}.
-
-        Each module is run again on the input it got in one forward of the model, with a dendrite's
-        output scale set to zero: the difference is that dendrite's term, in that module alone (so
-        no library internal beyond dendrites_to_top is needed). Variances are per channel, over
-        images and positions, summed over channels (a constant shift per channel is a bias, not a
-        contribution); the shares are averaged over the modules."""
-        figures = {"dendrite_scale": 0.0, "dendrite_share": 0.0}
-        for k in range(1, self.settings.max_dendrites + 1):
-            figures.update({f"dendrite{k}_scale": 0.0, f"dendrite{k}_share": 0.0})
-        modules = [m for m in self.model.modules() if getattr(m, "dendrite_modules_added", 0) > 0]
-        if not modules:
-            return figures
-        scales = [module.dendrites_to_top[-1] for module in modules]  # dendrites x channels, the one in use
-        kept = [scale.detach().clone() for scale in scales]
-        inputs = {}
-        hooks = [module.register_forward_pre_hook(lambda m, args: inputs.__setitem__(m, args[0])) for module in modules]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            self.model(images)
-            outputs = [module(inputs[module]).float() for module in modules]
-
-            def share_without(dendrites):
-                shares = []
-                for module, output, scale, value in zip(modules, outputs, scales, kept):
-                    scale[dendrites] = 0
-                    shares.append(variance_share(output, output - module(inputs[module]).float()))
-                    scale.copy_(value)
-                return float(torch.stack(shares).mean())
-
-            count = len(kept[0])
-            figures["dendrite_scale"] = float(torch.cat([value.abs().flatten() for value in kept]).mean())
-            figures["dendrite_share"] = share_without(list(range(count)))
-            for k in range(count):
-                figures[f"dendrite{k + 1}_scale"] = float(torch.stack([value[k].abs().mean() for value in kept]).mean())
-                figures[f"dendrite{k + 1}_share"] = share_without([k]) if count > 1 else figures["dendrite_share"]
-        finally:
-            for scale, value in zip(scales, kept):
-                scale.copy_(value)
-            for hook in hooks:
-                hook.remove()
-            self.model.train(was_training)
-        return figures
-
     @property
-    def count(self):
+    def dendrite_count(self):
         """Dendrites in the current model."""
         return int(self.tracker.member_vars["num_dendrites_added"])
 
-    def parameters(self):
+    def parameter_count(self):
         """Parameter count without the hidden copies the library keeps to grow new dendrites."""
         return int(self.UPA.count_params(self.model))
 
 
-def variance_share(output, term):
-    """sum_c Var(term)_c / sum_c Var(output)_c, variances over images and positions (channels: dim 1)."""
-    dims = [d for d in range(output.dim()) if d != 1]
-    return term.var(dim=dims).sum() / output.var(dim=dims).sum()
+def configure(pc, settings, device):
+    """The library's process-wide settings for one run (all before perforate_model)."""
+    pc.set_configuration_confirmed(True)  # else an interactive setup screen opens
+    pc.set_testing_dendrite_capacity(False)  # else a 3-dendrite test mode overrides everything
+    pc.set_unwrapped_modules_confirmed(True)  # the other conv+bn pairs stay plain on purpose
+    pc.set_checked_skipped_modules(True)
+    pc.set_weight_decay_accepted(True)
+    pc.set_silent(True)
+    pc.set_device(device)
+    pc.set_module_names_to_perforate(["PAISequential"])  # only the pairs wrapped above
+    pc.set_switch_mode(pc.DOING_NO_SWITCH if settings.switch_mode == "fixed" else pc.DOING_HISTORY)
+    pc.set_n_epochs_to_switch(settings.history_epochs)
+    pc.set_max_dendrites(settings.max_dendrites)
+    pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
+    # Any higher score is a new best (see DendriteTracker.end_epoch for how dendrite_min_gain is applied).
+    pc.set_improvement_threshold(0.0)
+    pc.set_improvement_threshold_raw(0.0)
+    pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
+    pc.set_dont_give_up_unless_learning_rate_lowered(False)
+    pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
+    pc.set_candidate_weight_initialization_multiplier(settings.dendrite_init_scale)
+    pc.set_pai_forward_function(ACTIVATIONS[settings.dendrite_activation])
+
+
+def wrapped_modules(model):
+    """The library's modules that hold dendrites (or can grow them), in model order."""
+    return [module for module in model.modules() if hasattr(module, "dendrites_to_top")]
 
 
 def use_activation(name):
@@ -322,48 +283,30 @@ def to_device(model, device, memory_format=torch.preserve_format):
     return model
 
 
-def load_dendritic_model(model, module_names, settings, state, device):
-    """A finished dendritic run's model: model (freshly built) converted as training converted it,
-    with the saved dendrites grown into it. Raises ValueError when state does not belong to it.
-    perforatedai keeps one tracker per process: this replaces it, so load outside a training process."""
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("tracker"), str):
-        raise ValueError("not a dendritic checkpoint")
-    # The library prints its progress, and on a checkpoint that does not fit it stops in pdb. So
-    # its output is dropped, its stdin is empty (pdb would quit at once instead of waiting at a
-    # prompt) and a scratch folder takes the files it writes: never the run folder or the cwd.
-    with tempfile.TemporaryDirectory(prefix="predict-") as scratch, quiet_library():
-        try:
-            dendrites = Dendrites(model, module_names, settings, run_dir=scratch, device=str(device))
-        except Exception as error:  # e.g. dendrite_modules naming layers this model does not have
-            raise ValueError(f"cannot convert the model: {error}") from None
-        if not fits(dendrites.model, state["model"], module_names):
-            raise ValueError("the saved weights do not fit the converted model")
-        try:
-            return dendrites.restore(state)
-        except Exception as error:
-            raise ValueError(f"the library refused the saved dendrites: {error}") from None
+# ---------------------------------------------------------------------------------------------
+# The library's files, in <run_dir>/PAI/: its growth graph, its score tables, its checkpoints.
+# ---------------------------------------------------------------------------------------------
+
+def library_folder(run_dir):
+    return os.path.join(run_dir, SAVE_NAME)
 
 
-def fits(converted_model, saved, module_names):
-    """Whether a dendritic state_dict belongs to this converted model: it has every key of the
-    model, the same weight shapes, and its only extra keys are dendrites of the wrapped modules.
-    Checked before the library sees it, because the library's own check ends in pdb."""
-    expected = converted_model.state_dict()
-    weights = dict(converted_model.named_parameters())
-    extra = [key for key in saved if key not in expected]
-    return (all(key in saved for key in expected)
-            and all(saved[key].shape == weight.shape for key, weight in weights.items())
-            and all(key.startswith(tuple(name + "." for name in module_names)) for key in extra))
+def copy_library_outputs(run_dir):
+    """Copy the library's final growth graph and CSVs from its folder into the run folder, and
+    give its own files the mode any new file gets (it writes its checkpoints with mode 0600)."""
+    folder = library_folder(run_dir)
+    for name in os.listdir(folder):
+        os.chmod(os.path.join(folder, name), new_file_mode())
+        final = name.startswith(SAVE_NAME) and "before" not in name and "noImprove" not in name
+        if final and name.endswith((".png", ".csv")):
+            with open(os.path.join(folder, name), "rb") as f:
+                write_atomic(os.path.join(run_dir, name), f.read())
 
 
-@contextlib.contextmanager
-def quiet_library():
-    """perforatedai's prints dropped and an empty stdin, for the duration of a load. stderr too:
-    Dendrites sends the library's stdout there, and training progress means nothing here."""
-    stdin, dropped = sys.stdin, io.StringIO()
-    sys.stdin = io.StringIO("")
-    try:
-        with contextlib.redirect_stdout(dropped), contextlib.redirect_stderr(dropped):
-            yield
-    finally:
-        sys.stdin = stdin
+def architecture_scores(run_dir, min_gain):
+    """[(params, best validation accuracy)] per dendrite count 0, 1, ..., from the library's own
+    table (columns: parameters, best validation score, ...), without end_epoch's handicap of
+    min_gain points per dendrite."""
+    with open(os.path.join(run_dir, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
+        rows = [row for row in list(csv.reader(f))[1:] if row]
+    return [(int(float(row[0])), float(row[1]) + count * min_gain) for count, row in enumerate(rows)]

@@ -6,11 +6,17 @@ Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is the u
 get dendrites: perforatedai needs each norm layer wrapped together with the layer it follows
 (dendrites.py does the wrapping).
 """
-import torch
-from torch import nn
-import torch.nn.functional as F
+import os
+import sys
 
-from utils import split_list
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dendritic_experiment.utils import split_list  # noqa: E402
 
 
 class ConvBN(nn.Sequential):

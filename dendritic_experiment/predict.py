@@ -5,7 +5,7 @@
 
 prints, for each image, its most likely classes with their probabilities. In Python:
 
-    from predict import Predictor
+    from dendritic_experiment.predict import Predictor
     predictor = Predictor.load("results/resnet18", device="cpu")
     predictor.predict(Image.open("photo.jpg"), top_k=3)    # [("apple", 0.83), ("pear", 0.07), ...]
     predictor.predict_batch([image, other_image])          # one such list per image
@@ -14,19 +14,25 @@ Any image size or mode works: each is converted to RGB and resized to the 32x32 
 trained on, then normalised exactly as in training (data.prepare_batch).
 """
 import argparse
+import contextlib
+import io
 import os
 import sys
+import tempfile
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from data import DATASETS, prepare_batch
-from dendrites import load_dendritic_model, to_device, use_activation
-from models import MODELS, build_model, dendrite_modules_of
-from settings import DENDRITE_SETTINGS, pick_device, valid_device_name
-from utils import ExperimentError, read_json, run_cli
+if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
+from dendritic_experiment.dendrites import DendriteTracker, LibraryInUse, to_device, use_activation  # noqa: E402
+from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of  # noqa: E402
+from dendritic_experiment.settings import DENDRITE_SETTINGS, pick_device, valid_device_name  # noqa: E402
+from dendritic_experiment.utils import ExperimentError, read_json, run_cli  # noqa: E402
 
 IMAGE_SIZE = 32  # CIFAR resolution: every model here saw only 32x32 inputs
 BATCH_SIZE = 256  # images per forward pass: bounds memory for long lists of images
@@ -135,6 +141,57 @@ def restore_dendrites(model, state, result, path, device):
                                     state, device)
     except ValueError:
         raise foreign_checkpoint(path, result) from None
+
+
+def load_dendritic_model(model, module_names, settings, state, device):
+    """A finished dendritic run's model: model (freshly built) converted as training converted it,
+    with the saved dendrites grown into it. Raises ValueError when state does not belong to it.
+    perforatedai keeps one tracker per process: this one is released once the model is restored,
+    and while a run trains in this process (its tracker live) loading is refused."""
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("tracker"), str):
+        raise ValueError("not a dendritic checkpoint")
+    # The library prints its progress, and on a checkpoint that does not fit it stops in pdb. So
+    # its output is dropped, its stdin is empty (pdb would quit at once instead of waiting at a
+    # prompt) and a scratch folder takes the files it writes: never the run folder or the cwd.
+    with tempfile.TemporaryDirectory(prefix="predict-") as scratch, quiet_library():
+        try:
+            tracker = DendriteTracker(model, module_names, settings, run_dir=scratch, device=str(device))
+        except LibraryInUse:
+            raise
+        except Exception as error:  # e.g. dendrite_modules naming layers this model does not have
+            raise ValueError(f"cannot convert the model: {error}") from None
+        with tracker:
+            if not fits(tracker.model, state["model"], module_names):
+                raise ValueError("the saved weights do not fit the converted model")
+            try:
+                return tracker.restore(state)
+            except Exception as error:
+                raise ValueError(f"the library refused the saved dendrites: {error}") from None
+
+
+def fits(converted_model, saved, module_names):
+    """Whether a dendritic state_dict belongs to this converted model: it has every key of the
+    model, the same weight shapes, and its only extra keys are dendrites of the wrapped modules.
+    Checked before the library sees it, because the library's own check ends in pdb."""
+    expected = converted_model.state_dict()
+    weights = dict(converted_model.named_parameters())
+    extra = [key for key in saved if key not in expected]
+    return (all(key in saved for key in expected)
+            and all(saved[key].shape == weight.shape for key, weight in weights.items())
+            and all(key.startswith(tuple(name + "." for name in module_names)) for key in extra))
+
+
+@contextlib.contextmanager
+def quiet_library():
+    """perforatedai's prints dropped and an empty stdin, for the duration of a load. stderr too:
+    the tracker sends the library's stdout there, and training progress means nothing here."""
+    stdin, dropped = sys.stdin, io.StringIO()
+    sys.stdin = io.StringIO("")
+    try:
+        with contextlib.redirect_stdout(dropped), contextlib.redirect_stderr(dropped):
+            yield
+    finally:
+        sys.stdin = stdin
 
 
 def to_pixels(image):

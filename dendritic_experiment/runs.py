@@ -8,20 +8,20 @@ train_run owns what every run does (the epoch, the NaN check, validation, histor
 checkpoint, the final test); a run class says only what differs: how it starts, its schedule,
 what happens after an epoch and when it is complete.
 """
+import abc
 import os
-import sys
 import time
 
 import torch
-from tqdm import tqdm
 
-from data import prepare_batch
-from dendrites import Dendrites, library_version
-from models import build_model, dendrite_modules_of
-from train import evaluate, final_test, steps_per_epoch, train_one_epoch, warmup_cosine
-from utils import ExperimentError, save_torch, write_csv
+from dendritic_experiment.checkpoint import Checkpoint, EpochLog
+from dendritic_experiment.contribution import contribution
+from dendritic_experiment.data import prepare_batch
+from dendritic_experiment.dendrites import DendriteTracker, architecture_scores, copy_library_outputs, library_version
+from dendritic_experiment.models import build_model, dendrite_modules_of
+from dendritic_experiment.train import evaluate, final_test, steps_per_epoch, train_one_epoch, warmup_cosine
+from dendritic_experiment.utils import ExperimentError, save_torch
 
-CHECKPOINT_FORMAT = 2  # a checkpoint of another layout is ignored, not misread
 CONTRIBUTION_IMAGES = 256  # validation images on which a dendritic run measures what its dendrites add
 
 
@@ -33,25 +33,28 @@ def train_run(run, run_name, run_dir, cache_key, tracking=None):
     log = EpochLog(run_dir, run_name, tracking)
     scaler = setup.grad_scaler()
     state, started = checkpoint.load(), time.time()
-    if state:
-        run.resume(state["run"], state["epoch"])
-        scaler.load_state_dict(state["scaler"])
-        log.rows, epoch, seconds = state["history"], state["epoch"], state["seconds"]
-        checkpoint.restore_random_state(state)
-    else:
-        run.start()
-        epoch, seconds = 0, time.time() - started  # a warm start scores the baseline first
-    while not run.complete:
-        epoch += 1
-        row, restructured = train_epoch(run, run_name, epoch, scaler, checkpoint)
-        seconds += row["seconds"]
-        log.add(row)
-        if not run.complete and checkpoint.due(force=restructured):  # the library's files change at a restructure
-            checkpoint.save(epoch=epoch, seconds=seconds, history=log.rows, scaler=scaler.state_dict(),
-                            run=run.state_dict())
-    result = run.result(log.rows)
-    save_torch(os.path.join(run_dir, "model.pt"), run.saved_model())
-    test_accuracy = final_test(run.model, run.data, setup, run_dir)
+    try:
+        if state:
+            run.resume(state["run"], state["epoch"])
+            scaler.load_state_dict(state["scaler"])
+            log.rows, epoch, seconds = state["history"], state["epoch"], state["seconds"]
+            checkpoint.restore_random_state(state)
+        else:
+            run.start()
+            epoch, seconds = 0, time.time() - started  # a warm start scores the baseline first
+        while not run.complete:
+            epoch += 1
+            row, restructured = train_epoch(run, run_name, epoch, scaler, checkpoint)
+            seconds += row["seconds"]
+            log.add(row)
+            if not run.complete and checkpoint.due(force=restructured):  # the library's files change at a restructure
+                checkpoint.save(epoch=epoch, seconds=seconds, history=log.rows, scaler=scaler.state_dict(),
+                                run=run.state_dict())
+        result = run.result(log.rows)
+        save_torch(os.path.join(run_dir, "model.pt"), run.saved_model())
+        test_accuracy = final_test(run.model, run.data, setup, run_dir)
+    finally:
+        run.close()
     return dict(result, test_accuracy=test_accuracy, epochs=epoch, seconds=seconds)
 
 
@@ -92,8 +95,13 @@ def cycle_schedule(settings, length):
     return torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=warmup_cosine(length, 0))
 
 
-class Run:
-    """One training run: its model, optimizer and schedule, and what happens around each epoch."""
+class Run(abc.ABC):
+    """One training run: its model, optimizer and schedule, and what happens around each epoch.
+
+    train_run calls start() or resume(), then for each epoch begin_epoch(), trains self.model with
+    self.optimizer (and self.batch_scheduler), validates, and calls end_epoch(), until self.complete;
+    state_dict() goes into the checkpoint, result() and saved_model() into the results, and close()
+    always comes last. The methods without a body here are what every run must provide."""
 
     batch_scheduler = None  # a schedule stepped after every batch (the baseline's), else None
     complete = False  # set by end_epoch when the run has trained its last epoch
@@ -110,6 +118,27 @@ class Run:
             model.load_state_dict(weights)
         return model
 
+    @abc.abstractmethod
+    def start(self):
+        """Model, optimizer and schedule for the first epoch."""
+
+    @abc.abstractmethod
+    def resume(self, state, epoch):
+        """The same from state_dict(), saved after epoch `epoch`."""
+
+    @abc.abstractmethod
+    def end_epoch(self, epoch, val_accuracy, train_accuracy):
+        """After an epoch's validation; sets self.complete. Returns whether the model was restructured."""
+
+    @abc.abstractmethod
+    def state_dict(self):
+        """Everything resume() needs, for the checkpoint."""
+
+    @abc.abstractmethod
+    def result(self, history):
+        """The run's result: params, dendrites, val_accuracy (of the model it reports), ...; the
+        model it reports is self.model from then on."""
+
     def begin_epoch(self, epoch):
         """Before an epoch trains: nothing, unless a run starts a new cycle there."""
 
@@ -123,6 +152,9 @@ class Run:
     def saved_model(self):
         """What model.pt holds."""
         return self.model.state_dict()
+
+    def close(self):
+        """After the run, finished or not: nothing, unless it holds process-wide state."""
 
 
 class BaselineRun(Run):
@@ -171,7 +203,7 @@ class DendriticRun(Run):
     def convert(self, weights, resuming):
         model = self.setup.place(self.new_model(weights))
         modules = dendrite_modules_of(self.model_name, self.settings.dendrite_modules)
-        self.dendrites = Dendrites(model, modules, self.settings, self.run_dir, str(self.setup.device), resuming)
+        self.dendrites = DendriteTracker(model, modules, self.settings, self.run_dir, str(self.setup.device), resuming)
         self.model = self.setup.place(self.dendrites.model)
         # The same validation images every epoch, so that the contribution figures compare.
         self.probe_images = prepare_batch(self.data.val_images[:CONTRIBUTION_IMAGES], memory_format=self.setup.memory_format,
@@ -212,16 +244,21 @@ class DendriticRun(Run):
             torch.optim.SGD, self.setup.optimizer_kwargs(peak), *cycle_schedule(self.settings, self.cycle_length(first_phase)))
 
     def progress(self, epoch):
-        return f"{epoch} (dendrites {self.dendrites.count})"
+        return f"{epoch} (dendrites {self.dendrites.dendrite_count})"
 
     def columns(self):
-        return {"dendrites": self.dendrites.count, "params": self.dendrites.parameters(),
-                **self.dendrites.contribution(self.probe_images)}
+        return {"dendrites": self.dendrites.dendrite_count, "params": self.dendrites.parameter_count(),
+                **self.contribution()}
+
+    def contribution(self):
+        return contribution(self.model, self.probe_images, self.settings.max_dendrites)
 
     def end_epoch(self, epoch, val_accuracy, train_accuracy):
         self.epochs_in_cycle += 1
         model, restructured, self.complete = self.dendrites.end_epoch(
             val_accuracy, train_accuracy, self.epochs_in_cycle, self.cycle_length(self.first_phase))
+        # Load-bearing: the library's save of a new best made every parameter contiguous, undoing
+        # channels_last, and a restructure adds new modules: place() puts the layout back.
         self.model = self.setup.place(model)
         if restructured and not self.complete:
             self.new_cycle(first_phase=False)
@@ -229,28 +266,32 @@ class DendriticRun(Run):
         return restructured
 
     def state_dict(self):
-        return {"dendrites": self.dendrites.state(), "first_phase": self.first_phase,
+        return {"dendrites": self.dendrites.checkpoint_state(), "first_phase": self.first_phase,
                 "epochs_in_cycle": self.epochs_in_cycle, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict()}
 
     def saved_model(self):
-        return self.dendrites.state()
+        return self.dendrites.checkpoint_state()
+
+    def close(self):
+        if hasattr(self, "dendrites"):
+            self.dendrites.close()
 
     def result(self, history):
-        self.dendrites.keep_outputs()
+        copy_library_outputs(self.run_dir)
         val = evaluate(self.model, self.data.val_images, self.data.val_labels, self.setup)
         dendrite_counts = [row["dendrites"] for row in history]
         warm = self.baseline_weights is not None
         return {
-            "params": self.dendrites.parameters(),
+            "params": self.dendrites.parameter_count(),
             "val_accuracy": val["accuracy"],
-            "dendrites": self.dendrites.count,
+            "dendrites": self.dendrites.dendrite_count,
             "start": "baseline" if warm else "scratch",
             "epochs_including_baseline": len(history) + (self.settings.epochs if warm else 0),
             # Epochs trained with each dendrite count, in order: the continued control repeats these cycles.
             "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
-            "architectures": self.dendrites.architecture_scores(),
-            "contribution": self.dendrites.contribution(self.probe_images),  # of the dendrites kept
+            "architectures": architecture_scores(self.run_dir, self.settings.dendrite_min_gain),
+            "contribution": self.contribution(),  # of the dendrites kept
             "library": library_version(),
         }
 
@@ -323,78 +364,3 @@ class ContinuedRun(Run):
 
 def clone_state(model):
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-
-class Checkpoint:
-    """run_dir/checkpoint.pt: all a run needs to go on after an epoch it finished.
-
-    Written atomically, at most every every_seconds (settings.checkpoint_seconds): a ResNet-18's
-    90 MB take ~0.3 s to write (measured on a CPU machine's disk), too much to pay every epoch when
-    a GPU epoch takes seconds. A crash costs at most every_seconds of training plus the epoch in
-    progress. Only a checkpoint from the same settings is used.
-    """
-
-    def __init__(self, run_dir, run_name, cache_key, device, every_seconds):
-        self.path, self.run_name, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, device
-        # Random state and optimizer options belong to a device type: resume only on the same kind.
-        self.settings = dict(cache_key, device_type=device.type, checkpoint_format=CHECKPOINT_FORMAT)
-        self.every_seconds, self.saved_at, self.epoch = every_seconds, time.monotonic(), None
-
-    def load(self):
-        """The saved state, or None to start from the beginning."""
-        if not os.path.exists(self.path):
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            tqdm.write(f"{self.run_name}: {self.path} cannot be read ({type(error).__name__}); "
-                       "training this run from the start", file=sys.stderr)
-            return None
-        if state.get("settings") != self.settings:
-            tqdm.write(f"{self.run_name}: the checkpoint is from other settings; training from the start",
-                       file=sys.stderr)
-            return None
-        tqdm.write(f"{self.run_name}: resuming after epoch {state['epoch']}", file=sys.stderr)
-        self.epoch = state["epoch"]
-        return state
-
-    def restore_random_state(self, state):
-        """Call last before training: building models draws random numbers too."""
-        torch.set_rng_state(state["rng"]["cpu"])
-        if self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-
-    def due(self, force=False):
-        return force or time.monotonic() - self.saved_at >= self.every_seconds
-
-    def save(self, **state):
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        save_torch(self.path, dict(state, settings=self.settings, rng=rng))
-        self.saved_at, self.epoch = time.monotonic(), state["epoch"]
-
-
-class EpochLog:
-    """history.csv of a run, rewritten after every epoch, and a one-line summary per epoch."""
-
-    def __init__(self, run_dir, run_name, tracking=None):
-        self.path, self.run_name, self.rows = os.path.join(run_dir, "history.csv"), run_name, []
-        self.tracking = tracking  # a wandb run, or None
-
-    def add(self, row):
-        previous_dendrites = self.rows[-1].get("dendrites", 0) if self.rows else 0
-        if self.tracking and row.get("dendrites", 0) > previous_dendrites:
-            self.tracking.log({"dendrite_added": row["dendrites"]}, commit=False)
-        self.rows.append(row)
-        write_csv(self.path, self.rows)
-        if self.tracking:
-            self.tracking.log(row)
-        extra = (f"  dendrites {row['dendrites']} ({row['dendrite_share']:.3%} of their layers' output variance)"
-                 if "dendrites" in row else "")
-        tqdm.write(
-            f"{self.run_name} epoch {row['epoch']}: train loss {row['train_loss']:.3f} "
-            f"acc {row['train_accuracy']:.2f}%  val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.2f}%  "
-            f"lr {row['lr']:.4f}  {row['seconds']:.1f}s{extra}",
-            file=sys.stderr,
-        )

@@ -1,6 +1,6 @@
-"""config.py turned into flags and checked settings, and what follows from settings alone: the runs
-and seeds to train, the settings each run's result depends on, the device and the precision.
-Nothing here touches the file system (main.py checks the results folder)."""
+"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds,
+the settings each run's result depends on, the device and the precision. Nothing here touches the
+file system (main.py checks the results folder); experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
 import os
@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import torch
 
-import config
-from data import DATASETS
-from dendrites import ACTIVATIONS
-from models import MODELS, build_model, dendrite_modules_of, dendrite_slots
-from utils import ExperimentError, split_list
+from dendritic_experiment import config
+from dendritic_experiment.data import DATASETS
+from dendritic_experiment.dendrites import ACTIVATIONS
+from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of, dendrite_slots
+from dendritic_experiment.utils import ExperimentError, split_list
 
 # ---------------------------------------------------------------------------------------------
 # config.py is the single source: every name there is also a --flag.
@@ -76,7 +76,7 @@ def parse_settings(argv=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Runs, and the settings their results depend on.
+# Run names, and the settings results depend on.
 # ---------------------------------------------------------------------------------------------
 
 RUN_KINDS = ("baseline", "dendritic", "continued")
@@ -100,44 +100,10 @@ def split_run_name(run_name):
     return run_name, "baseline"
 
 
-def result_settings(settings, run_name, seed, precision):
-    """The settings this run's result depends on (without what it starts from: see main.Experiment)."""
-    model_name, kind = split_run_name(run_name)
+def result_settings(settings, model, kind, seed, precision):
+    """The settings a run's result depends on (without what it starts from: see Experiment.cache_key)."""
     names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
-    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model_name, precision=precision)
-
-
-def run_names(settings):
-    """--experiments in order, with each warm-started dendritic run's control right after it."""
-    names = []
-    for run in split_list(settings.experiments):
-        names.append(run)
-        model, kind = split_run_name(run)
-        control = model + "_continued"
-        if kind == "dendritic" and settings.warm_start and settings.control and control not in names:
-            names.append(control)
-    return list(dict.fromkeys(names))
-
-
-def control_source(settings, run_name):
-    """The dendritic run whose cycles a _continued control repeats: its own model's when that is among
-    the runs (or when none is), else the first dendritic run listed, so that resnet34_continued gives
-    ResNet-34 as much extra training as resnet18_dendritic had."""
-    own = split_run_name(run_name)[0] + "_dendritic"
-    listed = [run for run in run_names(settings) if split_run_name(run)[1] == "dendritic"]
-    return own if own in listed or not listed else listed[0]
-
-
-def planned_epochs(run_name, settings):
-    """{dendrite count: epochs} the run trains at these settings; a dendritic run and its control
-    at most, since the tracker stops early when a dendrite does not improve validation."""
-    kind = split_run_name(run_name)[1]
-    if kind == "baseline":
-        return {0: settings.epochs}
-    if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
-        return {0: settings.max_dendrites * settings.dendrite_epochs}
-    cycles = dict.fromkeys(range(1, settings.max_dendrites + 1), settings.dendrite_epochs)
-    return cycles if settings.warm_start else {0: settings.epochs, **cycles}
+    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model, precision=precision)
 
 
 def seed_list(settings):

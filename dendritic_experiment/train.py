@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import prepare_batch
-from dendrites import to_device
-from models import build_model
-from utils import save_torch
+from dendritic_experiment.data import prepare_batch
+from dendritic_experiment.dendrites import to_device
+from dendritic_experiment.models import build_model
+from dendritic_experiment.utils import save_torch
 
 REFRESH_STEPS = 25
 

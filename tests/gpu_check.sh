@@ -4,7 +4,7 @@
 # its own log, a line of stages.tsv), so a run cut short still returns what it finished.
 #
 #   bash tests/gpu_check.sh              # on the GPU machine: about 7 minutes on one H100
-#   bash tests/gpu_check.sh --dry-run    # on the CPU: tiny sizes, everything but CUDA (2.5 minutes on 2 cores)
+#   bash tests/gpu_check.sh --dry-run    # on the CPU: tiny sizes, everything but CUDA (2 minutes on 2 cores)
 #
 # Stages, in order (a failed stage does not stop the next; a stage that would not fit in what is
 # left of the time budget is skipped):
@@ -21,19 +21,15 @@
 #
 # The image has Python 3.12 and its own torch (and torchvision), not perforatedai; the machine has
 # no network. So the wheels are fetched here, beforehand, into .whl/ (git-ignored: the device tool
-# must carry it), with (38.7 MB; the versions of pandas, matplotlib and contourpy are capped so that
-# they also work with a numpy 1.26 image):
+# must carry it; about 56 MB; pandas, matplotlib and contourpy capped to work with a numpy 1.26 image;
+# cryptography, cffi and pycparser: perforatedai's import needed them on that image, shared/PAI_NOTES.md):
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl perforatedai==3.2.9 safetensors "pandas>=2.2,<3" pytz tzdata "python-dateutil<3" six \
-#       "matplotlib<3.11" "contourpy<1.4" cycler kiwisolver pyparsing packaging tqdm
+#       "matplotlib<3.11" "contourpy<1.4" cycler kiwisolver pyparsing packaging tqdm cryptography cffi
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3 --implementation py \
-#       --platform any -d .whl fonttools      # the pure-Python wheel: 1.2 MB instead of 5.4
-#
-# perforatedai's own requirements also list cryptography, pyyaml and requests; its import and
-# everything this project calls use none of them, so they are not carried.
-#
+#       --platform any -d .whl fonttools pycparser     # fonttools' pure-Python wheel: 1.2 MB instead of 5.4
 # Environment: OUT (default: a new temporary folder), PYTHON (default python3), BUDGET_SECONDS
 # (default 450 on the GPU: every stage must have ended by then; the summary follows).
 # Nothing is written into the repository: data and results go to a temporary folder, removed at
@@ -95,11 +91,9 @@ fi
 RESUME_FLAGS="--seeds 0 --experiments resnet18,resnet18_dendritic --no-control --max-dendrites 2 --checkpoint-seconds 0 $RESUME_FLAGS"
 SHARE_FLAGS="--seeds 0 $SHARE_FLAGS"
 KILL_AFTER_EPOCHS=2   # of the dendritic run: mid-way through its first dendrite cycle
-export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the repository
-export MPLBACKEND=Agg
+export PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg   # no __pycache__ in the repository; pictures as files
 
-# Wall-clock helpers in plain bash (the image may have no bc).
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }  # wall-clock helpers in plain bash (the image may have no bc)
 seconds_since() { local ms=$(($(now_ms) - $1)); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 # --- One stage (this script run again with --stage NAME, under `timeout`) --------------------------
@@ -141,7 +135,8 @@ import importlib.util
 def missing(name):
     return importlib.util.find_spec(name) is None
 # package (its import name is its wheel's name) -> {import name: wheel} of what it needs besides numpy, pillow
-NEEDS = {"perforatedai": {}, "safetensors": {}, "tqdm": {},
+NEEDS = {"perforatedai": {"cryptography": "cryptography", "cffi": "cffi", "pycparser": "pycparser"},
+         "safetensors": {}, "tqdm": {},
          "pandas": {"pytz": "pytz", "tzdata": "tzdata", "dateutil": "python-dateutil", "six": "six"},
          "matplotlib": {"contourpy": "contourpy", "cycler": "cycler", "fontTools": "fonttools",
                         "kiwisolver": "kiwisolver", "pyparsing": "pyparsing", "packaging": "packaging",
@@ -244,10 +239,10 @@ sys.exit(0 if epochs == list(range(1, len(epochs) + 1)) else 1)
 EOF
 }
 
-stage_benchmark() {  # its table (stdout) also goes to benchmark.txt, for the summary
-    set -o pipefail
+stage_benchmark() {  # its table (stdout) also to benchmark.txt; run in an empty folder, which it must leave empty
+    set -o pipefail; mkdir "$WORK/benchmark" && cd "$WORK/benchmark" || return 1
     "$PY" "$REPO/dendritic_experiment/benchmark.py" --device "$DEVICE" $BENCHMARK_FLAGS --output "$OUT/benchmark.json" \
-        | tee "$OUT/benchmark.txt"
+        | tee "$OUT/benchmark.txt" && [ -z "$(ls -A)" ] || { echo "FAILED (or left files here: $(ls -A))"; return 1; }
 }
 
 # A short run of the default experiment and its projection (timed: as README says; compile: with --compile).
@@ -321,8 +316,8 @@ SMALL_DATA=$WORK/small_data
 FULL_DATA=$WORK/full_data
 export OUT WORK SITE SMALL_DATA FULL_DATA
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-# tests/tiny_models.py imports the project's modules without setting the path itself.
-[ "$DRY_RUN" = 1 ] && PYTHONPATH=$PYTHONPATH:$REPO/dendritic_experiment
+# tests/tiny_models.py imports the package without setting the path itself.
+[ "$DRY_RUN" = 1 ] && PYTHONPATH=$PYTHONPATH:$REPO
 STARTED=$(date +%s)
 DEADLINE=$((STARTED + BUDGET_SECONDS))
 FAILED=0

@@ -5,26 +5,33 @@ import os
 import subprocess
 import sys
 
-from utils import read_csv
+from dendritic_experiment.utils import read_csv
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-PACKAGE = os.path.join(os.path.dirname(TESTS), "dendritic_experiment")
+ROOT = os.path.dirname(TESTS)
+PACKAGE = os.path.join(ROOT, "dendritic_experiment")
 TINY_MAIN = os.path.join(TESTS, "tiny_models.py")  # main.py with tiny stand-ins for the ResNets
 
 
 def script_environment():
     """A subprocess's environment in which tests/ and the package import as they do under pytest."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([PACKAGE, TESTS, os.environ.get("PYTHONPATH", "")]))
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
 
 
-def main_command(args, tiny_models_on=True):
-    return [sys.executable, TINY_MAIN if tiny_models_on else os.path.join(PACKAGE, "main.py"), *args]
+def main_command(args):
+    return [sys.executable, TINY_MAIN, *args]
 
 
-def run_main(args, cwd, tiny_models_on=True, timeout=600, **environment):
+def run_main(args, cwd, timeout=600, **environment):
     """main.py in a real process with stdin closed, as CI and nohup run it; environment: extra variables."""
-    return subprocess.run(main_command(args, tiny_models_on), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+    return subprocess.run(main_command(args), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout, env=dict(script_environment(), **environment))
+
+
+def repository_files():
+    """The repository's files, bytecode caches aside (pytest writes those)."""
+    return {os.path.join(path, name) for path, folders, names in os.walk(ROOT)
+            if "__pycache__" not in path and ".pytest_cache" not in path and "/.git" not in path for name in names}
 
 
 def read_history(run_dir):
@@ -56,8 +63,9 @@ def read_only_folder():
 
 def nan_loss():
     """A Ray worker setup hook: tiny models, and a training loss that is NaN from the first step."""
+    from dendritic_experiment import train
+
     import tiny_models
-    import train
 
     tiny_models.use_tiny_models()
     real_step = train.training_step

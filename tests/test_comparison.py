@@ -4,11 +4,15 @@ import json
 import numpy as np
 import pytest
 
-import dendrites
-import main
-import runs
+from dendritic_experiment import dendrites, main, runs
+from dendritic_experiment.intervals import (
+    bootstrap_interval,
+    bootstrap_ratio_interval,
+    seed_interval,
+    seed_ratio_interval,
+)
+
 from helpers import run_main
-from intervals import bootstrap_interval, bootstrap_ratio_interval, seed_interval, seed_ratio_interval
 
 DENDRITIC_RUN = ["--seeds", "0", "--val-split", "150", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
                  "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "1", "--max-dendrites", "1"]
@@ -111,7 +115,7 @@ def test_test_split_is_read_only_for_the_report(tiny, data_dir, tmp_path, monkey
         finally:
             reporting.pop()
 
-    real_end_epoch = dendrites.Dendrites.end_epoch
+    real_end_epoch = dendrites.DendriteTracker.end_epoch
 
     def end_epoch(self, val_accuracy, *args, **kwargs):
         scores_given_to_tracker.append(val_accuracy)
@@ -119,7 +123,7 @@ def test_test_split_is_read_only_for_the_report(tiny, data_dir, tmp_path, monkey
 
     monkeypatch.setattr(runs, "evaluate", evaluate)
     monkeypatch.setattr(runs, "final_test", final_test)
-    monkeypatch.setattr(dendrites.Dendrites, "end_epoch", end_epoch)
+    monkeypatch.setattr(dendrites.DendriteTracker, "end_epoch", end_epoch)
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), *DENDRITIC_RUN])
     history = (results / "resnet18_dendritic" / "history.csv").read_text().splitlines()

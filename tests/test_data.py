@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import data
-from data import load_data, prepare_batch
-from utils import ExperimentError
+from dendritic_experiment import data
+from dendritic_experiment.data import load_data, prepare_batch
+from dendritic_experiment.utils import ExperimentError
 
 
 def settings_for(data_dir, val_split=100, smoke=False, dataset="cifar100"):

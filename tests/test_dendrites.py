@@ -2,23 +2,21 @@
 import pytest
 import torch
 
-from dendrites import Dendrites
-from models import build_model, dendrite_modules_of
-from settings import parse_settings
+from dendritic_experiment.contribution import contribution
+from dendritic_experiment.dendrites import architecture_scores, copy_library_outputs
 
 IMAGES = torch.randn(16, 3, 32, 32)
 
 
-def with_one_dendrite(tmp_path, *flags):
-    """Tiny ResNet-18 with its auto modules converted, then one dendrite added (as a warm start adds it)."""
-    settings = parse_settings(["--max-dendrites", "2", *flags])
-    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
-                          str(tmp_path / "run"), "cpu")
+def with_one_dendrite(new_tracker, *flags):
+    """Tiny ResNet-18 with its auto modules converted, then one dendrite added (as a warm start adds it);
+    and what the dendrites contributed before it."""
+    dendrites = new_tracker("--max-dendrites", "2", *flags)
     new_optimizer(dendrites)
     dendrites.learn_shapes(IMAGES[:2], torch.tensor([1, 2]))
-    before = dendrites.contribution(IMAGES)
+    before = contribution(dendrites.model, IMAGES, 2)
     dendrites.start_from_baseline(50.0, 50.0)
-    assert dendrites.count == 1
+    assert dendrites.dendrite_count == 1
     return dendrites, before
 
 
@@ -28,8 +26,8 @@ def new_optimizer(dendrites):
     return optimizer
 
 
-def test_dendrite_parameters_learn_in_their_own_group(tiny, tmp_path):
-    dendrites, _ = with_one_dendrite(tmp_path, "--dendrite-lr-multiplier", "10", "--dendrite-weight-decay", "0")
+def test_dendrite_parameters_learn_in_their_own_group(new_tracker):
+    dendrites, _ = with_one_dendrite(new_tracker, "--dendrite-lr-multiplier", "10", "--dendrite-weight-decay", "0")
     groups = {group["name"]: group for group in new_optimizer(dendrites).param_groups}
     assert (groups["dendrites"]["lr"], groups["dendrites"]["weight_decay"]) == (pytest.approx(1.0), 0)
     assert (groups["network"]["lr"], groups["network"]["weight_decay"]) == (0.1, 5e-4)
@@ -45,16 +43,14 @@ def test_dendrite_parameters_learn_in_their_own_group(tiny, tmp_path):
     assert in_network_group | in_dendrite_group == set(names.values())
 
 
-def test_before_any_dendrite_there_is_one_group_and_no_contribution(tiny, tmp_path):
-    settings = parse_settings([])
-    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
-                          str(tmp_path / "run"), "cpu")
+def test_before_any_dendrite_there_is_one_group_and_no_contribution(new_tracker):
+    dendrites = new_tracker()
     assert [group["name"] for group in new_optimizer(dendrites).param_groups] == ["network"]
-    assert set(dendrites.contribution(IMAGES).values()) == {0.0}
+    assert set(contribution(dendrites.model, IMAGES, 3).values()) == {0.0}
 
 
-def test_contribution_matches_a_hand_computation(tiny, tmp_path):
-    dendrites, before = with_one_dendrite(tmp_path, "--dendrite-activation", "sigmoid", "--dendrite-init-scale", "0.01")
+def test_contribution_matches_a_hand_computation(new_tracker):
+    dendrites, before = with_one_dendrite(new_tracker, "--dendrite-activation", "sigmoid", "--dendrite-init-scale", "0.01")
     assert set(before.values()) == {0.0}
     model = dendrites.model.train()
     modules = [model.get_submodule(name) for name in ("layer3.0.conv2", "layer3.1.conv2")]
@@ -75,7 +71,7 @@ def test_contribution_matches_a_hand_computation(tiny, tmp_path):
             output = module.main_module(inputs[module]) + term
             shares.append(term.var(dim=(0, 2, 3)).sum() / output.var(dim=(0, 2, 3)).sum())
     model.train()
-    figures = dendrites.contribution(IMAGES)
+    figures = contribution(model, IMAGES, 2)
     assert figures["dendrite_scale"] == pytest.approx((0.5 + 2.0) / 2)
     assert figures["dendrite_share"] == pytest.approx(float(sum(shares) / 2), rel=1e-4)
     assert figures["dendrite1_share"] == figures["dendrite_share"] and figures["dendrite2_share"] == 0
@@ -83,8 +79,8 @@ def test_contribution_matches_a_hand_computation(tiny, tmp_path):
     assert torch.equal(model.eval()(IMAGES), reference)
 
 
-def test_init_scale_and_activation_reach_the_library(tiny, tmp_path):
-    dendrites, _ = with_one_dendrite(tmp_path, "--dendrite-init-scale", "0.5", "--dendrite-activation", "tanh")
+def test_init_scale_and_activation_reach_the_library(new_tracker):
+    dendrites, _ = with_one_dendrite(new_tracker, "--dendrite-init-scale", "0.5", "--dendrite-activation", "tanh")
     copy = dendrites.model.get_submodule("layer3.0.conv2").dendrite_module.layers[0].model[0].weight
     assert 0.4 < float(copy.detach().std()) < 0.6  # drawn as 0.5 * N(0, 1)
     module = dendrites.model.get_submodule("layer3.0.conv2")
@@ -100,8 +96,8 @@ def test_init_scale_and_activation_reach_the_library(tiny, tmp_path):
     ([49.8, 50.4, 50.8], True),  # a slow climb: its best, 50.8, beats the baseline's 50.0 by more than 0.5
     ([50.3, 50.45, 50.2], False),  # its best is 0.45 above: the library's own rule would keep it
 ])
-def test_a_dendrite_is_kept_only_when_its_cycle_gains_more_than_the_threshold(tiny, tmp_path, cycle, kept):
-    dendrites, _ = with_one_dendrite(tmp_path, "--dendrite-min-gain", "0.5")  # the baseline scored 50.0
+def test_a_dendrite_is_kept_only_when_its_cycle_gains_more_than_the_threshold(new_tracker, cycle, kept):
+    dendrites, _ = with_one_dendrite(new_tracker, "--dendrite-min-gain", "0.5")  # the baseline scored 50.0
     new_optimizer(dendrites)
     dendrites.learn_shapes(IMAGES[:2], torch.tensor([1, 2]))
     for epoch, score in enumerate(cycle, 1):
@@ -110,12 +106,12 @@ def test_a_dendrite_is_kept_only_when_its_cycle_gains_more_than_the_threshold(ti
         model, _, complete = dendrites.end_epoch(score, 50.0, epoch, cycle_length=len(cycle))
     tag = float(model.fc.bias[0].detach())
     if kept:  # the cycle's best epoch goes on, and the next dendrite is added (max_dendrites 2)
-        assert dendrites.count == 2 and not complete and tag == 3
+        assert dendrites.dendrite_count == 2 and not complete and tag == 3
         new_optimizer(dendrites)
         for epoch, score in enumerate([51.2, 50.9], 1):  # 0.4 above the best: not enough
             _, _, complete = dendrites.end_epoch(score, 50.0, epoch, cycle_length=2)
-        assert complete and dendrites.count == 1
-        dendrites.keep_outputs()  # the library's table of the architectures kept, scores as validation gave them
-        assert [score for _, score in dendrites.architecture_scores()] == pytest.approx([50.0, 50.8])
+        assert complete and dendrites.dendrite_count == 1
+        copy_library_outputs(dendrites.run_dir)  # the library's table of the architectures kept, scores as validation gave them
+        assert [score for _, score in architecture_scores(dendrites.run_dir, 0.5)] == pytest.approx([50.0, 50.8])
     else:  # removed, the baseline's model back, and the run ends
-        assert dendrites.count == 0 and complete and tag not in (1, 2, 3)
+        assert dendrites.dendrite_count == 0 and complete and tag not in (1, 2, 3)

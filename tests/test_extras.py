@@ -5,8 +5,8 @@ import types
 
 import pytest
 
-import main
-import settings
+from dendritic_experiment import main, settings
+
 from fake_cifar import write_fake_cifar
 from helpers import PACKAGE, read_history
 

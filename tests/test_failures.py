@@ -6,8 +6,7 @@ import sys
 import pytest
 import torch
 
-import main
-import train
+from dendritic_experiment import main, train
 
 TWO_EPOCH_BASELINE = ["--seeds", "0", "--val-split", "200", "--epochs", "2", "--warmup-epochs", "0", "--batch-size", "100",
                       "--experiments", "resnet18"]

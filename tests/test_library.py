@@ -7,9 +7,11 @@ import os
 import pytest
 import torch
 
-from dendrites import DENDRITE_PARAMETER, SAVE_NAME, Dendrites
-from models import build_model, dendrite_modules_of
-from settings import parse_settings
+from dendritic_experiment.dendrites import (
+    DENDRITE_PARAMETER,
+    SAVE_NAME,
+    wrapped_modules,
+)
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
 SETTINGS_USED = ("configuration_confirmed", "testing_dendrite_capacity", "unwrapped_modules_confirmed",
@@ -41,10 +43,9 @@ def test_every_setting_used_has_a_setter_and_the_switch_modes_exist():
 
 
 @pytest.fixture
-def grown(tiny, tmp_path):
+def grown(new_tracker):
     """A converted tiny ResNet-18 through a warm start's first dendrite and one more epoch's score."""
-    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"),
-                          parse_settings(["--max-dendrites", "2"]), str(tmp_path / "run"), "cpu")
+    dendrites = new_tracker("--max-dendrites", "2")
     for method in ("set_optimizer", "set_scheduler", "setup_optimizer", "add_extra_score", "add_validation_score",
                    "save_graphs", "to_string", "from_string", "reset_module_vector"):
         internal(callable(getattr(dendrites.tracker, method, None)), f"pai_tracker.{method}", "is missing")
@@ -66,10 +67,13 @@ def grown(tiny, tmp_path):
 
 def test_a_grown_model_has_the_modules_buffers_and_parameters_relied_on(grown):
     grown, _ = grown
-    wrapped = [m for m in grown.model.modules() if getattr(m, "dendrite_modules_added", 0) > 0]
+    wrapped = [m for m in wrapped_modules(grown.model) if getattr(m, "dendrite_modules_added", 0) > 0]
     internal(len(wrapped) == 2, "PAINeuronModule.dendrite_modules_added", "does not count the dendrites added")
     for module in wrapped:
-        internal(module.dendrites_to_top[-1].shape[0] == grown.count == 2, "PAINeuronModule.dendrites_to_top[-1]",
+        internal(hasattr(module, "_fb_init_done"), "PAINeuronModule._fb_init_done", "is missing")
+        internal(module.dendrite_module.dendrite_values[0].current_d_init.dim() == 1,
+                 "dendrite_values[0].current_d_init", "is no longer a 1-element buffer")
+        internal(module.dendrites_to_top[-1].shape[0] == grown.dendrite_count == 2, "PAINeuronModule.dendrites_to_top[-1]",
                  "is not (dendrites x channels)")
         index = module._buffers.get("this_node_index")
         internal(index is not None and index.dim() == 0, "this_node_index", "is no longer a 0-dim buffer")
@@ -82,11 +86,11 @@ def test_a_grown_model_has_the_modules_buffers_and_parameters_relied_on(grown):
 
 def test_the_tracker_state_and_tables_read_back(grown):
     grown, new_cycle = grown
-    state = grown.state()
+    state = grown.checkpoint_state()
     internal(isinstance(state["tracker"], str), "pai_tracker.to_string", "no longer returns a string")
     new_cycle()
     _, _, complete = grown.end_epoch(55.0, 55.0, 1, force_switch=True)  # worse: the second dendrite goes
-    internal(complete and grown.count == 1, "pai_tracker.add_validation_score", "no longer ends a run whose "
+    internal(complete and grown.dendrite_count == 1, "pai_tracker.add_validation_score", "no longer ends a run whose "
              "dendrite did not improve validation")
     with open(os.path.join(grown.run_dir, SAVE_NAME, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
         rows = list(csv.reader(f))[1:]

@@ -7,7 +7,13 @@ import time
 
 import torch
 
-from helpers import assert_same_run, main_command, read_history, run_main, script_environment
+from helpers import (
+    assert_same_run,
+    main_command,
+    read_history,
+    run_main,
+    script_environment,
+)
 
 # Each of two runs at once gets half the cores as its torch threads: the one-by-one runs get as many,
 # for the same float sums.
@@ -76,16 +82,15 @@ def test_a_results_folder_a_worker_cannot_write_is_refused_before_training(data_
 
 
 def test_without_parallel_runs_nothing_imports_ray(tiny, data_dir, tmp_path):
-    import main
+    from dendritic_experiment import main
 
     main.main(["--data-dir", data_dir, "--results-dir", str(tmp_path), "--experiments", "resnet18", "--seeds", "0",
                "--epochs", "1", "--warmup-epochs", "0", "--val-split", "200", "--batch-size", "100"])
-    assert "ray" not in sys.modules and "cluster" not in sys.modules
+    assert "ray" not in sys.modules and "dendritic_experiment.cluster" not in sys.modules
 
 
 def test_parallel_runs_without_ray_installed_are_refused(monkeypatch, tmp_path, capsys):
-    import main
-    import settings
+    from dendritic_experiment import main, settings
 
     monkeypatch.setattr(settings, "ray_installed", lambda: False)
     assert main.cli(["--parallel-runs", "2", "--results-dir", str(tmp_path)]) == 2

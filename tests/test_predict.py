@@ -10,10 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import data
-import main
-import models
-import predict
+from dendritic_experiment import data, main, models, predict
+
 import tiny_models
 from helpers import PACKAGE
 

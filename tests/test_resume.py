@@ -5,12 +5,31 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 
-from helpers import assert_same_run, main_command, read_history, run_main, script_environment
+from helpers import (
+    assert_same_run,
+    main_command,
+    read_history,
+    run_main,
+    script_environment,
+)
 
-CHECKPOINT_EVERY_EPOCH = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1",
-                          "--checkpoint-seconds", "0"]
+# A baseline of 4 epochs, then 2-epoch dendrite cycles (every gain keeps its dendrite, so the
+# dendritic run goes on into a second cycle) and the control; a checkpoint after every epoch.
+FLAGS = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1", "--checkpoint-seconds", "0",
+         "--experiments", "resnet18,resnet18_dendritic", "--epochs", "4", "--dendrite-epochs", "2", "--max-dendrites", "3",
+         "--dendrite-min-gain", "0"]
+
+
+@pytest.fixture(scope="module")
+def straight(data_dir, tmp_path_factory):
+    """The runs trained once without interruption: what every killed run must end as."""
+    folder = tmp_path_factory.mktemp("straight")
+    process = run_main(["--data-dir", data_dir, *FLAGS, "--results-dir", str(folder)], cwd=folder)
+    assert process.returncode == 0, process.stderr
+    return folder
 
 
 def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
@@ -27,48 +46,33 @@ def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
     process.wait()
 
 
-def test_killed_baseline_resumes_to_the_same_result(data_dir, tmp_path):
-    args = ["--data-dir", data_dir, "--experiments", "resnet18", "--epochs", "5", *CHECKPOINT_EVERY_EPOCH]
-    assert run_main(args + ["--results-dir", "straight"], cwd=tmp_path).returncode == 0
+@pytest.mark.parametrize("run, finished_before, epochs, only", [
+    ("resnet18", (), 2, ["--experiments", "resnet18"]),
+    ("resnet18_dendritic", ("resnet18",), 3, ["--no-control"]),  # in its second cycle: after a restructure
+    ("resnet18_continued", ("resnet18", "resnet18_dendritic"), 2, []),
+])
+def test_a_killed_run_resumes_to_the_same_result(run, finished_before, epochs, only, straight, data_dir, tmp_path):
     killed = tmp_path / "killed"
-    kill_after_epochs(args + ["--results-dir", str(killed)], tmp_path, killed / "resnet18" / "history.csv", 3)
-    assert (killed / "resnet18" / "checkpoint.pt").exists() and not (killed / "resnet18" / "result.json").exists()
+    for finished in finished_before:  # the same finished runs it starts from
+        shutil.copytree(straight / finished, killed / finished)
+    args = ["--data-dir", data_dir, *FLAGS, *only, "--results-dir", str(killed)]  # no run after this one
+    kill_after_epochs(args, tmp_path, killed / run / "history.csv", epochs)
+    assert (killed / run / "checkpoint.pt").exists() and not (killed / run / "result.json").exists()
 
-    again = run_main(args + ["--results-dir", str(killed)], cwd=tmp_path)
+    again = run_main(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "resnet18: resuming after epoch" in again.stderr
-    assert_same_run(tmp_path / "straight" / "resnet18", killed / "resnet18")
-    weights = [torch.load(d / "resnet18" / "model.pt", weights_only=True) for d in (tmp_path / "straight", killed)]
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert f"{run}: resuming after epoch" in again.stderr
+    assert all(f"{finished}: reusing" in again.stderr for finished in finished_before)
+    assert_same_run(straight / run, killed / run)
+    weights = [model_weights(d / run / "model.pt") for d in (straight, killed)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
-def test_killed_dendritic_run_resumes_with_its_dendrites_and_tracker(data_dir, tmp_path):
-    args = ["--data-dir", data_dir, "--experiments", "resnet18,resnet18_dendritic", "--epochs", "2",
-            "--dendrite-epochs", "2", "--max-dendrites", "3", *CHECKPOINT_EVERY_EPOCH]
-    straight = run_main(args + ["--results-dir", "straight"], cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr
-    killed = tmp_path / "killed"
-    shutil.copytree(tmp_path / "straight" / "resnet18", killed / "resnet18")  # the same finished baseline
-    kill_after_epochs(args + ["--results-dir", str(killed)], tmp_path,
-                      killed / "resnet18_dendritic" / "history.csv", 3)
-
-    again = run_main(args + ["--results-dir", str(killed)], cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "resnet18: reusing" in again.stderr and "resnet18_dendritic: resuming after epoch" in again.stderr
-    assert_same_run(tmp_path / "straight" / "resnet18_dendritic", killed / "resnet18_dendritic")
-
-
-def test_killed_control_resumes_to_the_same_result(data_dir, tmp_path):
-    args = ["--data-dir", data_dir, "--experiments", "resnet18,resnet18_dendritic", "--epochs", "2",
-            "--dendrite-epochs", "4", "--max-dendrites", "1", "--dendrite-min-gain", "0", *CHECKPOINT_EVERY_EPOCH]
-    straight = run_main(args + ["--results-dir", "straight"], cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr
-    killed = tmp_path / "killed"
-    for run in ("resnet18", "resnet18_dendritic"):  # the same finished runs it starts from
-        shutil.copytree(tmp_path / "straight" / run, killed / run)
-    kill_after_epochs(args + ["--results-dir", str(killed)], tmp_path, killed / "resnet18_continued" / "history.csv", 2)
-
-    again = run_main(args + ["--results-dir", str(killed)], cwd=tmp_path)
-    assert again.returncode == 0, again.stderr
-    assert "resnet18_continued: resuming after epoch" in again.stderr
-    assert_same_run(tmp_path / "straight" / "resnet18_continued", killed / "resnet18_continued")
+def model_weights(path):
+    """The weights in a model.pt (a dendritic run's holds them beside the tracker's state, and its
+    state_dict has the library's `tracker_string` buffer: its records, timings included)."""
+    saved = torch.load(path, weights_only=True)
+    if "tracker" not in saved:
+        return saved
+    return {key: value for key, value in saved["model"].items() if key != "tracker_string"}

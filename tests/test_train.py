@@ -5,12 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data import prepare_batch
+from dendritic_experiment.data import prepare_batch
+from dendritic_experiment.models import build_model
+from dendritic_experiment.settings import parse_settings
+from dendritic_experiment.train import TrainingSetup, training_step, warmup_cosine
+from dendritic_experiment.utils import read_csv
+
 from helpers import read_history, run_main
-from models import build_model
-from settings import parse_settings
-from train import TrainingSetup, training_step, warmup_cosine
-from utils import read_csv
 
 
 def test_one_training_step_lowers_the_loss(tiny):
@@ -77,14 +78,9 @@ def backward_once(model):
     model.zero_grad()
 
 
-def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path):
-    from dendrites import Dendrites
-    from models import dendrite_modules_of
-
-    settings = parse_settings(["--max-dendrites", "3"])
-    dendrites = Dendrites(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"), settings,
-                          str(tmp_path / "run"), "cpu")
-    baseline_params = dendrites.parameters()
+def test_warm_started_dendrite_that_lowers_validation_is_removed(new_tracker):
+    dendrites = new_tracker("--max-dendrites", "3")
+    baseline_params = dendrites.parameter_count()
 
     def new_optimizer():
         return dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.StepLR, dict(step_size=1))
@@ -92,16 +88,16 @@ def test_warm_started_dendrite_that_lowers_validation_is_removed(tiny, tmp_path)
     new_optimizer()
     backward_once(dendrites.model)
     model, _, complete = dendrites.start_from_baseline(50.0, 50.0)
-    assert dendrites.count == 1 and not complete
+    assert dendrites.dendrite_count == 1 and not complete
     optimizer, _ = new_optimizer()
     assert optimizer.param_groups[-1]["lr"] == 0.1  # the new cycle's schedule starts at its start
     backward_once(model)
     model, _, complete = dendrites.end_epoch(40.0, 40.0, 1, force_switch=True)  # worse with the dendrite
-    assert complete and dendrites.count == 0 and dendrites.parameters() == baseline_params
+    assert complete and dendrites.dendrite_count == 0 and dendrites.parameter_count() == baseline_params
 
 
 def test_first_phase_from_scratch_lasts_the_baseline_epochs(tiny, data_dir, tmp_path):
-    import main
+    from dendritic_experiment import main
 
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "150", "--batch-size", "100",
@@ -117,7 +113,7 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
     """--compile must train the model the tracker restructures, not a stale graph of the old one.
     The aot_eager backend runs the same graph capture as the default one (Dynamo, guards, graph
     breaks at the library's modules, AOT autograd) without a C++ build of the kernels."""
-    import main
+    from dendritic_experiment import main
 
     results = tmp_path / "results"
     flags = ["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "200",
@@ -147,27 +143,56 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
 
 def resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
     """The plain model, then copies of it with 1 and 2 dendrites, grown as a warm-started run grows them."""
-    import benchmark
+    from dendritic_experiment import benchmark
 
     grown = benchmark.dendritic_models(setup, str(tmp_path), images, labels)
     return [build_model("resnet18")] + [copy.deepcopy(model) for _, model, _, _ in grown]
 
 
+def resumed_dendritic_model(setup, tmp_path, images, labels):
+    """A warm-started ResNet-18 with its first dendrite, saved as a checkpoint saves it and restored
+    by a resumed run in the same process (the first run's tracker released, as a finished run's is)."""
+    from dendritic_experiment.data import Data
+    from dendritic_experiment.runs import DendriticRun
+
+    data = Data(images, labels, images, labels, images, labels, [f"class {i}" for i in range(100)])
+    first = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "resumed"), build_model("resnet18").state_dict())
+    first.start()
+    state = first.state_dict()
+    first.close()
+    resumed = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "resumed"), None)
+    resumed.resume(state, epoch=1)
+    resumed.close()
+    assert resumed.dendrites.dendrite_count == 1
+    return resumed.model
+
+
 def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
-    """No host-device synchronisation inside the step, perforatedai's modules included: a tensor on
-    the meta device has no values, so any read of one (.item(), `if tensor:`, a mask) raises there,
-    and a step that runs there would not wait for a GPU."""
+    """No host-device synchronisation inside the step, perforatedai's modules included, also in a
+    run resumed from its checkpoint: a tensor on the meta device has no values, so any read of one
+    (.item(), `if tensor:`, a mask) raises there, and a step that runs there would not wait for a GPU."""
     settings = parse_settings(["--device", "cpu"])
     on_cpu = TrainingSetup(settings, torch.device("cpu"), "fp32")
     on_meta = TrainingSetup(settings, torch.device("meta"), "fp32")
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 100, (8,))
-    for model in resnet18_with_0_1_2_dendrites(on_cpu, tmp_path, images, labels):
+    models = resnet18_with_0_1_2_dendrites(on_cpu, tmp_path, images, labels)
+    for model in models + [resumed_dendritic_model(on_cpu, tmp_path, images, labels)]:
         model = on_meta.place(model).train()
         optimizer = torch.optim.SGD(model.parameters(), **on_meta.optimizer_kwargs(0.1))
         loss, logits = training_step(model, images.to("meta"), labels.to("meta"), optimizer, on_meta,
                                      on_meta.grad_scaler())
         assert loss.device.type == "meta" and logits.shape == (8, 100)
+
+
+def test_a_second_live_tracker_in_one_process_is_refused(new_tracker):
+    from dendritic_experiment.dendrites import LibraryInUse
+
+    first = new_tracker()
+    with pytest.raises(LibraryInUse, match="perforatedai keeps one tracker per process and one is in use"):
+        new_tracker()
+    first.close()
+    new_tracker()  # once the first is released
 
 
 def test_an_fp16_step_that_overflows_is_skipped_without_a_trace():

@@ -1,6 +1,6 @@
 """Tiny stand-ins for the ResNets, so that tests train in seconds.
 
-    PYTHONPATH=dendritic_experiment python tests/tiny_models.py [main.py flags]   # main.py, tiny models
+    PYTHONPATH=. python tests/tiny_models.py [main.py flags]   # main.py, tiny models
     TINY_WIDTHS=16,32,64,128 PYTHONPATH=...                                        # twice as wide
 
 With --parallel-runs, every Ray worker puts the tiny models in place too (use_tiny_models), and
@@ -9,7 +9,7 @@ the environment variable WORKER_SETUP_HOOK may name another function for the wor
 import os
 import sys
 
-from models import Bottleneck, ResNet
+from dendritic_experiment.models import Bottleneck, ResNet
 
 WIDTHS = tuple(int(width) for width in os.environ.get("TINY_WIDTHS", "8,16,32,64").split(","))
 TINY = {
@@ -21,14 +21,13 @@ TINY = {
 
 
 def use_tiny_models():
-    import models
+    from dendritic_experiment import models
 
     models.MODELS.update(TINY)
 
 
 if __name__ == "__main__":
-    import cluster
-    import main
+    from dendritic_experiment import cluster, main
 
     use_tiny_models()
     cluster.WORKER_SETUP_HOOK = os.environ.get("WORKER_SETUP_HOOK", "tiny_models.use_tiny_models")

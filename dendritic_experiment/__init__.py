@@ -1,0 +1,10 @@
+"""Does a ResNet-18 with perforatedai dendrites reach a ResNet-34 on CIFAR-100? The experiment, done right.
+
+    python dendritic_experiment/main.py     # or: python -m dendritic_experiment
+
+Modules, one subject each: config (every setting), settings (flags and checks), experiment (the
+plan: which runs, cached or trained), runs (the three kinds of run and their epoch loop), train
+(the step, an epoch, evaluation), data, models, dendrites (the one place that knows perforatedai),
+contribution (what dendrites add), report and intervals (the comparison), cluster (Ray), predict,
+benchmark and projection, utils.
+"""

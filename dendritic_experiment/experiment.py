@@ -1,0 +1,260 @@
+"""The experiment: which runs, for which seeds, in what order, and each one reused or trained.
+
+The plan describes every run once (PlannedRun: its model, kind, seed, folder and the runs it
+starts from), each after the runs it starts from, so that by the time a run's cache is looked
+up, what it starts from is already finished: a lookup never trains. Experiment holds the finished
+results; train_in_order runs the plan in this process (cluster.py runs it as Ray tasks).
+"""
+import contextlib
+import dataclasses
+import datetime
+import os
+import sys
+import time
+
+import torch
+
+from dendritic_experiment.data import load_data
+from dendritic_experiment.report import write_run_pictures
+from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
+from dendritic_experiment.utils import ExperimentError, read_json, remove_temporary_files, split_list, write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run of the plan, described once: what it trains, for which seed, where, from what."""
+
+    name: str  # resnet18, resnet18_dendritic, resnet18_continued, ...
+    model: str  # resnet18
+    kind: str  # baseline, dendritic or continued
+    seed: int
+    folder: str  # results_dir/<name>, or results_dir/<name>_seed<k>
+    baseline: "PlannedRun | None" = None  # the finished baseline it continues (warm start, control)
+    cycles_from: "PlannedRun | None" = None  # a control: the dendritic run whose cycles it repeats
+
+    @property
+    def starts_from(self):
+        return tuple(run for run in (self.baseline, self.cycles_from) if run is not None)
+
+    def __str__(self):
+        return f"{self.name} (seed {self.seed})"
+
+
+def run_names(settings):
+    """--experiments in order, with each warm-started dendritic run's control right after it."""
+    names = []
+    for run in split_list(settings.experiments):
+        names.append(run)
+        model, kind = split_run_name(run)
+        control = model + "_continued"
+        if kind == "dendritic" and settings.warm_start and settings.control and control not in names:
+            names.append(control)
+    return list(dict.fromkeys(names))
+
+
+def control_source(settings, run_name):
+    """The dendritic run whose cycles a _continued control repeats: its own model's when that is among
+    the runs (or when none is), else the first dendritic run listed, so that resnet34_continued gives
+    ResNet-34 as much extra training as resnet18_dendritic had."""
+    own = split_run_name(run_name)[0] + "_dendritic"
+    listed = [run for run in run_names(settings) if split_run_name(run)[1] == "dendritic"]
+    return own if own in listed or not listed else listed[0]
+
+
+def plan_runs(settings):
+    """Every run to train or reuse, for every seed, each after the runs it starts from (which may
+    not be in --experiments themselves)."""
+    planned = {}
+
+    def add(name, seed):
+        if (name, seed) not in planned:
+            model, kind = split_run_name(name)
+            baseline = add(model, seed) if kind != "baseline" and settings.warm_start else None
+            cycles_from = add(control_source(settings, name), seed) if kind == "continued" else None
+            folder = os.path.join(settings.results_dir, name if seed == 0 else f"{name}_seed{seed}")
+            planned[name, seed] = PlannedRun(name, model, kind, seed, folder, baseline, cycles_from)
+        return planned[name, seed]
+
+    for seed in seed_list(settings):
+        for name in run_names(settings):
+            add(name, seed)
+    return list(planned.values())
+
+
+def planned_epochs(kind, settings):
+    """{dendrite count: epochs} a run of this kind trains at these settings; a dendritic run and its
+    control at most, since the tracker stops early when a dendrite does not improve validation."""
+    if kind == "baseline":
+        return {0: settings.epochs}
+    if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
+        return {0: settings.max_dendrites * settings.dendrite_epochs}
+    cycles = dict.fromkeys(range(1, settings.max_dendrites + 1), settings.dendrite_epochs)
+    return cycles if settings.warm_start else {0: settings.epochs, **cycles}
+
+
+class Experiment:
+    """The finished results of the plan's runs, each reused when a finished result with the same
+    settings exists, else trained. One per process: the data is read once, for every seed."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.precision = pick_precision(settings.precision, self.device)
+        self.results, self.trained = {}, set()  # {PlannedRun: result}; the runs this process trained
+        self._data = None
+
+    @property
+    def data(self):
+        if self._data is None:  # only read (or download) CIFAR-100 when something must train
+            self._data = load_data(self.settings, self.device)
+        return self._data
+
+    def result(self, run):
+        """The run's finished result, reused or trained; the runs it starts from must be finished."""
+        if run not in self.results:
+            if self.settings.retrain:
+                self.forget(run)
+            self.results[run] = self.cached(run) or self.train(run)
+        return self.results[run]
+
+    def cache_key(self, run):
+        """What this run's result depends on, stored in its result.json as "settings" and compared
+        before a finished run is reused: the settings (settings.result_settings) and when the runs it
+        starts from finished (a baseline trained again is a different starting point)."""
+        key = result_settings(self.settings, run.model, run.kind, run.seed, self.precision)
+        for upstream in run.starts_from:
+            key[upstream.kind + "_finished_at"] = self.results[upstream]["finished_at"]
+        return key
+
+    def cached(self, run):
+        """The run's finished result when it was made with the same settings and its files are whole;
+        else None."""
+        cached = read_json(os.path.join(run.folder, "result.json"))
+        if cached and cached.get("settings") == self.cache_key(run) and self.files_readable(run):
+            print(f"{run.name}: reusing the finished result in {run.folder}", file=sys.stderr)
+            return cached
+        return None
+
+    def forget(self, run):
+        """--retrain: the run's result and checkpoint go, so that it trains from the start."""
+        for name in ("result.json", "checkpoint.pt"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(run.folder, name))
+
+    def weights(self, run, name="model.pt"):
+        """A saved tensor file of the run (model.pt by default), or None (reported) when it cannot be read."""
+        path = os.path.join(run.folder, name)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            print(f"{run.name}: {path} cannot be read ({type(error).__name__}); training the run again",
+                  file=sys.stderr)
+            return None
+
+    def files_readable(self, run):
+        """A finished run is only reused whole: its model, test predictions and history."""
+        return (self.weights(run) is not None and self.weights(run, "test_predictions.pt") is not None
+                and os.path.exists(os.path.join(run.folder, "history.csv")))
+
+    def start_tracking(self, run, cache_key):
+        """A wandb run for this training run when --wandb-project is set; None otherwise."""
+        if not self.settings.wandb_project:
+            return None
+        import wandb
+        return wandb.init(project=self.settings.wandb_project, name=f"{run.name}-seed{run.seed}",
+                          config=cache_key, reinit=True)
+
+    def new_run(self, run):
+        """The object that trains run, given what it starts from."""
+        from dendritic_experiment.runs import BaselineRun, ContinuedRun, DendriticRun  # only when something trains
+        from dendritic_experiment.train import TrainingSetup
+
+        setup = TrainingSetup(self.settings, self.device, self.precision)
+        if run.kind == "baseline":
+            return BaselineRun(run.model, self.data, setup, run.seed)
+        baseline_weights = self.weights(run.baseline) if run.baseline else None
+        if run.kind == "dendritic":
+            return DendriticRun(run.model, self.data, setup, run.seed, run.folder, baseline_weights)
+        return ContinuedRun(run.model, self.data, setup, run.seed, baseline_weights,
+                            self.results[run.cycles_from]["cycles"])
+
+    def train(self, run):
+        from dendritic_experiment.runs import train_run
+
+        cache_key = self.cache_key(run)
+        os.makedirs(run.folder, exist_ok=True)
+        remove_temporary_files(run.folder)
+        print(f"{run}: training on {self.device} ({self.precision})", file=sys.stderr)
+        trainer = self.new_run(run)
+        tracking = self.start_tracking(run, cache_key)
+        try:
+            outcome = train_run(trainer, run.name, run.folder, cache_key, tracking)
+        except torch.OutOfMemoryError:
+            size = self.settings.batch_size
+            raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
+                                  f"--batch-size {size // 2} (the learning rate scales with it)") from None
+        result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", seed=run.seed,
+                      dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
+                      finished_at=datetime.datetime.now().isoformat(), settings=cache_key)
+        write_json(os.path.join(run.folder, "result.json"), result)
+        write_run_pictures(run.folder, run.name, self.data)
+        if tracking:
+            tracking.summary.update({k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")})
+            tracking.finish()
+        with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
+            os.remove(os.path.join(run.folder, "checkpoint.pt"))
+        self.trained.add(run)
+        return result
+
+
+def train_in_order(settings, experiment, plan):
+    """Every run of the plan in this process, one after the other."""
+    progress = Progress(settings, plan)
+    for run in plan:
+        progress.done(run, experiment.result(run), run in experiment.trained)
+
+
+class Progress:
+    """After each run: one line with the runs done of all, the time elapsed, and an estimate of the
+    time left from the seconds per epoch measured so far (each run's planned epochs: the most it
+    can take), divided among the runs that train at once."""
+
+    def __init__(self, settings, plan, at_once=1):
+        self.settings, self.at_once, self.started = settings, at_once, time.time()
+        self.left, self.total, self.seconds_per_epoch = list(plan), len(plan), {}
+
+    def done(self, run, result, trained, where=None):
+        self.left.remove(run)
+        if trained:
+            print(f"{run}: finished on {where or result['device']}, test accuracy "
+                  f"{result['test_accuracy']:.2f}%", file=sys.stderr)
+            self.seconds_per_epoch.setdefault(run.name, []).append(result["seconds"] / max(1, result["epochs"]))
+        elapsed = time.time() - self.started
+        print(f"{self.total - len(self.left)}/{self.total} runs done, {clock(elapsed)} elapsed, {self.estimate()}",
+              file=sys.stderr, flush=True)
+
+    def estimate(self):
+        if not self.left:
+            return "none left"
+        if not self.seconds_per_epoch:
+            return "time left unknown until a run has trained"
+        measured = [s for values in self.seconds_per_epoch.values() for s in values]
+        seconds = 0.0
+        for run in self.left:
+            rates = self.seconds_per_epoch.get(run.name, measured)
+            seconds += sum(planned_epochs(run.kind, self.settings).values()) * sum(rates) / len(rates)
+        return f"about {clock(seconds / self.at_once)} left"
+
+
+def clock(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def reported_runs(settings, experiment, plan):
+    """(the result of every run --experiments names, for the report, {(name, seed): its folder})."""
+    names = run_names(settings)
+    reported = [run for run in plan if run.name in names]
+    reported.sort(key=lambda run: (run.seed, names.index(run.name)))
+    runs = [{k: v for k, v in experiment.results[run].items() if k not in ("settings", "classes")} for run in reported]
+    return runs, {(run.name, run.seed): run.folder for run in reported}
