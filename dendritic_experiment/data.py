@@ -106,31 +106,34 @@ def normalisation(dataset, device):
     return tuple(torch.tensor(DATASETS[dataset][key], device=device) * 255 for key in ("mean", "std"))
 
 
-def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100"):
-    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented.
+def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100",
+                  generator=None):
+    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented, drawing its
+    random numbers from generator (on the images' device; None: the global one).
 
-    Crop and flip index whole batches at once (no per-image Python); cutout zeroes a square
-    after normalisation, i.e. sets it to the mean colour.
+    Crop and flip index whole batches at once (no per-image Python); cutout zeroes a square of
+    cutout x cutout pixels around a random centre, clipped at the border (DeVries and Taylor
+    2017), after normalisation, i.e. sets it to the mean colour.
     """
     n, _, height, width = images.shape
     device = images.device
     pixels = images.permute(0, 2, 3, 1)  # crop and flip gather whole pixels (NHWC)
     if augment:
         padded = F.pad(pixels, (0, 0, 4, 4, 4, 4))
-        top = torch.randint(0, 9, (n, 1, 1), device=device)
-        left = torch.randint(0, 9, (n, 1, 1), device=device)
+        top = torch.randint(0, 9, (n, 1, 1), device=device, generator=generator)
+        left = torch.randint(0, 9, (n, 1, 1), device=device, generator=generator)
         rows = top + torch.arange(height, device=device).view(1, -1, 1)
         cols = left + torch.arange(width, device=device).view(1, 1, -1)
-        flip = torch.rand(n, 1, 1, device=device) < 0.5
+        flip = torch.rand(n, 1, 1, device=device, generator=generator) < 0.5
         cols = torch.where(flip, 2 * left + width - 1 - cols, cols)  # mirror inside the crop
         pixels = padded[torch.arange(n, device=device).view(-1, 1, 1), rows, cols]
     mean, std = normalisation(dataset, device)
     x = ((pixels.float() - mean) / std).permute(0, 3, 1, 2)
     if cutout:
-        center_y = torch.randint(0, height, (n, 1, 1), device=device)
-        center_x = torch.randint(0, width, (n, 1, 1), device=device)
+        top = torch.randint(0, height, (n, 1, 1), device=device, generator=generator) - cutout // 2
+        left = torch.randint(0, width, (n, 1, 1), device=device, generator=generator) - cutout // 2
         ys = torch.arange(height, device=device).view(1, -1, 1)
         xs = torch.arange(width, device=device).view(1, 1, -1)
-        inside = ((ys - center_y).abs() * 2 < cutout) & ((xs - center_x).abs() * 2 < cutout)
+        inside = (ys >= top) & (ys < top + cutout) & (xs >= left) & (xs < left + cutout)
         x = x * (~inside).unsqueeze(1)
     return x.contiguous(memory_format=memory_format)

@@ -54,24 +54,46 @@ def test_prepared_batch_is_normalised_float_in_channels_last():
     torch.testing.assert_close(x, (images.float() - mean) / std)
 
 
-def test_augmentation_is_a_padded_crop_or_its_mirror():
-    torch.manual_seed(0)
-    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    x = prepare_batch(images, augment=True)
-    assert x.shape == (8, 3, 32, 32)
+def test_augmentation_moves_and_mirrors_images_as_padded_crops():
+    """Each augmented image is one of the 81 crops of its 4-pixel zero-padded image, or its mirror, and
+    over a batch both mirrored and unmirrored images, and more than one offset, occur."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    x = prepare_batch(images, augment=True, generator=generator)
+    assert x.shape == (16, 3, 32, 32)
     plain = prepare_batch(F.pad(images, (4, 4, 4, 4)))  # zero padding, as the augmentation uses
-    for i in range(8):
-        candidates = [plain[i, :, top:top + 32, left:left + 32] for top in range(9) for left in range(9)]
-        candidates += [c.flip(-1) for c in candidates]
-        assert any(torch.allclose(x[i], c) for c in candidates), f"image {i} is not a crop or mirror"
+    found = set()
+    for i in range(16):
+        matches = [(top, left, mirrored) for top in range(9) for left in range(9) for mirrored in (False, True)
+                   if torch.allclose(x[i], plain[i, :, top:top + 32, left:left + 32].flip(-1) if mirrored
+                                     else plain[i, :, top:top + 32, left:left + 32])]
+        assert len(matches) == 1, f"image {i} is not exactly one crop or mirror"
+        found |= set(matches)
+    assert {mirrored for _, _, mirrored in found} == {False, True}  # an unaugmented batch is all (4, 4, False)
+    assert len({(top, left) for top, left, _ in found}) > 1
 
 
-def test_cutout_blanks_a_square_to_the_mean():
-    images = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
-    x = prepare_batch(images, cutout=8)
-    blank = (x == 0).all(dim=1)
-    per_image = blank.flatten(1).sum(1)
-    assert (per_image > 0).all() and (per_image <= 64).all()
+def test_cutout_blanks_a_square_of_cutout_by_cutout_pixels_clipped_at_the_border():
+    images = torch.full((200, 3, 32, 32), 200, dtype=torch.uint8)
+    blank = (prepare_batch(images, cutout=8, generator=torch.Generator().manual_seed(0)) == 0).all(dim=1)
+    inside = 0
+    for square in blank:
+        rows, cols = square.any(dim=1).nonzero().flatten(), square.any(dim=0).nonzero().flatten()
+        assert len(rows) and int(square.sum()) == len(rows) * len(cols) <= 64  # one rectangle, at most 8 x 8
+        assert rows.tolist() == list(range(rows[0], rows[-1] + 1)) and cols.tolist() == list(range(cols[0], cols[-1] + 1))
+        for lines in (rows, cols):  # shorter than 8 only where it meets a border
+            assert len(lines) == 8 or lines[0] == 0 or lines[-1] == 31
+        inside += int(square.sum()) == 64
+    assert inside > 100  # most centres leave the square whole: exactly 64 pixels
+
+
+def test_the_same_generator_state_draws_the_same_augmented_batch():
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    first, second = (prepare_batch(images, augment=True, cutout=8, generator=torch.Generator().manual_seed(7))
+                     for _ in range(2))
+    assert torch.equal(first, second)
+    torch.rand(1000)  # the global stream moves (as when a new dendrite is drawn): the batch does not
+    assert torch.equal(first, prepare_batch(images, augment=True, cutout=8, generator=torch.Generator().manual_seed(7)))
 
 
 def test_corrupt_pickle_names_the_file(tmp_path, data_dir):
