@@ -53,7 +53,7 @@ history_epochs = 10  # history mode: epochs without validation improvement befor
 dendrite_lr = 0.02  # peak learning rate of each dendrite cycle at batch 128: fine-tuning a trained model
 # The next four: the only setting of the CPU study (README, "Do the dendrites contribute?") under which
 # dendrites carried a measurable share of their layers' output; the library's defaults left them idle.
-dendrite_lr_multiplier = 30.0  # the dendrites' own parameters learn at this multiple of the cycle's rate (library: 1)
+dendrite_lr_multiplier = 30.0  # the dendrites' own parameters learn at this multiple of the cycle's rate (library: 1; 0: never)
 dendrite_weight_decay = 0.0  # L2 penalty on the dendrites' own parameters (library: the global one, 5e-4 here)
 dendrite_init_scale = 1.0  # a new dendrite's weights are drawn as this * N(0, 1) (library: 0.01)
 dendrite_activation = "tanh"  # a dendrite's output function: sigmoid (library), tanh or relu; sigmoid near 0 is a bias

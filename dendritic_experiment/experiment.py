@@ -166,7 +166,8 @@ class Experiment:
 
     def new_run(self, run):
         """The object that trains run, given what it starts from."""
-        from dendritic_experiment.runs import BaselineRun, ContinuedRun, DendriticRun  # only when something trains
+        from dendritic_experiment.continuation import ContinuedRun, DendriticRun  # only when something trains
+        from dendritic_experiment.runs import BaselineRun
         from dendritic_experiment.train import TrainingSetup
 
         setup = TrainingSetup(self.settings, self.device, self.precision)
@@ -228,7 +229,7 @@ class Progress:
         if trained:
             print(f"{run}: finished on {where or result['device']}, test accuracy "
                   f"{result['test_accuracy']:.2f}%", file=sys.stderr)
-            self.seconds_per_epoch.setdefault(run.name, []).append(result["seconds"] / max(1, result["epochs"]))
+            self.seconds_per_epoch.setdefault(run.name, []).append(result["seconds"] / max(1, result["epochs_trained"]))
         elapsed = time.time() - self.started
         print(f"{self.total - len(self.left)}/{self.total} runs done, {clock(elapsed)} elapsed, {self.estimate()}",
               file=sys.stderr, flush=True)

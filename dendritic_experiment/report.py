@@ -55,6 +55,7 @@ def curves_figure(history, title):
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric + (" (%)" if metric == "accuracy" else ""))
         axes.grid(alpha=0.3)
+    loss_axes.set_ylabel("loss: cross-entropy with the training's label smoothing (both)")
     loss_axes.legend()
     if any(int(row.get("dendrites") or 0) for row in history):
         accuracy_axes.plot([], [], color="tab:green", linestyle=":", label="dendrite added")
@@ -210,12 +211,14 @@ def aggregate(runs):
     rows = {}
     for run in runs:
         row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
-                                                dendrite_counts=[], epoch_counts=[]))
+                                                dendrite_counts=[], epoch_counts=[], architectures_by_seed=[]))
         row["accuracies"].append(run["test_accuracy"])
         row["val_accuracies"].append(run["val_accuracy"])
         row["param_counts"].append(run["params"])
         row["dendrite_counts"].append(run["dendrites"])
         row["epoch_counts"].append(run["epochs"])
+        if run.get("architectures"):
+            row["architectures_by_seed"].append(run["architectures"])
     for row in rows.values():
         n = len(row["accuracies"])
         row["test_accuracy"] = sum(row["accuracies"]) / n
@@ -261,9 +264,10 @@ METHOD_NOTE = (
     "(perforatedbp) that this project does not use. Test accuracy is measured once per run, after "
     "training; model selection and every dendrite decision used the validation split only. *val. acc.* is "
     "the validation accuracy of the model each run reports (the one tested): the last epoch's for a "
-    "baseline; for a dendritic run and its control, the best validation epoch (the tracker's rule, which "
-    "the control follows), the starting baseline's own included. A `_continued` run is the control: the "
-    "baseline trained on for as many epochs as the dendritic run, with the same schedule and no dendrites.")
+    "baseline; for a dendritic run and its control, the model kept by one rule (a cycle's best epoch, kept "
+    "when it beats the best so far by more than dendrite_min_gain; otherwise the run goes back to the model "
+    "it kept, the starting baseline's own included, and stops). A `_continued` run is the control: the "
+    "baseline trained on for the dendritic run's cycles, with the same schedule and batches and no dendrites.")
 
 
 def library_of(runs):
@@ -370,10 +374,12 @@ def comparison_figure(runs, headline_entries=()):
         sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
         left.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
         left.annotate(row["name"], (x, row["test_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
-        if row.get("architectures"):
-            params, scores = zip(*row["architectures"])
-            right.plot([p / 1e6 for p in params], scores, "-o", color=colour, label=f"{row['name']} (0, 1, 2, ... dendrites)")
-        elif not row["name"].endswith("_continued"):
+        for seed, architectures in enumerate(row["architectures_by_seed"]):
+            params, scores = zip(*architectures)
+            label = f"{row['name']}, each of {len(row['architectures_by_seed'])} seed(s) (0, 1, 2, ... dendrites)"
+            right.plot([p / 1e6 for p in params], scores, "-o", color=colour, alpha=0.7, linewidth=1, markersize=4,
+                       label=None if seed else label)
+        if not row["architectures_by_seed"] and not row["name"].endswith("_continued"):
             right.scatter(x, row["val_accuracy"], s=60, color=colour, zorder=3)
             right.annotate(row["name"], (x, row["val_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
     left.set_title("Test accuracy: baselines (blue), dendrites (green), control (orange)")

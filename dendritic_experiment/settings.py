@@ -130,9 +130,10 @@ def check_settings(settings):
                             ("label_smoothing", 0, 1)):
         if not low <= getattr(settings, name) < high:
             refuse(settings, name, f"use a value in [{low}, {high})")
-    for name in ("dendrite_lr_multiplier", "dendrite_init_scale"):
-        if not 0 < getattr(settings, name) <= 1000:
-            refuse(settings, name, "use a value above 0 and at most 1000")
+    if not 0 <= settings.dendrite_lr_multiplier <= 1000:
+        refuse(settings, "dendrite_lr_multiplier", "use a value from 0 (dendrites that never learn) to 1000")
+    if not 0 < settings.dendrite_init_scale <= 1000:
+        refuse(settings, "dendrite_init_scale", "use a value above 0 and at most 1000")
     if settings.dendrite_activation not in ACTIVATIONS:
         refuse(settings, "dendrite_activation", f"use {', '.join(ACTIVATIONS)}")
     if not 0 <= settings.dendrite_min_gain < 100:

@@ -69,10 +69,11 @@ class TrainingSetup:
         return to_device(model, self.device, self.memory_format)
 
 
-def training_step(model, images, labels, optimizer, setup, scaler):
-    """Augment a uint8 batch on its device, then one optimizer step. Returns (loss, logits), unsynced."""
+def training_step(model, images, labels, optimizer, setup, scaler, generator=None):
+    """Augment a uint8 batch on its device (random numbers from generator), then one optimizer step.
+    Returns (loss, logits), unsynced."""
     settings = setup.settings
-    x = prepare_batch(images, settings.augment, settings.cutout, setup.memory_format, settings.dataset)
+    x = prepare_batch(images, settings.augment, settings.cutout, setup.memory_format, settings.dataset, generator)
     with setup.autocast():
         logits = setup.forward_module(model)(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
@@ -88,14 +89,16 @@ def steps_per_epoch(num_images, batch_size):
     return num_images // min(batch_size, num_images)
 
 
-def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_scheduler=None, description=""):
-    """One pass over the shuffled training set, batch_scheduler stepped after every batch.
+def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_scheduler=None, description="",
+                    generator=None):
+    """One pass over the shuffled training set, batch_scheduler stepped after every batch; the order,
+    crops, flips and cutouts drawn from generator (on the images' device; None: the global one).
     Returns {'train_loss', 'train_accuracy', 'first_bad_step'} (the first step whose loss was not
     finite, 1-based; -1 when none)."""
     batch_size = min(setup.settings.batch_size, len(images))
     steps = steps_per_epoch(len(images), batch_size)
     model.train()
-    order = torch.randperm(len(images), device=images.device)
+    order = torch.randperm(len(images), device=images.device, generator=generator)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     first_bad_step = torch.full((), -1, device=images.device)  # kept on the device: no sync per step
@@ -104,7 +107,7 @@ def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_sched
     for step in bar:
         index = order[step * batch_size:(step + 1) * batch_size]
         y = labels[index]
-        loss, logits = training_step(model, images[index], y, optimizer, setup, scaler)
+        loss, logits = training_step(model, images[index], y, optimizer, setup, scaler, generator)
         if batch_scheduler is not None:
             batch_scheduler.step()
         loss_sum += loss.detach().float() * len(y)
@@ -121,7 +124,8 @@ def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_sched
 
 @torch.no_grad()
 def evaluate(model, images, labels, setup, batch_size=1024):
-    """Loss and accuracy (percent) over a whole split, without augmentation."""
+    """Loss and accuracy (percent) over a whole split, without augmentation. The loss is the
+    training loss's definition (with its label smoothing), so that the two compare."""
     model.eval()
     loss_sum = torch.zeros((), device=images.device)
     predictions = []
@@ -131,7 +135,7 @@ def evaluate(model, images, labels, setup, batch_size=1024):
         y = labels[start:start + batch_size]
         with setup.autocast():
             logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=setup.settings.label_smoothing)
         predictions.append(logits.argmax(1))
     predictions = torch.cat(predictions)
     accuracy = 100 * (predictions == labels).sum().item() / len(images)

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from dendritic_experiment import dendrites, main, runs
+from dendritic_experiment import continuation, dendrites, main, runs
 from dendritic_experiment.intervals import (
     bootstrap_interval,
     bootstrap_ratio_interval,
@@ -12,7 +12,7 @@ from dendritic_experiment.intervals import (
     seed_ratio_interval,
 )
 
-from helpers import run_main
+from helpers import read_history, run_main
 
 DENDRITIC_RUN = ["--seeds", "0", "--val-split", "150", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
                  "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "1", "--max-dendrites", "1"]
@@ -85,15 +85,28 @@ def test_seeds_are_cached_on_their_own_and_summarised_with_their_spread(tiny, da
     assert {c["against"] for c in summary["comparisons"]} == {"resnet18", "resnet18_continued"}
 
 
-def test_control_trains_the_baseline_as_long_as_the_dendritic_run(tiny, data_dir, tmp_path):
+def test_control_repeats_the_dendritic_cycles_and_keeps_them_by_the_same_rule(tiny, data_dir, tmp_path):
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), *DENDRITIC_RUN,
                "--dendrite-epochs", "2", "--max-dendrites", "2"])
     runs = {run["name"]: run for run in json.loads((results / "summary.json").read_text())["runs"]}
     control, dendritic = runs["resnet18_continued"], runs["resnet18_dendritic"]
-    assert control["epochs"] == dendritic["epochs"] == sum(dendritic["cycles"])
     assert control["params"] == runs["resnet18"]["params"] and control["start"] == "baseline"
-    assert len(dendritic["architectures"]) >= 2  # baseline, then each dendrite count tried
+    assert dendritic["epochs_trained"] == sum(dendritic["cycles"]) and len(dendritic["architectures"]) >= 2
+    # The rule, replayed on the control's history: cycle c scores validation - 0.5 c; a cycle is kept
+    # when its best beats the best kept so far, else the run stops with the model it kept.
+    history = [float(row["val_accuracy"]) for row in read_history(results / "resnet18_continued")]
+    kept_score, kept_epoch, kept_accuracy, trained = runs["resnet18"]["val_accuracy"], 0, runs["resnet18"]["val_accuracy"], 0
+    for cycle, length in enumerate(dendritic["cycles"], 1):
+        scores = [accuracy - 0.5 * cycle for accuracy in history[trained:trained + length]]
+        trained += length
+        if max(scores) <= kept_score:
+            break
+        kept_score, kept_epoch = max(scores), trained - length + scores.index(max(scores)) + 1
+        kept_accuracy = history[kept_epoch - 1]
+    assert control["epochs_trained"] == trained == len(history)
+    assert (control["epochs"], control["val_accuracy"]) == (kept_epoch, kept_accuracy)
+    assert control["epochs_including_baseline"] == kept_epoch + 1
     table = (results / "summary.md").read_text()
     assert "resnet18_dendritic − resnet18_continued** (what the dendrites gave beyond the extra epochs)" in table
     assert "paired bootstrap over 200 test images" in table
@@ -121,7 +134,8 @@ def test_test_split_is_read_only_for_the_report(tiny, data_dir, tmp_path, monkey
         scores_given_to_tracker.append(val_accuracy)
         return real_end_epoch(self, val_accuracy, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "evaluate", evaluate)
+    for module in (runs, continuation):  # every place that evaluates
+        monkeypatch.setattr(module, "evaluate", evaluate)
     monkeypatch.setattr(runs, "final_test", final_test)
     monkeypatch.setattr(dendrites.DendriteTracker, "end_epoch", end_epoch)
     results = tmp_path / "results"
@@ -141,7 +155,7 @@ def test_three_seeds_answer_the_question_first_also_against_resnet34_trained_as_
     summary = json.loads((results / "summary.json").read_text())
     runs = {(run["name"], run["seed"]): run for run in summary["runs"]}
     for seed in (0, 1, 2):  # ResNet-34 gets as many extra epochs as the dendritic ResNet-18 had
-        assert runs["resnet34_continued", seed]["epochs"] == runs["resnet18_dendritic", seed]["epochs"]
+        assert runs["resnet34_continued", seed]["epochs_trained"] == runs["resnet18_dendritic", seed]["epochs_trained"]
     assert [(e["run"], e["against"], e["small"]) for e in summary["headline"]] == [
         ("resnet18_dendritic", "resnet34", "resnet18"), ("resnet18_dendritic", "resnet34_continued", "resnet18_continued")]
     text = (results / "summary.md").read_text()

@@ -54,9 +54,12 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     # Warm start: the first dendrite is in from the first epoch, and it really adds parameters.
     assert result["start"] == "baseline" and int(history[0]["dendrites"]) == 1
     assert int(history[0]["params"]) > baseline["params"]
-    # Fixed cycles of 2 epochs, at most 2 dendrites: the tracker ends the run after 2 or 4 epochs.
-    assert result["epochs"] == len(history) in (2, 4)
+    # Fixed cycles of 2 epochs, at most 2 dendrites: the tracker ends the run after 2 or 4 epochs, and
+    # reports the epochs of the model it kept (0: the baseline's own).
+    assert result["epochs_trained"] == len(history) in (2, 4) and result["epochs"] <= len(history)
     assert result["epochs_including_baseline"] == result["epochs"] + 2
+    if result["epochs"]:
+        assert result["val_accuracy"] == float(history[result["epochs"] - 1]["val_accuracy"])
     # The result is the model the tracker kept: its parameters match its dendrite count.
     kept = [row for row in history if int(row["dendrites"]) == result["dendrites"]]
     assert result["params"] == (int(kept[0]["params"]) if kept else baseline["params"])
@@ -67,6 +70,7 @@ def test_dendritic_run_adds_a_dendrite_with_stdin_closed_and_stops_itself(data_d
     graphed = [float(row["Validation Scores"]) for row in read_csv(run_dir / "PAIScores.csv") if row["Validation Scores"]]
     seen_by_tracker = [float(row["val_accuracy"]) - 0.5 * int(row["dendrites"]) for row in history]
     assert graphed[1:] == pytest.approx(seen_by_tracker[:len(graphed) - 1])
+    assert len(graphed) - 1 == result["epochs"]  # the tracker's own records end where ours say the kept model is
     assert graphed[-1] == pytest.approx(result["val_accuracy"] - 0.5 * result["dendrites"])
     assert not (tmp_path / "PAI").exists()
 
@@ -106,7 +110,10 @@ def test_first_phase_from_scratch_lasts_the_baseline_epochs(tiny, data_dir, tmp_
     history = read_history(results / "resnet18_dendritic")
     assert [row["dendrites"] for row in history] == ["0", "0", "0", "1"]
     result = json.loads((results / "resnet18_dendritic" / "result.json").read_text())
-    assert result["start"] == "scratch" and result["epochs"] == result["epochs_including_baseline"] == 4
+    assert result["start"] == "scratch" and result["epochs_trained"] == 4
+    first_phase = [float(row["val_accuracy"]) for row in history[:3]]
+    best_of_first_phase = first_phase.index(max(first_phase)) + 1  # kept when the dendrite is removed
+    assert result["epochs"] == result["epochs_including_baseline"] == (4 if result["dendrites"] else best_of_first_phase)
 
 
 def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, data_dir, tmp_path, monkeypatch):
@@ -153,7 +160,7 @@ def resumed_dendritic_model(setup, tmp_path, images, labels):
     """A warm-started ResNet-18 with its first dendrite, saved as a checkpoint saves it and restored
     by a resumed run in the same process (the first run's tracker released, as a finished run's is)."""
     from dendritic_experiment.data import Data
-    from dendritic_experiment.runs import DendriticRun
+    from dendritic_experiment.continuation import DendriticRun
 
     data = Data(images, labels, images, labels, images, labels, [f"class {i}" for i in range(100)])
     first = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "resumed"), build_model("resnet18").state_dict())

@@ -1,0 +1,273 @@
+"""The runs that continue a finished baseline, and the one rule by which both keep a cycle:
+
+    DendriticRun      perforatedai's tracker adds dendrites, judges them on validation, ends the run
+    ContinuedRun      the control: the baseline trained on for the dendritic run's cycles, no dendrites
+    CycleAcceptance   a cycle's best epoch is kept when it beats the best kept so far by more than
+                      dendrite_min_gain; otherwise the run rolls back and stops
+
+A dendritic run and its control differ in the dendrites only: the same starting weights, the same
+batches, crops, flips and cutouts (Run.epoch_generator), the same schedule, the same rule for
+keeping a cycle. tests/test_control.py checks that with dendrites that cannot learn
+(--dendrite-lr-multiplier 0) they are the same run.
+"""
+import torch
+
+from dendritic_experiment.contribution import contribution
+from dendritic_experiment.data import prepare_batch
+from dendritic_experiment.dendrites import DendriteTracker, architecture_scores, copy_library_outputs, library_version
+from dendritic_experiment.models import dendrite_modules_of
+from dendritic_experiment.runs import Run
+from dendritic_experiment.train import evaluate, warmup_cosine
+
+CONTRIBUTION_IMAGES = 256  # validation images on which a dendritic run measures what its dendrites add
+
+
+def cycle_schedule(settings, length):
+    """(scheduler class, its arguments) for one dendrite cycle of `length` epochs, stepped once per
+    epoch: a cosine from the cycle's peak in fixed mode; in history mode a tenth of the learning
+    rate whenever validation stalls."""
+    if settings.switch_mode == "history":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau, dict(
+            mode="max", factor=0.1, patience=max(1, settings.history_epochs // 2))
+    return torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=warmup_cosine(length, 0))
+
+
+class CycleAcceptance:
+    """The one rule by which a dendritic run and its control keep a cycle. An epoch's score is its
+    validation accuracy less dendrite_min_gain per dendrite (a control: per cycle), as the tracker
+    scores it (DendriteTracker.end_epoch); a cycle is kept when its best score beats the best kept so
+    far, and then its best epoch (the first with that score) is the model kept; otherwise the run goes
+    back to the model it kept and stops. The start (a finished baseline's score, epoch 0) counts as
+    kept; without one, the first cycle (a dendritic run's neuron-only phase from scratch) is kept."""
+
+    def __init__(self, start_score=None):
+        self.kept = None if start_score is None else {"score": start_score, "epoch": 0}
+        self.cycle_best = None
+
+    def add(self, epoch, score):
+        """Returns whether the epoch is its cycle's best so far."""
+        if self.cycle_best is None or score > self.cycle_best["score"]:
+            self.cycle_best = {"score": score, "epoch": epoch}
+            return True
+        return False
+
+    def cycle_beats_kept(self):
+        return self.kept is None or self.cycle_best["score"] > self.kept["score"]
+
+    def end_cycle(self, kept):
+        """The cycle ends, kept or not; returns kept."""
+        if kept:
+            self.kept = self.cycle_best
+        self.cycle_best = None
+        return kept
+
+    @property
+    def kept_epoch(self):
+        return self.kept["epoch"] if self.kept else 0
+
+    def state_dict(self):
+        return {"kept": self.kept, "cycle_best": self.cycle_best}
+
+    def load_state_dict(self, state):
+        self.kept, self.cycle_best = state["kept"], state["cycle_best"]
+
+
+class DendriticRun(Run):
+    """A run the perforatedai tracker drives: it adds dendrites, judges them on validation,
+    rolls back to the best model and says when to stop.
+
+    With baseline_weights, the first (neuron-only) phase is the finished baseline: its
+    validation score is reported and the first dendrite added before any training.
+    """
+
+    def __init__(self, model_name, data, setup, seed, run_dir, baseline_weights=None):
+        super().__init__(model_name, data, setup, seed)
+        self.run_dir, self.baseline_weights = run_dir, baseline_weights
+        self.first_phase, self.epochs_in_cycle = baseline_weights is None, 0
+        self.acceptance = CycleAcceptance()  # which epoch's model the tracker keeps, for the report
+
+    def convert(self, weights, resuming):
+        model = self.setup.place(self.new_model(weights))
+        modules = dendrite_modules_of(self.model_name, self.settings.dendrite_modules)
+        self.dendrites = DendriteTracker(model, modules, self.settings, self.run_dir, str(self.setup.device), resuming)
+        self.model = self.setup.place(self.dendrites.model)
+        # The same validation images every epoch, so that the contribution figures compare.
+        self.probe_images = prepare_batch(self.data.val_images[:CONTRIBUTION_IMAGES], memory_format=self.setup.memory_format,
+                                          dataset=self.settings.dataset)
+
+    def start(self):
+        self.convert(self.baseline_weights, resuming=False)
+        self.new_cycle(first_phase=True)  # the tracker needs an optimizer before any score
+        if self.baseline_weights is not None:
+            self.warm_start()
+            self.new_cycle(first_phase=False)
+
+    def warm_start(self):
+        """Give the tracker the finished baseline's scores as its first phase; it adds the first dendrite."""
+        data, setup = self.data, self.setup
+        self.dendrites.learn_shapes(*prepare_sample(data, setup))
+        train = evaluate(self.model, data.train_images, data.train_labels, setup)
+        val = evaluate(self.model, data.val_images, data.val_labels, setup)
+        model, _, _ = self.dendrites.start_from_baseline(val["accuracy"], train["accuracy"])
+        self.model = setup.place(model)
+        self.acceptance = CycleAcceptance(start_score=val["accuracy"])
+
+    def resume(self, state, epoch):
+        self.convert(None, resuming=True)
+        self.model = self.setup.place(self.dendrites.restore(state["dendrites"]))
+        self.first_phase, self.epochs_in_cycle = state["first_phase"], state["epochs_in_cycle"]
+        self.acceptance.load_state_dict(state["acceptance"])
+        self.new_cycle(self.first_phase)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def cycle_length(self, first_phase):
+        """Epochs of the neuron-only first phase (from scratch), or of a dendrite's cycle."""
+        return self.settings.epochs if first_phase else self.settings.dendrite_epochs
+
+    def new_cycle(self, first_phase):
+        """Optimizer and per-epoch schedule for one cycle; the tracker steps the schedule."""
+        peak = self.setup.scaled_lr if first_phase else self.setup.scaled_dendrite_lr
+        self.optimizer, self.scheduler = self.dendrites.setup_optimizer(
+            torch.optim.SGD, self.setup.optimizer_kwargs(peak), *cycle_schedule(self.settings, self.cycle_length(first_phase)))
+
+    def progress(self, epoch):
+        return f"{epoch} (dendrites {self.dendrites.dendrite_count})"
+
+    def columns(self):
+        return {"dendrites": self.dendrites.dendrite_count, "params": self.dendrites.parameter_count(),
+                **self.contribution()}
+
+    def contribution(self):
+        return contribution(self.model, self.probe_images, self.settings.max_dendrites)
+
+    def end_epoch(self, epoch, val_accuracy, train_accuracy):
+        self.epochs_in_cycle += 1
+        dendrites = self.dendrites.dendrite_count
+        self.acceptance.add(epoch, val_accuracy - dendrites * self.settings.dendrite_min_gain)
+        model, restructured, self.complete = self.dendrites.end_epoch(
+            val_accuracy, train_accuracy, self.epochs_in_cycle, self.cycle_length(self.first_phase))
+        if restructured or self.complete:  # the cycle ended; the tracker removed its dendrite, or kept it
+            self.acceptance.end_cycle(kept=self.dendrites.dendrite_count >= dendrites)
+        # Load-bearing: the library's save of a new best made every parameter contiguous, undoing
+        # channels_last, and a restructure adds new modules: place() puts the layout back.
+        self.model = self.setup.place(model)
+        if restructured and not self.complete:
+            self.new_cycle(first_phase=False)
+            self.first_phase, self.epochs_in_cycle = False, 0
+        return restructured
+
+    def state_dict(self):
+        return {"dendrites": self.dendrites.checkpoint_state(), "first_phase": self.first_phase,
+                "epochs_in_cycle": self.epochs_in_cycle, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "acceptance": self.acceptance.state_dict()}
+
+    def saved_model(self):
+        return self.dendrites.checkpoint_state()
+
+    def close(self):
+        if hasattr(self, "dendrites"):
+            self.dendrites.close()
+
+    def result(self, history):
+        copy_library_outputs(self.run_dir)
+        val = evaluate(self.model, self.data.val_images, self.data.val_labels, self.setup)
+        dendrite_counts = [row["dendrites"] for row in history]
+        warm = self.baseline_weights is not None
+        return {
+            "params": self.dendrites.parameter_count(),
+            "val_accuracy": val["accuracy"],
+            "dendrites": self.dendrites.dendrite_count,
+            "start": "baseline" if warm else "scratch",
+            "epochs": self.acceptance.kept_epoch,
+            "epochs_including_baseline": self.acceptance.kept_epoch + (self.settings.epochs if warm else 0),
+            # Epochs trained with each dendrite count, in order: the continued control repeats these cycles.
+            "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
+            "architectures": architecture_scores(self.run_dir, self.settings.dendrite_min_gain),
+            "contribution": self.contribution(),  # of the dendrites kept
+            "library": library_version(),
+        }
+
+
+def prepare_sample(data, setup, size=2):
+    """A few training images, prepared as evaluation prepares them, with their labels."""
+    images = prepare_batch(data.train_images[:size], memory_format=setup.memory_format, dataset=setup.settings.dataset)
+    return images, data.train_labels[:size]
+
+
+class ContinuedRun(Run):
+    """The control for a warm-started dendritic run: the same baseline, trained on for the same
+    cycles with the same schedule and the same batches, without dendrites. Like the tracker, it
+    keeps a cycle's best epoch only when it beats the best kept so far by more than
+    dendrite_min_gain (CycleAcceptance), rolls back to the model kept at every cycle's start, and
+    otherwise stops there."""
+
+    def __init__(self, model_name, data, setup, seed, baseline_weights, cycles):
+        super().__init__(model_name, data, setup, seed)
+        self.baseline_weights, self.cycles = baseline_weights, cycles
+        # (cycle, epoch within it) of every epoch, numbered from 1
+        self.plan = [(cycle, index) for cycle, length in enumerate(cycles) for index in range(1, length + 1)]
+
+    def start(self):
+        self.model = self.setup.place(self.new_model(self.baseline_weights))
+        val = evaluate(self.model, self.data.val_images, self.data.val_labels, self.setup)
+        self.acceptance = CycleAcceptance(start_score=val["accuracy"])
+        self.kept_model, self.cycle_best_model = clone_state(self.model), None
+
+    def resume(self, state, epoch):
+        self.model = self.setup.place(self.new_model(state["model"]))
+        self.new_cycle(self.cycles[self.plan[epoch - 1][0]])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.acceptance = CycleAcceptance()
+        self.acceptance.load_state_dict(state["acceptance"])
+        self.kept_model, self.cycle_best_model = state["kept_model"], state["cycle_best_model"]
+
+    def new_cycle(self, length):
+        self.optimizer = torch.optim.SGD(self.model.parameters(),
+                                         **self.setup.optimizer_kwargs(self.setup.scaled_dendrite_lr))
+        scheduler_class, arguments = cycle_schedule(self.settings, length)
+        self.scheduler = scheduler_class(self.optimizer, **arguments)
+
+    def begin_epoch(self, epoch):
+        cycle, index_in_cycle = self.plan[epoch - 1]
+        if index_in_cycle == 1:
+            if cycle > 0:
+                self.model.load_state_dict(self.kept_model)  # as the tracker rolls back at every switch
+            self.new_cycle(self.cycles[cycle])
+
+    def progress(self, epoch):
+        return f"{epoch}/{len(self.plan)}"
+
+    def end_epoch(self, epoch, val_accuracy, train_accuracy):
+        cycle, index_in_cycle = self.plan[epoch - 1]
+        score = val_accuracy - (cycle + 1) * self.settings.dendrite_min_gain  # as the dendritic run's cycle is scored
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(score)  # as the tracker steps it: once per epoch, on that score
+        else:
+            self.scheduler.step()
+        if self.acceptance.add(epoch, score):
+            self.cycle_best_model = clone_state(self.model)
+        if index_in_cycle == self.cycles[cycle]:  # the cycle's last epoch
+            if self.acceptance.end_cycle(kept=self.acceptance.cycle_beats_kept()):
+                self.kept_model = self.cycle_best_model
+            else:
+                self.complete = True  # rolls back and stops, as the dendritic run does
+        self.complete = self.complete or epoch == len(self.plan)
+        return False
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "acceptance": self.acceptance.state_dict(),
+                "kept_model": self.kept_model, "cycle_best_model": self.cycle_best_model}
+
+    def result(self, history):
+        self.model.load_state_dict(self.kept_model)
+        val = evaluate(self.model, self.data.val_images, self.data.val_labels, self.setup)
+        return {"params": sum(p.numel() for p in self.model.parameters()), "dendrites": 0,
+                "val_accuracy": val["accuracy"], "start": "baseline", "epochs": self.acceptance.kept_epoch,
+                "epochs_including_baseline": self.acceptance.kept_epoch + self.settings.epochs}
+
+
+def clone_state(model):
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}

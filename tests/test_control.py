@@ -1,0 +1,51 @@
+"""The control is a control: a dendritic run and its control differ by the dendrites alone. With
+dendrites that cannot learn, they must be the same run (an A/A check)."""
+import json
+
+import torch
+
+from helpers import read_history, run_main
+
+WARM_START = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--epochs", "1", "--warmup-epochs", "0",
+              "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "2", "--max-dendrites", "3"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def finished(results, run):
+    result = json.loads((results / run / "result.json").read_text())
+    predictions = torch.load(results / run / "test_predictions.pt", weights_only=True)["predicted"]
+    return result, read_history(results / run), predictions
+
+
+def test_dendrites_that_never_learn_reproduce_the_control(data_dir, tmp_path):
+    """--dendrite-lr-multiplier 0: each dendrite's output scale stays at zero, so it adds exactly
+    nothing; the dendritic run and its control must then agree at every epoch and in every test
+    prediction, though the dendritic run draws random numbers for its dendrites and the library
+    saves, rolls back and restructures its model."""
+    process = run_main(["--data-dir", data_dir, "--results-dir", "out", *WARM_START, "--dendrite-min-gain", "0",
+                        "--dendrite-lr-multiplier", "0"], cwd=tmp_path, **ONE_THREAD)
+    assert process.returncode == 0, process.stderr
+    dendritic, dendritic_history, dendritic_predictions = finished(tmp_path / "out", "resnet18_dendritic")
+    control, control_history, control_predictions = finished(tmp_path / "out", "resnet18_continued")
+    assert len(dendritic["cycles"]) >= 2 and dendritic["dendrites"] >= 1  # a dendrite kept, and another cycle
+    assert max(float(row["dendrite_scale"]) for row in dendritic_history) == 0.0
+    assert [row["val_accuracy"] for row in dendritic_history] == [row["val_accuracy"] for row in control_history]
+    assert [row["train_loss"] for row in dendritic_history] == [row["train_loss"] for row in control_history]
+    for key in ("epochs", "epochs_trained", "val_accuracy", "test_accuracy"):
+        assert dendritic[key] == control[key], key
+    assert torch.equal(dendritic_predictions, control_predictions)
+
+
+def test_a_cycle_that_gains_too_little_is_rolled_back_by_both(data_dir, tmp_path):
+    """A gain of 99 points is out of reach: the dendritic run removes its dendrite, the control drops
+    its cycle, and both report the baseline's own model, trained 0 epochs beyond it."""
+    process = run_main(["--data-dir", data_dir, "--results-dir", "out", *WARM_START, "--dendrite-min-gain", "99"],
+                       cwd=tmp_path)
+    assert process.returncode == 0, process.stderr
+    baseline, _, baseline_predictions = finished(tmp_path / "out", "resnet18")
+    for run in ("resnet18_dendritic", "resnet18_continued"):
+        result, history, predictions = finished(tmp_path / "out", run)
+        assert len(history) == result["epochs_trained"] == 2  # one cycle, then it stopped
+        assert (result["epochs"], result["epochs_including_baseline"], result["dendrites"]) == (0, 1, 0), run
+        assert (result["params"], result["val_accuracy"]) == (baseline["params"], baseline["val_accuracy"]), run
+        assert result["test_accuracy"] == baseline["test_accuracy"] and torch.equal(predictions, baseline_predictions)
