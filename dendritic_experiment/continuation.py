@@ -14,7 +14,8 @@ import torch
 
 from dendritic_experiment.contribution import contribution
 from dendritic_experiment.data import prepare_batch
-from dendritic_experiment.dendrites import DendriteTracker, architecture_scores, copy_library_outputs, library_version
+from dendritic_experiment.dendrites import (DendriteTracker, architecture_scores, copy_library_outputs, dendrite_method,
+                                            library_version)
 from dendritic_experiment.models import dendrite_modules_of
 from dendritic_experiment.runs import Run
 from dendritic_experiment.train import evaluate, warmup_cosine
@@ -186,6 +187,7 @@ class DendriticRun(Run):
             "architectures": architecture_scores(self.run_dir, self.settings.dendrite_min_gain),
             "contribution": self.contribution(),  # of the dendrites kept
             "library": library_version(),
+            "method": dendrite_method(),  # the library's own flag, at the end of the run
         }
 
 

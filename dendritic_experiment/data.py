@@ -2,6 +2,7 @@
 device, and each batch augmented and normalised there in one go (no per-image Python)."""
 import collections
 import functools
+import hashlib
 import os
 import pickle
 
@@ -40,6 +41,26 @@ def dataset_folder(data_dir, spec):
                 f"extracted {spec['folder']} folder in {os.path.abspath(data_dir)}"
             ) from None
     return folder
+
+
+def data_fingerprint(data_dir, dataset):
+    """What the data files a run reads hold, wherever they lie: the first 16 hex digits of a sha256
+    over the training and test pickles and the class names, in a fixed order (CIFAR-100's 180 MB:
+    README, "When results are reused")."""
+    spec = DATASETS[dataset]
+    folder = dataset_folder(data_dir, spec)
+    digest = hashlib.sha256()
+    for name in spec["train"] + spec["test"] + [spec["meta"]]:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+        except FileNotFoundError:
+            if name == spec["meta"]:  # class names are only for display (read_class_names)
+                continue
+            raise ExperimentError(f"{path} is missing: delete the {spec['folder']} folder to download it again, "
+                                  "or put the complete folder there") from None
+    return digest.hexdigest()[:16]
 
 
 def read_cifar_file(path, spec=DATASETS["cifar100"]):

@@ -12,8 +12,11 @@ checks each internal by name):
   must be False (else a test mode adds 3 dendrites and ends).
 - A BatchNorm next to a wrapped convolution stops in the debugger ("norm layer not accounted
   for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`.
-- Dendrites are trained by ordinary gradient descent, jointly with the network (the correlation-
-  trained Perforated Backpropagation is the paid perforatedbp add-on, not used here). A new
+- Dendrites are trained by ordinary gradient descent, jointly with the network. The correlation-
+  trained Perforated Backpropagation is the paid perforatedbp add-on: when it is importable, the
+  library's globals module switches itself to it at import (`set_perforated_backpropagation(True)`,
+  `set_no_extra_n_modes(False)`); library_settings switches both back, as the library's own
+  gradient-descent examples do, because everything here was built and tested for gradient descent. A new
   dendrite is a copy of the module it joins (conv+bn), every parameter re-drawn as
   `candidate_weight_initialization_multiplier` (0.01) * N(0, 1). A wrapped module computes
       y = main(x) + sum_i dendrites_to_top[-1][i, c] * act(D_i(x) + earlier dendrites' terms)
@@ -60,6 +63,10 @@ import torch.nn.functional as F
 from dendritic_experiment.utils import new_file_mode, write_atomic
 
 SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix of its files
+GRADIENT_DESCENT = "gradient-descent dendrites (perforatedai, open source)"
+PERFORATED_BACKPROPAGATION = "Perforated Backpropagation (perforatedbp)"
+PB_SWITCHED_OFF = ("perforatedbp is installed, but this project runs perforatedai's gradient-descent dendrites, which "
+                   "it was built and tested for: Perforated Backpropagation is switched off (README, Method)")
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
 # The trained parameters of dendrites: their output scales, the copies, and dendrite-to-dendrite weights.
 DENDRITE_PARAMETER = re.compile(r"\.(dendrites_to_top\.\d+|dendrite_module\.(layers\.\d+\..+|dendrites_to_dendrites\.\d+))$")
@@ -95,7 +102,7 @@ class DendriteTracker:
             conv, bn = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, GPA.PAISequential([conv, bn]))
-        configure(GPA.pc, settings, device)
+        configure(library_settings(), settings, device)
         os.makedirs(run_dir, exist_ok=True)
         if not resuming:
             # A leftover <save_name>_config.json would silently override the settings above.
@@ -227,6 +234,23 @@ class DendriteTracker:
     def parameter_count(self):
         """Parameter count without the hidden copies the library keeps to grow new dendrites."""
         return int(self.UPA.count_params(self.model))
+
+
+def library_settings():
+    """The library's process-wide settings (GPA.pc), always with Perforated Backpropagation off, said
+    once per process when it was on (perforatedbp installed)."""
+    from perforatedai import globals_perforatedai as GPA
+
+    if GPA.pc.get_perforated_backpropagation():
+        GPA.pc.set_perforated_backpropagation(False)
+        GPA.pc.set_no_extra_n_modes(True)  # the open-source default
+        print(PB_SWITCHED_OFF, file=sys.stderr)
+    return GPA.pc
+
+
+def dendrite_method():
+    """The dendrite method the library runs, read from its own flag (after library_settings)."""
+    return PERFORATED_BACKPROPAGATION if library_settings().get_perforated_backpropagation() else GRADIENT_DESCENT
 
 
 def configure(pc, settings, device):

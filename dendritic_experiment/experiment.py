@@ -8,13 +8,16 @@ results; train_in_order runs the plan in this process (cluster.py runs it as Ray
 import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import sys
 import time
 
 import torch
 
-from dendritic_experiment.data import load_data
+from dendritic_experiment.data import data_fingerprint, load_data
+from dendritic_experiment.identity import run_identity, what_changed
+from dendritic_experiment.models import build_model
 from dendritic_experiment.report import write_run_pictures
 from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
 from dendritic_experiment.utils import ExperimentError, read_json, remove_temporary_files, split_list, write_json
@@ -93,21 +96,33 @@ def planned_epochs(kind, settings):
 
 
 class Experiment:
-    """The finished results of the plan's runs, each reused when a finished result with the same
-    settings exists, else trained. One per process: the data is read once, for every seed."""
+    """The finished results of the plan's runs, each reused when a finished result of the same
+    identity exists (identity.py), else trained. One per process: the data is read once, for
+    every seed; the device and precision are resolved where a run trains."""
 
     def __init__(self, settings):
         self.settings = settings
-        self.device = pick_device(settings.device)
-        self.precision = pick_precision(settings.precision, self.device)
         self.results, self.trained = {}, set()  # {PlannedRun: result}; the runs this process trained
-        self._data = None
+        self._data = self._fingerprint = None
+
+    @functools.cached_property
+    def device(self):
+        return pick_device(self.settings.device)
+
+    @functools.cached_property
+    def precision(self):
+        return pick_precision(self.settings.precision, self.device)
 
     @property
     def data(self):
         if self._data is None:  # only read (or download) CIFAR-100 when something must train
             self._data = load_data(self.settings, self.device)
         return self._data
+
+    def data_fingerprint(self):
+        if self._fingerprint is None:  # read once per process, on the first lookup
+            self._fingerprint = data_fingerprint(self.settings.data_dir, self.settings.dataset)
+        return self._fingerprint
 
     def result(self, run):
         """The run's finished result, reused or trained; the runs it starts from must be finished."""
@@ -117,22 +132,24 @@ class Experiment:
             self.results[run] = self.cached(run) or self.train(run)
         return self.results[run]
 
-    def cache_key(self, run):
-        """What this run's result depends on, stored in its result.json as "settings" and compared
-        before a finished run is reused: the settings (settings.result_settings) and when the runs it
-        starts from finished (a baseline trained again is a different starting point)."""
-        key = result_settings(self.settings, run.model, run.kind, run.seed, self.precision)
-        for upstream in run.starts_from:
-            key[upstream.kind + "_finished_at"] = self.results[upstream]["finished_at"]
-        return key
+    def identity(self, run):
+        """(settings, identity): what the run's result depends on, stored in its result.json and
+        compared before a finished run is reused (identity.py). The runs it starts from must be finished."""
+        return (result_settings(self.settings, run.model, run.kind, run.seed),
+                run_identity(run, self.data_fingerprint(), self.results))
 
     def cached(self, run):
-        """The run's finished result when it was made with the same settings and its files are whole;
-        else None."""
+        """The run's finished result when it has the same identity and its files are whole; else None,
+        saying why when there was a result."""
         cached = read_json(os.path.join(run.folder, "result.json"))
-        if cached and cached.get("settings") == self.cache_key(run) and self.files_readable(run):
+        if not cached:
+            return None
+        changed = what_changed(cached, *self.identity(run))
+        if changed is None and self.files_readable(run):
             print(f"{run.name}: reusing the finished result in {run.folder}", file=sys.stderr)
             return cached
+        if changed:
+            print(f"{run}: {changed}; training it again", file=sys.stderr)
         return None
 
     def forget(self, run):
@@ -156,13 +173,26 @@ class Experiment:
         return (self.weights(run) is not None and self.weights(run, "test_predictions.pt") is not None
                 and os.path.exists(os.path.join(run.folder, "history.csv")))
 
-    def start_tracking(self, run, cache_key):
+    def starting_weights(self, run, upstream):
+        """The finished upstream run's weights that run starts from; refused, naming the file, when they
+        cannot be read or do not fit its model (nothing would be what its identity says)."""
+        path = os.path.join(upstream.folder, "model.pt")
+        try:
+            weights = torch.load(path, map_location="cpu", weights_only=True)
+            build_model(upstream.model, len(self.data.classes)).load_state_dict(weights)
+        except Exception as error:
+            raise ExperimentError(f"{run.name}: {path} cannot be read as {upstream.name}'s weights ({type(error).__name__}), "
+                                  f"and {run.name} starts from them: restore the file or train {upstream.name} again "
+                                  "(--retrain)") from None
+        return weights
+
+    def start_tracking(self, run, settings):
         """A wandb run for this training run when --wandb-project is set; None otherwise."""
         if not self.settings.wandb_project:
             return None
         import wandb
         return wandb.init(project=self.settings.wandb_project, name=f"{run.name}-seed{run.seed}",
-                          config=cache_key, reinit=True)
+                          config=settings, reinit=True)
 
     def new_run(self, run):
         """The object that trains run, given what it starts from."""
@@ -173,7 +203,7 @@ class Experiment:
         setup = TrainingSetup(self.settings, self.device, self.precision)
         if run.kind == "baseline":
             return BaselineRun(run.model, self.data, setup, run.seed)
-        baseline_weights = self.weights(run.baseline) if run.baseline else None
+        baseline_weights = self.starting_weights(run, run.baseline) if run.baseline else None
         if run.kind == "dendritic":
             return DendriticRun(run.model, self.data, setup, run.seed, run.folder, baseline_weights)
         return ContinuedRun(run.model, self.data, setup, run.seed, baseline_weights,
@@ -182,21 +212,26 @@ class Experiment:
     def train(self, run):
         from dendritic_experiment.runs import train_run
 
-        cache_key = self.cache_key(run)
+        settings, identity = self.identity(run)
         os.makedirs(run.folder, exist_ok=True)
         remove_temporary_files(run.folder)
         print(f"{run}: training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = self.new_run(run)
-        tracking = self.start_tracking(run, cache_key)
+        # An old result goes first: no result.json ever sits beside a history it did not make.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(run.folder, "result.json"))
+        tracking = self.start_tracking(run, settings)
+        checkpoint_key = dict(settings=settings, identity=identity, precision=self.precision)
         try:
-            outcome = train_run(trainer, run.name, run.folder, cache_key, tracking)
+            outcome = train_run(trainer, run.name, run.folder, checkpoint_key, tracking)
         except torch.OutOfMemoryError:
             size = self.settings.batch_size
             raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
         result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", seed=run.seed,
                       dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
-                      finished_at=datetime.datetime.now().isoformat(), settings=cache_key)
+                      precision=self.precision, finished_at=datetime.datetime.now().isoformat(), settings=settings,
+                      identity=identity)
         write_json(os.path.join(run.folder, "result.json"), result)
         write_run_pictures(run.folder, run.name, self.data)
         if tracking:

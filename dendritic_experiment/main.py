@@ -59,6 +59,10 @@ def lock_results(results_dir):
 def run_experiment(settings):
     """Every run of the plan, reused or trained, then summary.json, summary.md and comparison.png."""
     experiment, plan = Experiment(settings), plan_runs(settings)
+    if any(run.kind == "dendritic" for run in plan):
+        from dendritic_experiment.dendrites import dendrite_method
+
+        dendrite_method()  # says at once, in one line, when perforatedbp is installed and switched off
     if settings.parallel_runs:
         from dendritic_experiment.cluster import train_in_parallel  # only here is Ray imported
         train_in_parallel(settings, experiment, plan)

@@ -95,9 +95,11 @@ def misclassified_figure(images, labels, predicted, classes, count=24):
 
 
 def write_run_pictures(run_dir, run_name, data):
-    """curves.png and misclassified.png of a finished run."""
+    """curves.png (a dendritic run's titled with its dendrite method) and misclassified.png of a finished run."""
     history = read_csv(os.path.join(run_dir, "history.csv"))
-    save_figure(curves_figure(history, run_name), os.path.join(run_dir, "curves.png"))
+    method = (read_json(os.path.join(run_dir, "result.json")) or {}).get("method")
+    title = f"{run_name}: {method}" if method else run_name
+    save_figure(curves_figure(history, title), os.path.join(run_dir, "curves.png"))
     predictions = torch.load(os.path.join(run_dir, "test_predictions.pt"), weights_only=True)
     figure = misclassified_figure(data.test_images, predictions["labels"].long(), predictions["predicted"].long(),
                                   data.classes)
@@ -253,15 +255,15 @@ def summary_markdown(runs, headline_entries, comparisons):
                   "trained weights only, not the spread between seeds, which on CIFAR-100 is about the size "
                   "of the effects in question; run `--seeds 0,1,2` for a result.", ""]
     lines += headline_lines(headline_entries) + table_lines(runs) + comparison_lines(comparisons)
-    lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(library=library_of(runs))]
+    lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(method=method_of(runs))]
     return "\n".join(lines) + "\n"
 
 
 METHOD_NOTE = (
-    "Dendrites: {library}, the open-source library's gradient-descent dendrites, trained jointly with the "
-    "network by ordinary backpropagation. This is not Perforated Backpropagation, the correlation-trained "
+    "Dendrites: {method}, as the library reported it for each dendritic run: trained jointly with the network "
+    "by ordinary backpropagation. This is not Perforated Backpropagation, the correlation-trained "
     "dendrites behind the library authors' published results, which is a separate paid add-on "
-    "(perforatedbp) that this project does not use. Test accuracy is measured once per run, after "
+    "(perforatedbp) that this project switches off where it is installed. Test accuracy is measured once per run, after "
     "training; model selection and every dendrite decision used the validation split only. *val. acc.* is "
     "the validation accuracy of the model each run reports (the one tested): the last epoch's for a "
     "baseline; for a dendritic run and its control, the model kept by one rule (a cycle's best epoch, kept "
@@ -270,9 +272,12 @@ METHOD_NOTE = (
     "baseline trained on for the dendritic run's cycles, with the same schedule and batches and no dendrites.")
 
 
-def library_of(runs):
+def method_of(runs):
+    """'gradient-descent dendrites (perforatedai, open source), perforatedai 3.2.9': each method and
+    library version the dendritic runs recorded."""
+    recorded = sorted({run.get("method", "method not recorded") for run in runs if run.get("library")})
     versions = sorted({run["library"] for run in runs if run.get("library")})
-    return ", ".join(versions) or "perforatedai"
+    return ", ".join(recorded + versions) or "none (no dendritic run)"
 
 
 def headline_lines(entries):

@@ -72,14 +72,16 @@ def train_epoch(run, run_name, epoch, scaler, checkpoint):
 
 
 def check_finite(metrics, run_name, epoch, setup, checkpoint):
-    """Stop a run whose loss went NaN or infinite; its last checkpoint (of a good epoch) stays."""
+    """Stop a run whose loss went NaN or infinite; its last checkpoint (of a good epoch) stays. The
+    advice says what it costs: a setting of the run's identity changed starts it over."""
     step = metrics.pop("first_bad_step")
     if step >= 0:
-        kept = f"the checkpoint of epoch {checkpoint.epoch} is kept" if checkpoint.epoch else "no checkpoint was saved"
+        kept = (f"its checkpoint of epoch {checkpoint.epoch} is kept, and resumes it only with these settings"
+                if checkpoint.epoch else "no checkpoint was saved")
+        fp32 = f" or --precision fp32 (now {setup.precision})" if setup.precision != "fp32" else ""
         raise ExperimentError(
-            f"{run_name}: the training loss became {metrics['train_loss']} at epoch {epoch}, step {step}; "
-            f"{kept}. Try a lower --lr (now {setup.settings.lr}) "
-            f"or --precision fp32 (now {setup.precision})"
+            f"{run_name}: the training loss became {metrics['train_loss']} at epoch {epoch}, step {step}; {kept}. "
+            f"A lower --lr (now {setup.settings.lr}){fp32} trains the run again from its start"
         )
 
 

@@ -82,14 +82,30 @@ def parse_settings(argv=None):
 RUN_KINDS = ("baseline", "dendritic", "continued")
 
 # The settings a run's result depends on, stored in its result.json as "settings" and compared
-# there before a finished run is reused. Paths, the device, reporting and checkpointing do not
-# change a result; the seed, the model and the precision are added by result_settings.
+# there before a finished run is reused (with the rest of its identity: identity.py). The seed,
+# the model and the precision setting (auto stays auto: it is resolved where the run trains) are
+# added by result_settings.
 DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
 TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
                      "warmup_epochs")
 DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
                      "dendrite_lr", "dendrite_lr_multiplier", "dendrite_weight_decay", "dendrite_init_scale",
                      "dendrite_activation", "dendrite_min_gain", "warm_start")
+# Every other setting of config.py, and why it cannot change a run's result (a test checks that each
+# setting is in exactly one of these lists, so that a new one is never silently left out).
+NOT_RESULT_SETTINGS = {
+    "data_dir": "where the data is read from: its contents are the data fingerprint",
+    "experiments": "which runs; each run's own identity says what it is",
+    "results_dir": "where results go", "run_name": "where results go",
+    "retrain": "trains again, whatever is cached", "plot_only": "trains nothing", "overfit_batch": "trains nothing",
+    "wandb_project": "where progress is logged",
+    "seeds": "which seeds; each run's identity has its own seed",
+    "checkpoint_seconds": "how often a run saves its progress (a resumed run ends as an uninterrupted one)",
+    "control": "whether the control is trained, not what it is",
+    "device": "where a run trains, recorded in its result.json (numbers differ only by float rounding)",
+    "parallel_runs": "how many runs train at once", "ray_address": "where Ray runs", "gpus_per_run": "where a run trains",
+    "compile": "the same computation, compiled", "channels_last": "the same computation, another memory layout",
+}
 
 
 def split_run_name(run_name):
@@ -100,10 +116,10 @@ def split_run_name(run_name):
     return run_name, "baseline"
 
 
-def result_settings(settings, model, kind, seed, precision):
-    """The settings a run's result depends on (without what it starts from: see Experiment.cache_key)."""
+def result_settings(settings, model, kind, seed):
+    """The settings a run's result depends on (the rest of its identity: identity.py)."""
     names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
-    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model, precision=precision)
+    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model, precision=settings.precision)
 
 
 def seed_list(settings):

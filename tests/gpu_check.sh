@@ -195,7 +195,7 @@ for run in ("resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"):
     except OSError:
         continue
     check(result.get("device", "").startswith(device), f"{run}: trained on {result.get('device')}")
-    print(f"         {run}: precision {result['settings']['precision']}, {len(rows)} epochs, "
+    print(f"         {run}: precision {result.get('precision')}, {len(rows)} epochs, "
           f"{result['params']:,} parameters, test accuracy {result['test_accuracy']:.2f}%")
     if run == "resnet18_dendritic":  # the tracker may remove the dendrite again; it must have been added
         check(any(int(row["dendrites"]) >= 1 for row in rows), f"{run}: a dendrite was added")

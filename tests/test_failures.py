@@ -47,7 +47,7 @@ def test_unreadable_checkpoint_is_reported_and_the_run_starts_over(run, tmp_path
     assert not (run_dir / "checkpoint.pt").exists() and not (run_dir / ".tmp-k1ll3d").exists()
 
 
-@pytest.mark.parametrize("every, kept", [(0, "the checkpoint of epoch 1 is kept"),
+@pytest.mark.parametrize("every, kept", [(0, "its checkpoint of epoch 1 is kept, and resumes it only with these settings"),
                                          (3600, "no checkpoint was saved")])
 def test_nan_loss_stops_the_run_naming_epoch_step_and_what_is_kept(run, tmp_path, capsys, monkeypatch, every, kept):
     real_step, calls = train.training_step, []
@@ -60,13 +60,22 @@ def test_nan_loss_stops_the_run_naming_epoch_step_and_what_is_kept(run, tmp_path
     monkeypatch.setattr(train, "training_step", step_that_breaks_in_epoch_two)
     assert run("--checkpoint-seconds", str(every)) == 2
     error = capsys.readouterr().err
-    assert "the training loss became nan at epoch 2, step 3" in error and kept in error and "--lr" in error
+    assert "the training loss became nan at epoch 2, step 3" in error and kept in error
+    assert error.splitlines()[-1].endswith("A lower --lr (now 0.1) trains the run again from its start")  # fp32 already
     path = tmp_path / "results" / "resnet18" / "checkpoint.pt"
     if every == 0:
         assert torch.load(path, weights_only=True)["epoch"] == 1
     else:  # the first epoch took less than an hour: no checkpoint was due yet
         assert not path.exists()
     assert not (tmp_path / "results" / "resnet18" / "result.json").exists()
+    if every == 0:  # the advice is true: a lower --lr starts over, the same settings resume
+        monkeypatch.setattr(train, "training_step", real_step)
+        saved = path.read_bytes()
+        assert run("--checkpoint-seconds", "0", "--lr", "0.05") == 0
+        assert "the checkpoint is from other settings; training from the start" in capsys.readouterr().err
+        path.write_bytes(saved)
+        assert run("--checkpoint-seconds", "0") == 0
+        assert "resnet18: resuming after epoch 1" in capsys.readouterr().err
 
 
 def test_out_of_memory_names_the_batch_size(run, capsys, monkeypatch):
