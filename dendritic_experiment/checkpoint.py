@@ -68,18 +68,12 @@ class Checkpoint:
 class EpochLog:
     """history.csv of a run, rewritten after every epoch, and a one-line summary per epoch."""
 
-    def __init__(self, run_dir, run_name, tracking=None):
+    def __init__(self, run_dir, run_name):
         self.path, self.run_name, self.rows = os.path.join(run_dir, "history.csv"), run_name, []
-        self.tracking = tracking  # a wandb run, or None
 
     def add(self, row):
-        previous_dendrites = self.rows[-1].get("dendrites", 0) if self.rows else 0
-        if self.tracking and row.get("dendrites", 0) > previous_dendrites:
-            self.tracking.log({"dendrite_added": row["dendrites"]}, commit=False)
         self.rows.append(row)
         write_csv(self.path, self.rows)
-        if self.tracking:
-            self.tracking.log(row)
         extra = (f"  dendrites {row['dendrites']} ({row['dendrite_share']:.3%} of their layers' output variance)"
                  if "dendrites" in row else "")
         tqdm.write(

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 from dendritic_experiment.data import DATASETS, dataset_folder
 from dendritic_experiment.experiment import Experiment, Progress, plan_runs
+from dendritic_experiment.tracking import sweep_trial
 from dendritic_experiment.utils import ExperimentError, try_lock
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers import the package from it
@@ -37,10 +38,10 @@ LOCK_WAIT = 120  # seconds a rerun waits for the lock of a worker only presumed 
 WORKER_SETUP_HOOK = ""  # "module.function" each worker calls first (tests: tiny models, another user)
 
 
-def train_in_parallel(settings, experiment, plan):
+def train_in_parallel(settings, experiment, plan, tracking=None):
     """Fill experiment's results with every run of the plan (in order: each after the runs it starts
     from), at most settings.parallel_runs training at once."""
-    progress = Progress(settings, plan, settings.parallel_runs)
+    progress = Progress(settings, plan, settings.parallel_runs, tracking)
     waiting = reuse_finished(settings, experiment, plan, progress)
     if not waiting:
         return  # everything was finished: no Ray at all
@@ -215,7 +216,7 @@ def train_task(settings, run_name, seed, upstream_results):
     print(f"{run_name} (seed {seed}): started on {where}", file=sys.stderr, flush=True)
     try:
         # The worker's own plan: its folders are under the absolute results folder it was given.
-        run = next(run for run in plan_runs(settings) if (run.name, run.seed) == (run_name, seed))
+        run = next(run for run in plan_runs(settings, sweep_trial(settings)) if (run.name, run.seed) == (run_name, seed))
         experiment = Experiment(settings)
         experiment.results.update({upstream: upstream_results[upstream.name] for upstream in run.starts_from})
         os.makedirs(run.folder, exist_ok=True)

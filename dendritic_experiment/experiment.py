@@ -19,8 +19,20 @@ from dendritic_experiment.data import data_fingerprint, load_data
 from dendritic_experiment.identity import run_identity, what_changed
 from dendritic_experiment.models import build_model
 from dendritic_experiment.report import write_run_pictures
-from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
-from dendritic_experiment.utils import ExperimentError, read_json, remove_temporary_files, split_list, write_json
+from dendritic_experiment.settings import (
+    pick_device,
+    pick_precision,
+    result_settings,
+    seed_list,
+    split_run_name,
+)
+from dendritic_experiment.utils import (
+    ExperimentError,
+    read_json,
+    remove_temporary_files,
+    split_list,
+    write_json,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +76,10 @@ def control_source(settings, run_name):
     return own if own in listed or not listed else listed[0]
 
 
-def plan_runs(settings):
+def plan_runs(settings, trial=None):
     """Every run to train or reuse, for every seed, each after the runs it starts from (which may
-    not be in --experiments themselves)."""
+    not be in --experiments themselves). trial: a folder under results_dir for every run but the
+    baselines (a sweep trial's own runs: tracking.sweep_trial)."""
     planned = {}
 
     def add(name, seed):
@@ -74,7 +87,8 @@ def plan_runs(settings):
             model, kind = split_run_name(name)
             baseline = add(model, seed) if kind != "baseline" and settings.warm_start else None
             cycles_from = add(control_source(settings, name), seed) if kind == "continued" else None
-            folder = os.path.join(settings.results_dir, name if seed == 0 else f"{name}_seed{seed}")
+            parent = os.path.join(settings.results_dir, trial) if trial and kind != "baseline" else settings.results_dir
+            folder = os.path.join(parent, name if seed == 0 else f"{name}_seed{seed}")
             planned[name, seed] = PlannedRun(name, model, kind, seed, folder, baseline, cycles_from)
         return planned[name, seed]
 
@@ -186,17 +200,12 @@ class Experiment:
                                   "(--retrain)") from None
         return weights
 
-    def start_tracking(self, run, settings):
-        """A wandb run for this training run when --wandb-project is set; None otherwise."""
-        if not self.settings.wandb_project:
-            return None
-        import wandb
-        return wandb.init(project=self.settings.wandb_project, name=f"{run.name}-seed{run.seed}",
-                          config=settings, reinit=True)
-
     def new_run(self, run):
         """The object that trains run, given what it starts from."""
-        from dendritic_experiment.continuation import ContinuedRun, DendriticRun  # only when something trains
+        from dendritic_experiment.continuation import (  # only when something trains
+            ContinuedRun,
+            DendriticRun,
+        )
         from dendritic_experiment.runs import BaselineRun
         from dendritic_experiment.train import TrainingSetup
 
@@ -220,10 +229,9 @@ class Experiment:
         # An old result goes first: no result.json ever sits beside a history it did not make.
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(run.folder, "result.json"))
-        tracking = self.start_tracking(run, settings)
         checkpoint_key = dict(settings=settings, identity=identity, precision=self.precision)
         try:
-            outcome = train_run(trainer, run.name, run.folder, checkpoint_key, tracking)
+            outcome = train_run(trainer, run.name, run.folder, checkpoint_key)
         except torch.OutOfMemoryError:
             size = self.settings.batch_size
             raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
@@ -234,18 +242,15 @@ class Experiment:
                       identity=identity)
         write_json(os.path.join(run.folder, "result.json"), result)
         write_run_pictures(run.folder, run.name, self.data)
-        if tracking:
-            tracking.summary.update({k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")})
-            tracking.finish()
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run.folder, "checkpoint.pt"))
         self.trained.add(run)
         return result
 
 
-def train_in_order(settings, experiment, plan):
+def train_in_order(settings, experiment, plan, tracking=None):
     """Every run of the plan in this process, one after the other."""
-    progress = Progress(settings, plan)
+    progress = Progress(settings, plan, tracking=tracking)
     for run in plan:
         progress.done(run, experiment.result(run), run in experiment.trained)
 
@@ -255,12 +260,14 @@ class Progress:
     time left from the seconds per epoch measured so far (each run's planned epochs: the most it
     can take), divided among the runs that train at once."""
 
-    def __init__(self, settings, plan, at_once=1):
-        self.settings, self.at_once, self.started = settings, at_once, time.time()
+    def __init__(self, settings, plan, at_once=1, tracking=None):
+        self.settings, self.at_once, self.started, self.tracking = settings, at_once, time.time(), tracking
         self.left, self.total, self.seconds_per_epoch = list(plan), len(plan), {}
 
     def done(self, run, result, trained, where=None):
         self.left.remove(run)
+        if self.tracking:
+            self.tracking.run_finished(run, result, trained)
         if trained:
             print(f"{run}: finished on {where or result['device']}, test accuracy "
                   f"{result['test_accuracy']:.2f}%", file=sys.stderr)

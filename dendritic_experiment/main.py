@@ -10,16 +10,28 @@ PAI.png and CSVs) and results/summary.json, summary.md, comparison.png. A finish
 settings have not changed is reused, not trained again. This file is the command line only: the
 experiment itself is experiment.py.
 """
+import contextlib
 import os
 import sys
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dendritic_experiment.experiment import Experiment, plan_runs, reported_runs, train_in_order  # noqa: E402
+from dendritic_experiment.experiment import (  # noqa: E402
+    Experiment,
+    plan_runs,
+    reported_runs,
+    train_in_order,
+)
 from dendritic_experiment.report import redraw_report, write_report  # noqa: E402
 from dendritic_experiment.settings import parse_settings, seed_list  # noqa: E402
-from dendritic_experiment.utils import ExperimentError, check_writable, run_cli, try_lock  # noqa: E402
+from dendritic_experiment.tracking import Tracking, sweep_trial  # noqa: E402
+from dendritic_experiment.utils import (  # noqa: E402
+    ExperimentError,
+    check_writable,
+    run_cli,
+    try_lock,
+)
 
 OVERFIT_TARGET = 0.05  # "near zero" for a cross-entropy that starts near ln(100) = 4.6
 
@@ -57,18 +69,28 @@ def lock_results(results_dir):
 
 
 def run_experiment(settings):
-    """Every run of the plan, reused or trained, then summary.json, summary.md and comparison.png."""
-    experiment, plan = Experiment(settings), plan_runs(settings)
+    """Every run of the plan, reused or trained, then summary.json, summary.md and comparison.png
+    (in a sweep trial's own folder under a wandb sweep agent). Returns the folder of the report."""
+    trial = sweep_trial(settings)
+    experiment, plan = Experiment(settings), plan_runs(settings, trial)
+    report_dir = os.path.join(settings.results_dir, trial) if trial else settings.results_dir
     if any(run.kind == "dendritic" for run in plan):
         from dendritic_experiment.dendrites import dendrite_method
 
         dendrite_method()  # says at once, in one line, when perforatedbp is installed and switched off
-    if settings.parallel_runs:
-        from dendritic_experiment.cluster import train_in_parallel  # only here is Ray imported
-        train_in_parallel(settings, experiment, plan)
-    else:
-        train_in_order(settings, experiment, plan)
-    write_report(settings.results_dir, *reported_runs(settings, experiment, plan))
+    with Tracking(settings) if settings.wandb_project else contextlib.nullcontext() as tracking:
+        if settings.parallel_runs:
+            from dendritic_experiment.cluster import (
+                train_in_parallel,  # only here is Ray imported
+            )
+            train_in_parallel(settings, experiment, plan, tracking)
+        else:
+            train_in_order(settings, experiment, plan, tracking)
+        runs, run_dirs = reported_runs(settings, experiment, plan)
+        summary = write_report(report_dir, runs, run_dirs)
+        if tracking:
+            tracking.experiment_finished(summary, report_dir, run_dirs)
+    return report_dir
 
 
 def main(argv=None):
@@ -84,8 +106,8 @@ def main(argv=None):
             redraw_report(settings.results_dir)
             print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
             return
-        run_experiment(settings)
-    with open(os.path.join(settings.results_dir, "summary.md")) as f:
+        report_dir = run_experiment(settings)
+    with open(os.path.join(report_dir, "summary.md")) as f:
         print(f.read())
 
 

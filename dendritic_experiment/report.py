@@ -14,7 +14,13 @@ from dendritic_experiment.intervals import (
     seed_interval,
     seed_ratio_interval,
 )
-from dendritic_experiment.utils import ExperimentError, read_csv, read_json, write_atomic, write_json
+from dendritic_experiment.utils import (
+    ExperimentError,
+    read_csv,
+    read_json,
+    write_atomic,
+    write_json,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Pictures of one run: its curves and the test images it got wrong.
@@ -408,10 +414,11 @@ def comparison_figure(runs, headline_entries=()):
 
 def write_report(results_dir, runs, run_dirs):
     """summary.json (the runs, the headline question answered, every other difference), summary.md
-    and comparison.png for these runs; run_dirs: {(run name, seed): its folder}."""
+    and comparison.png for these runs; run_dirs: {(run name, seed): its folder}. Returns the summary."""
     summary = {"runs": runs, "headline": headline(runs, run_dirs), "comparisons": compare_runs(runs, run_dirs)}
     write_json(os.path.join(results_dir, "summary.json"), summary)
     redraw_report(results_dir)
+    return summary
 
 
 def redraw_report(results_dir):

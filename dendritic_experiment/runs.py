@@ -19,16 +19,22 @@ import torch
 
 from dendritic_experiment.checkpoint import Checkpoint, EpochLog
 from dendritic_experiment.models import build_model
-from dendritic_experiment.train import evaluate, final_test, steps_per_epoch, train_one_epoch, warmup_cosine
+from dendritic_experiment.train import (
+    evaluate,
+    final_test,
+    steps_per_epoch,
+    train_one_epoch,
+    warmup_cosine,
+)
 from dendritic_experiment.utils import ExperimentError, save_torch
 
 
-def train_run(run, run_name, run_dir, cache_key, tracking=None):
+def train_run(run, run_name, run_dir, cache_key):
     """Train run to completion (resuming from run_dir/checkpoint.pt when it fits); save model.pt
     and the test predictions. Returns the run's result (see each run's `result`)."""
     setup = run.setup
     checkpoint = Checkpoint(run_dir, run_name, cache_key, setup.device, setup.settings.checkpoint_seconds)
-    log = EpochLog(run_dir, run_name, tracking)
+    log = EpochLog(run_dir, run_name)
     scaler = setup.grad_scaler()
     state, started = checkpoint.load(), time.time()
     try:

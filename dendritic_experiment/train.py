@@ -30,7 +30,6 @@ class TrainingSetup:
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         self.scaled_lr = settings.lr * settings.batch_size / 128
         self.scaled_dendrite_lr = settings.dendrite_lr * settings.batch_size / 128
-        self.tracking = None  # a wandb run when --wandb-project is set
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # batch shapes never change: pick the fastest kernels once
         self._compiled = self._compiled_for = None

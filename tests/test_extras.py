@@ -1,7 +1,5 @@
-"""ResNet-50, CIFAR-10 with CompactNet, run folders, pictures, the one-batch check, wandb."""
+"""ResNet-50, CIFAR-10 with CompactNet, run folders, pictures, the one-batch check, wandb's flag and sweep."""
 import json
-import sys
-import types
 
 import pytest
 
@@ -49,47 +47,19 @@ def test_overfit_batch_reports_the_loss_falling(tiny, data_dir, tmp_path, capsys
     assert not (tmp_path / "summary.json").exists()
 
 
-class FakeWandb(types.ModuleType):
-    """Records what the experiment sends to wandb."""
-
-    def __init__(self):
-        super().__init__("wandb")
-        self.runs = []
-
-    def init(self, **kwargs):
-        run = types.SimpleNamespace(kwargs=kwargs, logged=[], summary={}, finished=False)
-        run.log = lambda values, commit=True: run.logged.append(dict(values))
-        run.finish = lambda: setattr(run, "finished", True)
-        self.runs.append(run)
-        return run
-
-
-def test_wandb_gets_each_epoch_the_parameters_and_dendrite_additions(tiny, data_dir, tmp_path, monkeypatch):
-    fake = FakeWandb()
-    monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.setattr(settings, "wandb_installed", lambda: True)
-    main.main(["--data-dir", data_dir, "--results-dir", str(tmp_path), "--val-split", "150", "--no-control",
-               "--experiments", "resnet18,resnet18_dendritic", "--wandb-project", "p", *SHORT])
-    baseline, dendritic = fake.runs
-    assert baseline.kwargs["project"] == "p" and baseline.kwargs["name"] == "resnet18-seed0"
-    assert [row["epoch"] for row in baseline.logged] == [1]
-    assert dendritic.logged[0] == {"dendrite_added": 1} and dendritic.logged[1]["dendrites"] == 1
-    assert dendritic.logged[1]["params"] > baseline.summary["params"]
-    result = json.loads((tmp_path / "resnet18_dendritic" / "result.json").read_text())
-    assert dendritic.summary == {k: result[k] for k in ("params", "test_accuracy", "val_accuracy", "dendrites")}
-    assert baseline.finished and dendritic.finished
-
-
 def test_without_wandb_the_project_flag_is_refused(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(settings, "wandb_installed", lambda: False)
     assert main.cli(["--wandb-project", "p", "--results-dir", str(tmp_path)]) == 2
     assert "wandb is not installed: pip install wandb" in capsys.readouterr().err
 
 
-def test_sweep_file_uses_real_flags():
+def test_sweep_file_uses_real_flags_and_maximises_what_the_experiment_reports():
     yaml = pytest.importorskip("yaml")
+    from dendritic_experiment.tracking import SWEEP_METRIC
+
     with open(f"{PACKAGE}/sweep.yaml") as f:
         sweep = yaml.safe_load(f)
+    assert sweep["metric"] == {"name": SWEEP_METRIC, "goal": "maximize"}
     flags = {option for action in settings.build_parser()._actions for option in action.option_strings}
     assert {"--" + name for name in sweep["parameters"]} <= flags
     for name, spec in sweep["parameters"].items():

@@ -159,8 +159,8 @@ def resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
 def resumed_dendritic_model(setup, tmp_path, images, labels):
     """A warm-started ResNet-18 with its first dendrite, saved as a checkpoint saves it and restored
     by a resumed run in the same process (the first run's tracker released, as a finished run's is)."""
-    from dendritic_experiment.data import Data
     from dendritic_experiment.continuation import DendriticRun
+    from dendritic_experiment.data import Data
 
     data = Data(images, labels, images, labels, images, labels, [f"class {i}" for i in range(100)])
     first = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "resumed"), build_model("resnet18").state_dict())

@@ -1,0 +1,97 @@
+"""Weights & Biases, with --wandb-project: one wandb run per invocation of main.py (a sweep trial is
+one invocation), holding every training run of the experiment.
+
+    <run>/seed<k>/epoch, <run>/seed<k>/val_accuracy, ...   each run's epochs, on an epoch axis of its own
+    <run>/seed<k>/dendrite_added, .../dendrite_removed      growth events at their epoch: the dendrites
+                                                            after it, and .../params_after_growth
+    summary: <run>/seed<k>/test_accuracy, ...               every run's final figures, reused ones too
+    summary: headline/..., comparison/...                   the verdict with its intervals
+    summary: sweep/dendritic_val_accuracy                   what sweep.yaml maximises
+    pictures/comparison, pictures/<run>/seed<k>/curves      the report's pictures, at the end
+
+A run's epochs reach wandb when the run has finished (from its history.csv), in this process, so
+that runs trained by Ray workers are logged as those trained here. Nothing imports wandb unless
+--wandb-project is set. Under a sweep agent (WANDB_SWEEP_ID and WANDB_RUN_ID in the environment)
+wandb.init joins the trial's run, and the trial's own runs (all but the baselines, which every
+trial shares) go to <results_dir>/sweeps/<sweep id>/<trial id>/ (sweep_trial).
+"""
+import os
+
+from dendritic_experiment.utils import read_csv
+
+SWEEP_METRIC = "sweep/dendritic_val_accuracy"  # the first dendritic run's validation accuracy, mean over seeds
+
+
+def sweep_trial(settings):
+    """The trial's folder under results_dir when main.py runs as a wandb sweep trial, else None."""
+    sweep, trial = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    return os.path.join("sweeps", sweep, trial) if settings.wandb_project and sweep and trial else None
+
+
+class Tracking:
+    """The invocation's wandb run: each finished run's epochs and figures, then the verdict."""
+
+    def __init__(self, settings):
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(project=settings.wandb_project, config=vars(settings), allow_val_change=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        self.run.finish(exit_code=1 if exc_type else 0)
+
+    def run_finished(self, run, result, trained):
+        """A run of the plan is done (trained, or reused from the cache): its epochs and growth
+        events when it trained here or on a worker, and its final figures either way."""
+        prefix = f"{run.name}/seed{run.seed}"
+        if trained:
+            self.run.define_metric(f"{prefix}/epoch")
+            self.run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/epoch")
+            history = read_csv(os.path.join(run.folder, "history.csv"))
+            for row in history:
+                self.run.log({f"{prefix}/{key}": float(value) for key, value in row.items() if value != ""})
+            for epoch, event, dendrites, params in growth_events(history, result):
+                self.run.log({f"{prefix}/epoch": epoch, f"{prefix}/{event}": dendrites,
+                              f"{prefix}/params_after_growth": params})
+        figures = ("test_accuracy", "val_accuracy", "params", "dendrites", "epochs", "epochs_trained", "seconds")
+        self.run.summary.update({f"{prefix}/{key}": result[key] for key in figures if key in result})
+        self.run.summary[f"{prefix}/reused"] = not trained
+
+    def experiment_finished(self, summary, report_dir, run_dirs):
+        """The verdict (summary.json's headline and comparisons) in the run's summary, the number a
+        sweep maximises, and the report's pictures."""
+        for entry in summary["headline"]:
+            key = f"headline/{entry['run']} - {entry['against']}"
+            self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
+            self.run.summary.update({f"{key}/gap_closed/{name}": value for name, value in (entry["gap_closed"] or {}).items()})
+        for entry in summary["comparisons"]:
+            key = f"comparison/{entry['run']} - {entry['against']}"
+            self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
+        dendritic = [run for run in summary["runs"] if run["dendritic"]]
+        if dendritic:
+            first = [run["val_accuracy"] for run in dendritic if run["name"] == dendritic[0]["name"]]
+            self.run.summary[SWEEP_METRIC] = sum(first) / len(first)
+        pictures = {"pictures/comparison": os.path.join(report_dir, "comparison.png")}
+        pictures.update({f"pictures/{name}/seed{seed}/curves": os.path.join(folder, "curves.png")
+                         for (name, seed), folder in run_dirs.items()})
+        self.run.log({key: self.wandb.Image(path) for key, path in pictures.items() if os.path.exists(path)})
+
+
+def growth_events(history, result):
+    """[(epoch, 'dendrite_added' or 'dendrite_removed', dendrites after it, parameters after it)] of
+    a run's history (none for a run without dendrites): a count that rises is a dendrite added at
+    that epoch (before it trained); a run that ends with fewer dendrites than it last had removed one."""
+    if not history or "dendrites" not in history[0]:
+        return []
+    events, previous = [], 0
+    for row in history:
+        count = int(row["dendrites"])
+        if count > previous:
+            events.append((int(row["epoch"]), "dendrite_added", count, int(row["params"])))
+        previous = count
+    if result["dendrites"] < previous:
+        events.append((int(history[-1]["epoch"]), "dendrite_removed", result["dendrites"], result["params"]))
+    return events

@@ -1,0 +1,130 @@
+"""--wandb-project with the real wandb client, offline (WANDB_MODE=offline: no account, no network):
+each experiment's record is read back from the file wandb wrote."""
+import glob
+import json
+import shutil
+import struct
+
+import pytest
+
+from dendritic_experiment import main
+from dendritic_experiment.experiment import plan_runs
+from dendritic_experiment.settings import parse_settings
+from dendritic_experiment.tracking import SWEEP_METRIC
+
+wandb = pytest.importorskip("wandb", reason="wandb is not installed: README's test command installs it")
+
+FLAGS = ["--seeds", "0,1", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
+         "--experiments", "resnet18,resnet34,resnet18_dendritic", "--dendrite-epochs", "2", "--max-dendrites", "2",
+         "--wandb-project", "p"]
+
+
+def records(path):
+    """The records of a wandb run file: a 7-byte header (':W&B', magic, version), then LevelDB's log
+    format (32 KiB blocks of chunks, each a 7-byte header: crc, length, type 1 whole, 2 first, 3
+    middle, 4 last), each record a wandb Record protobuf."""
+    from wandb.proto import wandb_internal_pb2
+
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b":W&B"
+    position, pending = 7, b""
+    while position + 7 <= len(data):
+        left_in_block = 32768 - position % 32768
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7]) if left_in_block >= 7 else (0, 0, 0)
+        if kind == 0:  # the rest of a block too short for a header, or its zero padding
+            position += left_in_block
+            continue
+        chunk, position = data[position + 7:position + 7 + length], position + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def name(item):
+    """A logged value's key: wandb keeps one with slashes either whole or split into nested_key."""
+    return item.key or "/".join(item.nested_key)
+
+
+def read_back(folder):
+    """(history rows, final summary, step metrics) of the one wandb run written under folder."""
+    [path] = glob.glob(str(folder / "wandb" / "offline-run-*" / "run-*.wandb"))
+    history, summary, steps = [], {}, {}
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.append({name(item): json.loads(item.value_json) for item in record.history.item})
+        elif kind == "summary":
+            summary.update({name(item): json.loads(item.value_json) for item in record.summary.update})
+        elif kind == "metric" and record.metric.glob_name:
+            steps[record.metric.glob_name] = record.metric.step_metric
+    return history, summary, steps
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)  # wandb writes ./wandb/
+    for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    yield tmp_path
+    wandb.teardown()  # wandb keeps the folder of its first run for the whole process; the next test has its own
+
+
+def test_one_wandb_run_holds_every_run_its_growth_and_the_verdict(tiny, data_dir, offline):
+    results = offline / "results"
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), *FLAGS])
+    history, summary, steps = read_back(offline)
+    summary_json = json.loads((results / "summary.json").read_text())
+    for run in ("resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"):
+        for seed in (0, 1):
+            prefix = f"{run}/seed{seed}"
+            assert steps[f"{prefix}/*"] == f"{prefix}/epoch"  # an epoch axis of its own
+            epochs = [row[f"{prefix}/val_accuracy"] for row in history if f"{prefix}/val_accuracy" in row]
+            result = json.loads((results / (run if seed == 0 else f"{run}_seed{seed}") / "result.json").read_text())
+            assert len(epochs) == result["epochs_trained"] and summary[f"{prefix}/test_accuracy"] == result["test_accuracy"]
+            assert summary[f"{prefix}/reused"] is False
+    added = [row for row in history if "resnet18_dendritic/seed0/dendrite_added" in row]
+    assert added[0]["resnet18_dendritic/seed0/epoch"] == 1 and added[0]["resnet18_dendritic/seed0/dendrite_added"] == 1
+    assert added[0]["resnet18_dendritic/seed0/params_after_growth"] > summary["resnet18/seed0/params"]
+    headline = summary_json["headline"][0]
+    key = "headline/resnet18_dendritic - resnet34"
+    assert (summary[f"{key}/difference"], summary[f"{key}/low"], summary[f"{key}/high"]) == pytest.approx(
+        (headline["difference"], headline["low"], headline["high"]))
+    control = "comparison/resnet18_dendritic - resnet18_continued/difference"
+    assert summary[control] == pytest.approx(summary_json["comparisons"][2]["difference"])
+    dendritic = [run["val_accuracy"] for run in summary_json["runs"] if run["name"] == "resnet18_dendritic"]
+    assert summary[SWEEP_METRIC] == pytest.approx(sum(dendritic) / 2)
+    for picture in ("pictures/comparison", "pictures/resnet18_dendritic/seed1/curves"):  # uploaded as images
+        assert summary[f"{picture}/_type"] == "image-file" and summary[f"{picture}/format"] == "png"
+
+
+def test_a_second_experiment_records_the_runs_it_reuses(tiny, data_dir, offline):
+    results = offline / "results"
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), *FLAGS, "--experiments", "resnet18,resnet34"])
+    first = glob.glob(str(offline / "wandb" / "offline-run-*"))
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), *FLAGS])
+    for folder in first:  # read the second run's file alone
+        shutil.rmtree(folder)
+    history, summary, _ = read_back(offline)
+    for seed in (0, 1):
+        assert summary[f"resnet18/seed{seed}/reused"] is True and f"resnet18/seed{seed}/test_accuracy" in summary
+        assert not any(f"resnet18/seed{seed}/val_accuracy" in row for row in history)  # no epochs: it did not train
+        assert summary[f"resnet18_dendritic/seed{seed}/reused"] is False
+    assert "headline/resnet18_dendritic - resnet34/difference" in summary
+
+
+def test_a_sweep_trial_keeps_its_own_runs_and_shares_the_baselines(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s1")
+    monkeypatch.setenv("WANDB_RUN_ID", "t7")
+    from dendritic_experiment.tracking import sweep_trial
+
+    settings = parse_settings(["--results-dir", str(tmp_path), "--wandb-project", "p", "--seeds", "0"])
+    folders = {run.name: run.folder for run in plan_runs(settings, sweep_trial(settings))}
+    assert folders["resnet18"] == str(tmp_path / "resnet18")
+    assert folders["resnet18_dendritic"] == str(tmp_path / "sweeps" / "s1" / "t7" / "resnet18_dendritic")
+    assert folders["resnet18_continued"] == str(tmp_path / "sweeps" / "s1" / "t7" / "resnet18_continued")
+    assert sweep_trial(parse_settings(["--results-dir", str(tmp_path)])) is None  # without wandb, no trial
