@@ -3,8 +3,7 @@
     python dendritic_experiment/benchmark.py            # on the GPU when there is one
     python dendritic_experiment/benchmark.py --quick    # tiny batches, few steps: under a minute on 2 CPU cores
     python dendritic_experiment/benchmark.py --help     # every flag
-    python dendritic_experiment/benchmark.py --project DIR   # the default experiment's wall time,
-                                                             # from a short timed main.py run in DIR
+    python dendritic_experiment/benchmark.py --project DIR   # the default experiment's time (projection.py)
 
 Times, in one process, after warm-up steps, the median of many steps of:
   - train.training_step (augmentation on the device, autocast, channels_last, fused SGD:
@@ -37,6 +36,7 @@ from tqdm import tqdm
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from dendritic_experiment import config  # noqa: E402
 from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
 from dendritic_experiment.dendrites import DendriteTracker  # noqa: E402
 from dendritic_experiment.models import build_model, dendrite_modules_of  # noqa: E402
@@ -85,6 +85,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup-steps", type=at_least(0), metavar="N",
                         help=f"untimed steps before each measurement (default {FULL['warmup_steps']}; "
                         f"{QUICK['warmup_steps']} with --quick)")
+    parser.add_argument("--width", type=float, default=config.width, metavar="W", help="as main.py's --width")
     parser.add_argument("--quick", action="store_true", help="tiny batches and few steps: checks the benchmark runs")
     parser.add_argument("--output", default=os.path.join("results", "benchmark.json"), metavar="PATH",
                         help="the JSON file written (default %(default)s)")
@@ -257,7 +258,8 @@ def dendritic_models(setup, work_dir, images, labels):
     settings = setup.settings
     modules = dendrite_modules_of("resnet18", settings.dendrite_modules)
     with contextlib.redirect_stdout(sys.stderr):  # the library's import banner; stdout is for the table
-        tracker = DendriteTracker(setup.place(build_model("resnet18")), modules, settings, work_dir, str(setup.device))
+        tracker = DendriteTracker(setup.place(build_model("resnet18", width=settings.width)), modules, settings, work_dir,
+                                  str(setup.device))
     x = prepare_batch(images[:2], memory_format=setup.memory_format, dataset=settings.dataset)
 
     def new_optimizer():
@@ -279,7 +281,7 @@ def measure_ours(images, labels, setup, args, work_dir):
     images, labels = images.to(args.device), labels.to(args.device)  # resident, as data.load_data keeps them
     entries = {}
     for name in ("resnet18", "resnet34"):
-        model = setup.place(build_model(name))
+        model = setup.place(build_model(name, width=setup.settings.width))
         optimizer = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(setup.scaled_lr))
         entries[name] = measure_model(name, model, sum(p.numel() for p in model.parameters()), optimizer,
                                       images, labels, setup, args)
@@ -325,7 +327,7 @@ def reference_batches(images, labels, args, steps):
 
 
 def measure_reference(name, images, labels, args):
-    model = build_model(name).to(args.device)  # fp32, NCHW
+    model = build_model(name, width=args.width).to(args.device)  # fp32, NCHW
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     model.train()
     # The workers stop when this iterator is freed, as this function returns.
@@ -412,11 +414,12 @@ def print_table(result):
 def main(argv=None):
     args = parse_args(argv)
     if args.project:
-        return project(args.project)
+        return project(args.project, args.width)
     torch.manual_seed(0)
     work_dir = tempfile.mkdtemp(prefix="benchmark-")  # the dendrite library writes here
     try:
-        settings = parse_settings(["--device", args.device.type, "--batch-size", str(args.batch_size)])
+        settings = parse_settings(["--device", args.device.type, "--batch-size", str(args.batch_size),
+                                   "--width", str(args.width)])
         precision = pick_precision(settings.precision, args.device)
         setup = TrainingSetup(settings, args.device, precision)
         # Random CIFAR-sized images, the same for both pipelines: speed does not depend on content.

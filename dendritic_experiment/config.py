@@ -25,6 +25,9 @@ seeds = "0,1,2"  # comma list; every run is trained once per seed (the validatio
 checkpoint_seconds = 60  # a run saves its resume checkpoint at most this often (ResNet-18's: 90 MB, ~0.3 s); 0: every epoch
 control = True  # with warm_start, also train <model>_continued: the baseline trained as long again, no dendrites
 
+# --- model ---
+width = 1.0  # multiplies every channel count: 1 the standard networks; 0.125 ResNets of 8-64 channels, for a CPU
+
 # --- optimisation (baselines; the first phase of a dendritic run from scratch) ---
 epochs = 200  # training epochs of a baseline
 batch_size = 512  # images per step; the learning rates below are scaled by batch_size / 128
@@ -45,7 +48,7 @@ gpus_per_run = 1.0  # with parallel_runs: the GPUs each run takes; 0.5 lets two 
 compile = False  # torch.compile each run's model, anew for every run and restructure; off until measured to pay on a GPU
 
 # --- dendrites (perforatedai) ---
-dendrite_modules = "auto"  # conv+bn pairs that get dendrites; auto: models.AUTO_DENDRITE_MODULES (+1.18M each on ResNet-18)
+dendrite_modules = "auto"  # conv+bn pairs or linear layers (fc) that get dendrites; auto: models.AUTO_DENDRITE_MODULES
 max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
 switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)
@@ -59,3 +62,4 @@ dendrite_init_scale = 1.0  # a new dendrite's weights are drawn as this * N(0, 1
 dendrite_activation = "tanh"  # a dendrite's output function: sigmoid (library), tanh or relu; sigmoid near 0 is a bias
 dendrite_min_gain = 0.5  # validation points a cycle must gain over the best so far to keep its dendrite (README)
 warm_start = True  # start the dendritic run from the finished baseline's weights instead of training that phase again
+dendrite_warmup_epochs = 0  # a dendrite cycle's first epochs, in which only dendrites train (the control: frozen)

@@ -97,6 +97,7 @@ class DendriticRun(Run):
         modules = dendrite_modules_of(self.model_name, self.settings.dendrite_modules)
         self.dendrites = DendriteTracker(model, modules, self.settings, self.run_dir, str(self.setup.device), resuming)
         self.model = self.setup.place(self.dendrites.model)
+        self.plain_params = self.dendrites.parameter_count()  # before any dendrite: what one costs is measured from it
         # The same validation images every epoch, so that the contribution figures compare.
         self.probe_images = prepare_batch(self.data.val_images[:CONTRIBUTION_IMAGES], memory_format=self.setup.memory_format,
                                           dataset=self.settings.dataset)
@@ -130,6 +131,14 @@ class DendriticRun(Run):
     def cycle_length(self, first_phase):
         """Epochs of the neuron-only first phase (from scratch), or of a dendrite's cycle."""
         return self.settings.epochs if first_phase else self.settings.dendrite_epochs
+
+    def begin_epoch(self, epoch):
+        """In a dendrite cycle's first dendrite_warmup_epochs epochs only the dendrites train: the
+        network's parameters (the optimizer's last group) are frozen, so they get no gradient and
+        keep their values (BatchNorm's running statistics still follow the batches)."""
+        warming_up = not self.first_phase and self.epochs_in_cycle < self.settings.dendrite_warmup_epochs
+        for parameter in self.optimizer.param_groups[-1]["params"]:
+            parameter.requires_grad_(not warming_up)
 
     def new_cycle(self, first_phase):
         """Optimizer and per-epoch schedule for one cycle; the tracker steps the schedule."""
@@ -189,6 +198,8 @@ class DendriticRun(Run):
             "epochs_including_baseline": self.acceptance.kept_epoch + (self.settings.epochs if warm else 0),
             # Epochs trained with each dendrite count, in order: the continued control repeats these cycles.
             "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
+            # What the first dendrite added, kept or not: on every module of dendrite_modules, a copy and its scales.
+            "params_per_dendrite": next((int(row["params"]) - self.plain_params for row in history if row["dendrites"] == 1), 0),
             "architectures": architecture_scores(self.run_dir, self.settings.dendrite_min_gain),
             "contribution": self.contribution(),  # of the dendrites kept
             "library": library_version(),
@@ -242,6 +253,10 @@ class ContinuedRun(Run):
             if cycle > 0:
                 self.model.load_state_dict(self.kept_model)  # as the tracker rolls back at every switch
             self.new_cycle(self.cycles[cycle])
+        # The dendritic run's network is frozen while its new dendrite warms up; so is the control's,
+        # which then only runs the batches (BatchNorm's statistics follow them, as the dendritic run's do).
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(index_in_cycle > self.settings.dendrite_warmup_epochs)
 
     def progress(self, epoch):
         return f"{epoch}/{len(self.plan)}"

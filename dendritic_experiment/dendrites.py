@@ -11,7 +11,8 @@ checks each internal by name):
   interactive setup screen opens, and without a terminal it raises); `testing_dendrite_capacity`
   must be False (else a test mode adds 3 dendrites and ends).
 - A BatchNorm next to a wrapped convolution stops in the debugger ("norm layer not accounted
-  for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`.
+  for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`; a linear layer (the
+  classifier) is wrapped alone, and the library finds its output's layout (batch x features) itself.
 - Dendrites are trained by ordinary gradient descent, jointly with the network. The correlation-
   trained Perforated Backpropagation is the paid perforatedbp add-on: when it is importable, the
   library's globals module switches itself to it at import (`set_perforated_backpropagation(True)`,
@@ -98,10 +99,10 @@ class DendriteTracker:
 
         self.GPA, self.UPA, self.run_dir, self.settings = GPA, UPA, run_dir, settings
         self.fixed_cycles = settings.switch_mode == "fixed"
-        for name in module_names:
-            conv, bn = model.get_submodule(name)
+        for name in module_names:  # a conv+bn pair (models.ConvBN) with its norm, or a linear layer alone
+            module = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, GPA.PAISequential([conv, bn]))
+            setattr(model.get_submodule(parent_name), child, GPA.PAISequential(list(module.children()) or [module]))
         configure(library_settings(), settings, device)
         os.makedirs(run_dir, exist_ok=True)
         if not resuming:
@@ -257,7 +258,7 @@ def configure(pc, settings, device):
     """The library's process-wide settings for one run (all before perforate_model)."""
     pc.set_configuration_confirmed(True)  # else an interactive setup screen opens
     pc.set_testing_dendrite_capacity(False)  # else a 3-dendrite test mode overrides everything
-    pc.set_unwrapped_modules_confirmed(True)  # the other conv+bn pairs stay plain on purpose
+    pc.set_unwrapped_modules_confirmed(True)  # the other layers stay plain on purpose
     pc.set_checked_skipped_modules(True)
     pc.set_weight_decay_accepted(True)
     pc.set_silent(True)

@@ -193,7 +193,7 @@ class Experiment:
         path = os.path.join(upstream.folder, "model.pt")
         try:
             weights = torch.load(path, map_location="cpu", weights_only=True)
-            build_model(upstream.model, len(self.data.classes)).load_state_dict(weights)
+            build_model(upstream.model, len(self.data.classes), self.settings.width).load_state_dict(weights)
         except Exception as error:
             raise ExperimentError(f"{run.name}: {path} cannot be read as {upstream.name}'s weights ({type(error).__name__}), "
                                   f"and {run.name} starts from them: restore the file or train {upstream.name} again "

@@ -1,10 +1,10 @@
-"""The networks: CIFAR ResNets and CompactNet, and which of their layers can get dendrites.
+"""The networks: CIFAR ResNets and CompactNet at any width, and which of their layers can get dendrites.
 
     python dendritic_experiment/models.py    # every model, layer by layer, with its parameter count
 
 Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is the unit that can
 get dendrites: perforatedai needs each norm layer wrapped together with the layer it follows
-(dendrites.py does the wrapping).
+(dendrites.py does the wrapping). A linear layer (the classifier) can get them too.
 """
 import os
 import sys
@@ -131,13 +131,16 @@ class CompactNet(nn.Module):
         return torch.flatten(self.head(F.adaptive_avg_pool2d(x, 1)), 1)
 
 
-# Model name -> constructor(num_classes). Run names are these, plus "_dendritic" or "_continued".
+# Model name -> constructor(num_classes, width). Run names are these, plus "_dendritic" or "_continued".
+# width multiplies every channel count (1: the standard network); see channels().
 MODELS = {
-    "resnet18": lambda num_classes: ResNet([2, 2, 2, 2], num_classes),
-    "resnet34": lambda num_classes: ResNet([3, 4, 6, 3], num_classes),
-    "resnet50": lambda num_classes: ResNet([3, 4, 6, 3], num_classes, block=Bottleneck),
-    "compactnet": lambda num_classes: CompactNet(num_classes),
+    "resnet18": lambda num_classes, width: ResNet([2, 2, 2, 2], num_classes, channels(RESNET_WIDTHS, width)),
+    "resnet34": lambda num_classes, width: ResNet([3, 4, 6, 3], num_classes, channels(RESNET_WIDTHS, width)),
+    "resnet50": lambda num_classes, width: ResNet([3, 4, 6, 3], num_classes, channels(RESNET_WIDTHS, width),
+                                                  block=Bottleneck),
+    "compactnet": lambda num_classes, width: CompactNet(num_classes, *channels((32,), width)),
 }
+RESNET_WIDTHS = (64, 128, 256, 512)  # channels of the four stages (a bottleneck's output: 4x)
 
 # What dendrite_modules = "auto" means for each model: a few mid-network conv+bn pairs, so that
 # even the maximum number of dendrites keeps the model well below the next larger one.
@@ -149,8 +152,16 @@ AUTO_DENDRITE_MODULES = {
 }
 
 
-def build_model(name, num_classes=100):
-    return MODELS[name](num_classes)
+def channels(widths, width):
+    """The standard channel counts times width, rounded; a layer left without a channel is refused."""
+    scaled = tuple(round(channel * width) for channel in widths)
+    if min(scaled) < 1:
+        raise ValueError(f"width {width:g} leaves a layer with no channel: use at least {0.5 / min(widths):g}")
+    return scaled
+
+
+def build_model(name, num_classes=100, width=1.0):
+    return MODELS[name](num_classes, width)
 
 
 def dendrite_modules_of(model_name, setting):
@@ -159,8 +170,9 @@ def dendrite_modules_of(model_name, setting):
 
 
 def dendrite_slots(model):
-    """Names of the conv+bn pairs that can get dendrites, in model order."""
-    return [name for name, module in model.named_modules() if isinstance(module, ConvBN)]
+    """Names of the layers that can get dendrites, in model order: every conv+bn pair and linear layer
+    (the ResNets' classifier, fc)."""
+    return [name for name, module in model.named_modules() if isinstance(module, (ConvBN, nn.Linear))]
 
 
 def layer_table(model, input_shape=(1, 3, 32, 32)):

@@ -126,7 +126,7 @@ def load_model(run_dir, result, device):
     except Exception as error:
         raise ExperimentError(f"{path} is not a readable checkpoint ({type(error).__name__}); "
                               "train the run again (main.py --retrain) or restore the file") from None
-    model = build_model(result["model"], len(result["classes"]))
+    model = build_model(result["model"], len(result["classes"]), result["settings"].get("width", 1.0))
     if result["dendritic"]:
         return restore_dendrites(model, state, result, path, device)
     try:

@@ -14,13 +14,14 @@ from dendritic_experiment.settings import DATA_SETTINGS, parse_settings, seed_li
 from dendritic_experiment.utils import ExperimentError, read_csv, read_json, write_json
 
 # Settings that change the time of an epoch: a timed run must use config.py's (its epoch counts may differ).
-EPOCH_COST_KEYS = DATA_SETTINGS + ("batch_size", "dendrite_modules")
+EPOCH_COST_KEYS = DATA_SETTINGS + ("width", "batch_size", "dendrite_modules")
 TIMED_RUN = "--seeds 0 --epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # one seed; each dendrite count timed over 3+ epochs
 
 
-def project(timed_dir):
-    """benchmark.py --project: the projection of timed_dir, printed and written to its projection.json."""
-    projection = project_wall_time(timed_dir)
+def project(timed_dir, width):
+    """benchmark.py --project: the projection of timed_dir (for networks of this width), printed and
+    written to its projection.json."""
+    projection = project_wall_time(timed_dir, width)
     write_json(os.path.join(timed_dir, "projection.json"), projection)
     print_projection(projection)
 
@@ -75,10 +76,10 @@ def project_run(rows, plan):
     return {"cycles": cycles, "projected_seconds": sum(c["projected_seconds"] for c in cycles)}
 
 
-def project_wall_time(timed_dir):
+def project_wall_time(timed_dir, width=None):
     """Each run's seconds per epoch in timed_dir and the wall time of the whole experiment that
     config.py's settings describe (epochs only: loading data and the final test are left out)."""
-    settings = parse_settings([])  # config.py's
+    settings = parse_settings([] if width is None else ["--width", str(width)])  # config.py's, at this width
     if settings.switch_mode != "fixed":
         raise ExperimentError("--project needs switch_mode = 'fixed' in config.py: in history mode "
                               "the length of each dendrite cycle is not known in advance")

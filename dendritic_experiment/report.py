@@ -326,21 +326,26 @@ def table_lines(runs):
     lines = [
         "## Every run", "",
         "| run | test acc. (%) | " + ("± sd | seeds | " if several_seeds else "") +
-        "val. acc. (%) | params (M) | dendrites | epochs | start | "
+        "val. acc. (%) | params (M) | dendrites | + params per dendrite (M) | epochs | start | "
         "acc. gained vs ResNet-18 (points) | ResNet-18 error removed | params saved vs ResNet-34 |",
-        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in rows:
         spread = (f"{cell(row, 'test_sd', '.2f')} | {', '.join(f'{a:.2f}' for a in row['accuracies'])} | "
                   if several_seeds else "")
         lines.append(
             f"| {row['name']} | {row['test_accuracy']:.2f} | {spread}{row['val_accuracy']:.2f} | "
-            f"{row['params'] / 1e6:.2f} | {row['dendrites']} | {row['epochs']} | {row.get('start', 'scratch')} | "
+            f"{row['params'] / 1e6:.2f} | {row['dendrites']} | {per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} |"
         )
     return lines + ["", "*Error removed*: the share of ResNet-18's test error that the run removes. *Params "
                     "saved*: how many fewer parameters than ResNet-34."]
+
+
+def per_dendrite(row):
+    """What one dendrite adds, in millions of parameters ('-' for a run without dendrites)."""
+    return f"{row['params_per_dendrite'] / 1e6:.3f}" if row.get("params_per_dendrite") else "-"
 
 
 def comparison_lines(comparisons):

@@ -110,7 +110,7 @@ class Run(abc.ABC):
     def new_model(self, weights=None):
         """The run's architecture, drawn from its seed, optionally with weights loaded."""
         torch.manual_seed(self.seed)
-        model = build_model(self.model_name, len(self.data.classes))
+        model = build_model(self.model_name, len(self.data.classes), self.settings.width)
         if weights is not None:
             model.load_state_dict(weights)
         return model

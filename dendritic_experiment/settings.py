@@ -91,11 +91,11 @@ RUN_KINDS = ("baseline", "dendritic", "continued")
 # the model and the precision setting (auto stays auto: it is resolved where the run trains) are
 # added by result_settings.
 DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
-TRAINING_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
+TRAINING_SETTINGS = ("width", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
                      "warmup_epochs")
 DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
                      "dendrite_lr", "dendrite_lr_multiplier", "dendrite_weight_decay", "dendrite_init_scale",
-                     "dendrite_activation", "dendrite_min_gain", "warm_start")
+                     "dendrite_activation", "dendrite_min_gain", "warm_start", "dendrite_warmup_epochs")
 # Every other setting of config.py, and why it cannot change a run's result (a test checks that each
 # setting is in exactly one of these lists, so that a new one is never silently left out).
 NOT_RESULT_SETTINGS = {
@@ -159,6 +159,8 @@ def check_settings(settings):
         refuse(settings, "dendrite_activation", f"use {', '.join(ACTIVATIONS)}")
     if not 0 <= settings.dendrite_min_gain < 100:
         refuse(settings, "dendrite_min_gain", "use accuracy points from 0 to 100")
+    if not 0 <= settings.dendrite_warmup_epochs < settings.dendrite_epochs:
+        refuse(settings, "dendrite_warmup_epochs", f"use 0 to {settings.dendrite_epochs - 1} (fewer than --dendrite-epochs)")
     if settings.checkpoint_seconds < 0:
         refuse(settings, "checkpoint_seconds", "use 0 (after every epoch) or more seconds")
     if not 0 <= settings.warmup_epochs < settings.epochs:
@@ -204,7 +206,8 @@ def check_parallel_runs(settings):
 
 
 def check_runs(settings):
-    """--experiments names known runs, --seeds whole numbers, --dendrite-modules real conv+bn pairs."""
+    """--experiments names known runs, --seeds whole numbers, --width leaves every layer a channel,
+    --dendrite-modules real conv+bn pairs or linear layers."""
     runs = split_list(settings.experiments)
     valid_runs = [model + suffix for model in MODELS for suffix in ("", "_dendritic", "_continued")]
     if not runs or any(run not in valid_runs for run in runs):
@@ -213,12 +216,20 @@ def check_runs(settings):
         refuse(settings, "experiments", "a _continued control needs --warm-start (it continues the baseline)")
     if not re.fullmatch(r"\d+(,\d+)*", settings.seeds.replace(" ", "")):
         refuse(settings, "seeds", "use a comma list of whole numbers, such as 0,1,2")
+    if not 0 < settings.width <= 16:
+        refuse(settings, "width", "use a multiple of the standard networks' channels above 0 and at most 16")
+    for model_name in sorted({split_run_name(run)[0] for run in runs}):
+        try:
+            build_model(model_name, width=settings.width)
+        except ValueError as error:
+            refuse(settings, "width", str(error))
     dendritic_models = {split_run_name(run)[0] for run in runs if split_run_name(run)[1] == "dendritic"}
     for model_name in sorted(dendritic_models):
-        slots = dendrite_slots(build_model(model_name))
+        slots = dendrite_slots(build_model(model_name, width=settings.width))
         chosen = dendrite_modules_of(model_name, settings.dendrite_modules)
         if not chosen or any(name not in slots for name in chosen):
-            refuse(settings, "dendrite_modules", f"use auto or name conv+bn pairs of {model_name}: {', '.join(slots)}")
+            refuse(settings, "dendrite_modules", f"use auto or name conv+bn pairs or linear layers of {model_name}: "
+                   f"{', '.join(slots)}")
 
 
 # ---------------------------------------------------------------------------------------------

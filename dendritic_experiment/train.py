@@ -76,10 +76,11 @@ def training_step(model, images, labels, optimizer, setup, scaler, generator=Non
     with setup.autocast():
         logits = setup.forward_module(model)(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    if loss.requires_grad:  # else every parameter is frozen (a control's dendrite warm-up): the forward only
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss, logits
 
 
@@ -155,7 +156,7 @@ def overfit_one_batch(model_name, data, setup, seed, max_steps=500, target_loss=
     A loss that does not fall to near zero (below target_loss) means the model, loss or optimizer is miswired.
     Returns (first loss, last loss, steps)."""
     torch.manual_seed(seed)
-    model = setup.place(build_model(model_name, len(data.classes))).train()
+    model = setup.place(build_model(model_name, len(data.classes), setup.settings.width)).train()
     optimizer = torch.optim.SGD(model.parameters(), **dict(setup.optimizer_kwargs(0.05), weight_decay=0))
     size = min(setup.settings.batch_size, 128, len(data.train_images))
     x = prepare_batch(data.train_images[:size], memory_format=setup.memory_format, dataset=setup.settings.dataset)

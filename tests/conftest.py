@@ -1,8 +1,8 @@
 """Shared fixtures: a tiny CIFAR-100 folder in the real pickle format, and tiny ResNets."""
 import pytest
 
-import tiny_models
 from fake_cifar import write_fake_cifar100
+from helpers import TINY_WIDTH
 
 
 @pytest.fixture(scope="session")
@@ -15,10 +15,11 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture
 def tiny(monkeypatch):
-    """resnet18 / resnet34 become ResNets of a few thousand parameters, for fast runs."""
-    from dendritic_experiment import models
-    for name, factory in tiny_models.TINY.items():
-        monkeypatch.setitem(models.MODELS, name, factory)
+    """config.py's width becomes TINY_WIDTH: the real networks with 1/8 of their channels (ResNet-18:
+    182,252 parameters), for fast runs in this process."""
+    from dendritic_experiment import config
+
+    monkeypatch.setattr(config, "width", TINY_WIDTH)
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def new_tracker(tiny, tmp_path):
     made = []
 
     def make(*flags):
-        tracker = DendriteTracker(build_model("resnet18"), dendrite_modules_of("resnet18", "auto"),
+        tracker = DendriteTracker(build_model("resnet18", width=TINY_WIDTH), dendrite_modules_of("resnet18", "auto"),
                                   parse_settings(list(flags)), str(tmp_path / f"run{len(made)}"), "cpu")
         made.append(tracker)
         return tracker

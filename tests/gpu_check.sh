@@ -54,11 +54,11 @@ done
 # --- Sizes: the real run, and the dry run that checks everything but CUDA in a few minutes ----------
 if [ "$DRY_RUN" = 1 ]; then
     DEVICE=cpu
-    MAIN=$REPO/tests/tiny_models.py        # main.py with ResNets of a few thousand parameters
+    WIDTH_FLAGS="--width 0.125"            # ResNets of 8-64 channels (ResNet-18: 182,252 parameters)
     SMALL_TRAIN=1200; SMALL_TEST=200       # as the test suite's: 1,000 training images after a split of 200
     FULL_TRAIN=6000; FULL_TEST=1000        # no time for CIFAR-100's size on a CPU; > the 5,000 held out
     SMOKE_FLAGS="--val-split 200"
-    BENCHMARK_FLAGS="--quick --batch-size 4 --steps 1 --warmup-steps 1"
+    BENCHMARK_FLAGS="--quick --batch-size 4 --steps 1 --warmup-steps 1 $WIDTH_FLAGS"
     # --project needs config.py's batch size and validation split: only epoch counts are cut.
     TIMED_FLAGS="--epochs 1 --warmup-epochs 0 --dendrite-epochs 1 --max-dendrites 1"
     COMPILE_FLAGS="--experiments resnet18,resnet18_dendritic,resnet34 $TIMED_FLAGS"   # as the GPU's order
@@ -71,7 +71,7 @@ if [ "$DRY_RUN" = 1 ]; then
     export TORCH_COMPILE_OVERRIDE_BACKENDS=">=0:aot_eager"
 else
     DEVICE=cuda
-    MAIN=$REPO/dendritic_experiment/main.py
+    WIDTH_FLAGS=""                         # the standard networks
     SMALL_TRAIN=6000; SMALL_TEST=1000      # smoke (a 256-image slice of each split) and resume
     FULL_TRAIN=50000; FULL_TEST=10000
     SMOKE_FLAGS=""                         # exactly README's command
@@ -87,6 +87,7 @@ else
     SHARE_ON=full
     BUDGET_SECONDS=${BUDGET_SECONDS:-450}
 fi
+MAIN=$REPO/dendritic_experiment/main.py
 # One seed everywhere but --smoke (which takes one by itself): the default of three would triple each run.
 RESUME_FLAGS="--seeds 0 --experiments resnet18,resnet18_dendritic --no-control --max-dendrites 2 --checkpoint-seconds 0 $RESUME_FLAGS"
 SHARE_FLAGS="--seeds 0 $SHARE_FLAGS"
@@ -172,7 +173,7 @@ stage_data() {
 
 stage_smoke() {
     local rc
-    "$PY" "$MAIN" --smoke $SMOKE_FLAGS --device "$DEVICE" --data-dir "$SMALL_DATA" --results-dir "$WORK/smoke"; rc=$?
+    "$PY" "$MAIN" $WIDTH_FLAGS --smoke $SMOKE_FLAGS --device "$DEVICE" --data-dir "$SMALL_DATA" --results-dir "$WORK/smoke"; rc=$?
     echo; echo "--- main.py --smoke: exit status $rc; its outputs:"
     "$PY" - "$WORK/smoke/smoke" "$DEVICE" <<'EOF'
 import csv, json, os, sys
@@ -208,7 +209,7 @@ stage_resume() {
     local results=$WORK/resume history rc
     history=$results/resnet18_dendritic/history.csv
     echo "main.py $RESUME_FLAGS, killed once the dendritic run has $KILL_AFTER_EPOCHS epochs"
-    "$PY" "$MAIN" $RESUME_FLAGS --device "$DEVICE" --data-dir "$SMALL_DATA" --results-dir "$results" \
+    "$PY" "$MAIN" $WIDTH_FLAGS $RESUME_FLAGS --device "$DEVICE" --data-dir "$SMALL_DATA" --results-dir "$results" \
         > "$OUT/resume.killed_run.log" 2>&1 &
     local pid=$!
     while kill -0 "$pid" 2>/dev/null; do
@@ -223,7 +224,7 @@ stage_resume() {
     echo "first run: exit status $rc (137: killed)"
     [ "$rc" = 137 ] || { echo "FAILED: the run was not killed mid-way (see resume.killed_run.log)"; return 1; }
     [ -f "$results/resnet18_dendritic/checkpoint.pt" ] || { echo "FAILED: no checkpoint.pt"; return 1; }
-    "$PY" "$MAIN" $RESUME_FLAGS --device "$DEVICE" --data-dir "$SMALL_DATA" --results-dir "$results" \
+    "$PY" "$MAIN" $WIDTH_FLAGS $RESUME_FLAGS --device "$DEVICE" --data-dir "$SMALL_DATA" --results-dir "$results" \
         > "$OUT/resume.rerun.log" 2>&1; rc=$?
     echo "rerun: exit status $rc"; grep -E "reusing|resuming" "$OUT/resume.rerun.log"
     [ "$rc" = 0 ] || { echo "FAILED: the rerun failed (see resume.rerun.log)"; return 1; }
@@ -248,8 +249,8 @@ stage_benchmark() {  # its table (stdout) also to benchmark.txt; run in an empty
 # A short run of the default experiment and its projection (timed: as README says; compile: with --compile).
 short_run_and_projection() {
     local results=$1; shift
-    "$PY" "$MAIN" --seeds 0 --device "$DEVICE" --data-dir "$FULL_DATA" --results-dir "$results" "$@" || return 1
-    "$PY" "$REPO/dendritic_experiment/benchmark.py" --project "$results"
+    "$PY" "$MAIN" $WIDTH_FLAGS --seeds 0 --device "$DEVICE" --data-dir "$FULL_DATA" --results-dir "$results" "$@" || return 1
+    "$PY" "$REPO/dendritic_experiment/benchmark.py" --project "$results" $WIDTH_FLAGS
 }
 stage_timed() { short_run_and_projection "$WORK/timed" $TIMED_FLAGS; }
 stage_compile() { short_run_and_projection "$WORK/compile" --compile $COMPILE_FLAGS; }
@@ -258,14 +259,14 @@ stage_share() {
     local start alone pair a b rc_a rc_b data=$FULL_DATA images=$FULL_TRAIN
     [ "$SHARE_ON" = small ] && data=$SMALL_DATA images=$SMALL_TRAIN
     start=$(now_ms)
-    "$PY" "$MAIN" --device "$DEVICE" --data-dir "$data" --results-dir "$WORK/share/alone" $SHARE_FLAGS \
+    "$PY" "$MAIN" $WIDTH_FLAGS --device "$DEVICE" --data-dir "$data" --results-dir "$WORK/share/alone" $SHARE_FLAGS \
         > "$OUT/share.alone.log" 2>&1 || { echo "FAILED: the run alone (see share.alone.log)"; return 1; }
     alone=$(seconds_since "$start")
     start=$(now_ms)
-    "$PY" "$MAIN" --device "$DEVICE" --data-dir "$data" --results-dir "$WORK/share/pair_a" $SHARE_FLAGS \
+    "$PY" "$MAIN" $WIDTH_FLAGS --device "$DEVICE" --data-dir "$data" --results-dir "$WORK/share/pair_a" $SHARE_FLAGS \
         > "$OUT/share.pair_a.log" 2>&1 &
     a=$!
-    "$PY" "$MAIN" --device "$DEVICE" --data-dir "$data" --results-dir "$WORK/share/pair_b" $SHARE_FLAGS \
+    "$PY" "$MAIN" $WIDTH_FLAGS --device "$DEVICE" --data-dir "$data" --results-dir "$WORK/share/pair_b" $SHARE_FLAGS \
         > "$OUT/share.pair_b.log" 2>&1 &
     b=$!
     wait "$a"; rc_a=$?
@@ -316,8 +317,6 @@ SMALL_DATA=$WORK/small_data
 FULL_DATA=$WORK/full_data
 export OUT WORK SITE SMALL_DATA FULL_DATA
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-# tests/tiny_models.py imports the package without setting the path itself.
-[ "$DRY_RUN" = 1 ] && PYTHONPATH=$PYTHONPATH:$REPO
 STARTED=$(date +%s)
 DEADLINE=$((STARTED + BUDGET_SECONDS))
 FAILED=0

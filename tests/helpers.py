@@ -10,7 +10,8 @@ from dendritic_experiment.utils import read_csv
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 PACKAGE = os.path.join(ROOT, "dendritic_experiment")
-TINY_MAIN = os.path.join(TESTS, "tiny_models.py")  # main.py with tiny stand-ins for the ResNets
+TINY_WIDTH = 0.125  # --width for the tests: ResNet-18 with 8-64 channels trains in seconds on a CPU
+WITH_WORKER_HOOK = os.path.join(TESTS, "with_worker_hook.py")  # main.py whose Ray workers call a test's hook first
 
 
 def script_environment():
@@ -18,13 +19,15 @@ def script_environment():
     return dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, TESTS, os.environ.get("PYTHONPATH", "")]))
 
 
-def main_command(args):
-    return [sys.executable, TINY_MAIN, *args]
+def main_command(args, worker_hook=None):
+    """main.py at --width TINY_WIDTH (args may say otherwise: the last flag wins)."""
+    script = WITH_WORKER_HOOK if worker_hook else os.path.join(PACKAGE, "main.py")
+    return [sys.executable, script, "--width", str(TINY_WIDTH), *args]
 
 
 def run_main(args, cwd, timeout=600, **environment):
     """main.py in a real process with stdin closed, as CI and nohup run it; environment: extra variables."""
-    return subprocess.run(main_command(args), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+    return subprocess.run(main_command(args, environment.get("WORKER_SETUP_HOOK")), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=timeout, env=dict(script_environment(), **environment))
 
 
@@ -62,12 +65,10 @@ def read_only_folder():
 
 
 def nan_loss():
-    """A Ray worker setup hook: tiny models, and a training loss that is NaN from the first step."""
+    """A Ray worker setup hook: a training loss that is NaN from the first step."""
     from dendritic_experiment import train
 
-    import tiny_models
 
-    tiny_models.use_tiny_models()
     real_step = train.training_step
 
     def step_with_nan_loss(*args):

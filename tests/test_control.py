@@ -49,3 +49,33 @@ def test_a_cycle_that_gains_too_little_is_rolled_back_by_both(data_dir, tmp_path
         assert (result["epochs"], result["epochs_including_baseline"], result["dendrites"]) == (0, 1, 0), run
         assert (result["params"], result["val_accuracy"]) == (baseline["params"], baseline["val_accuracy"]), run
         assert result["test_accuracy"] == baseline["test_accuracy"] and torch.equal(predictions, baseline_predictions)
+
+
+def test_during_a_dendrite_warm_up_only_the_dendrites_learn(tiny, data_dir, tmp_path):
+    """--dendrite-warmup-epochs 2 in cycles of 4: epochs 1 and 2 move the dendrites only, epoch 3 both."""
+    from dendritic_experiment.continuation import DendriticRun
+    from dendritic_experiment.data import load_data
+    from dendritic_experiment.dendrites import DENDRITE_PARAMETER
+    from dendritic_experiment.models import build_model
+    from dendritic_experiment.runs import train_epoch
+    from dendritic_experiment.settings import parse_settings
+    from dendritic_experiment.train import TrainingSetup
+
+    settings = parse_settings(["--data-dir", data_dir, "--val-split", "200", "--batch-size", "100", "--dendrite-epochs",
+                               "4", "--dendrite-warmup-epochs", "2"])
+    setup = TrainingSetup(settings, torch.device("cpu"), "fp32")
+    baseline = build_model("resnet18", width=settings.width).state_dict()
+    run = DendriticRun("resnet18", load_data(settings, setup.device), setup, 0, str(tmp_path / "run"), baseline)
+    scaler = setup.grad_scaler()
+    try:
+        run.start()
+        before = {name: value.detach().clone() for name, value in run.model.named_parameters()}
+        for epoch in (1, 2, 3):
+            train_epoch(run, "resnet18_dendritic", epoch, scaler, checkpoint=None)
+            after = {name: value.detach().clone() for name, value in run.model.named_parameters()}
+            moved = {name for name in before if not torch.equal(before[name], after[name])}
+            assert any(DENDRITE_PARAMETER.search(name) for name in moved), epoch
+            assert any(not DENDRITE_PARAMETER.search(name) for name in moved) == (epoch == 3), epoch
+            before = after
+    finally:
+        run.close()

@@ -16,6 +16,7 @@ from dendritic_experiment.settings import (
 )
 
 from fake_cifar import write_fake_cifar100
+from helpers import TINY_WIDTH
 
 ONE_EPOCH = ["--seeds", "0", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
 
@@ -139,7 +140,7 @@ def test_weights_that_cannot_start_a_run_are_refused_and_nothing_is_cached(tiny,
             "--max-dendrites", "1"]
     main.main([*args, "--experiments", "resnet18"])
     model_pt = results / "resnet18" / "model.pt"
-    torch.save(build_model("resnet34").state_dict(), model_pt)  # a readable file, but not resnet18's weights
+    torch.save(build_model("resnet34", width=TINY_WIDTH).state_dict(), model_pt)  # a readable file, but not resnet18's weights
     assert main.cli([*args, "--experiments", "resnet18,resnet18_dendritic"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: resnet18_dendritic: ") and str(model_pt) in error and "--retrain" in error

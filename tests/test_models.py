@@ -53,3 +53,26 @@ def test_models_py_prints_every_model_with_its_total():
     for name in MODELS:
         assert f"\n{name} (" in out
     assert "layer3.0.conv2" in out and "23,705,252" in out
+
+
+def test_width_scales_every_layers_channels_and_the_parameters_follow():
+    full, half = build_model("resnet18"), build_model("resnet18", width=0.5)
+    full_layers, half_layers = ({name: shape for name, shape, _ in layer_table(m)} for m in (full, half))
+    for name, module in half.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            twin = full.get_submodule(name)
+            assert module.out_channels * 2 == twin.out_channels and (name == "stem.0" or module.in_channels * 2 == twin.in_channels)
+    assert half_layers.keys() == full_layers.keys()
+    assert all(half_layers[name][0] * 2 == full_layers[name][0] for name in full_layers if name != "fc")
+    full_params, half_params = (sum(p.numel() for p in m.parameters()) for m in (full, half))
+    assert 0.24 < half_params / full_params < 0.26  # channels x channels: a quarter, less the biases' and fc's share
+
+
+@pytest.mark.parametrize("width, message", [(0.001, "leaves a layer with no channel: use at least 0.0078125"),
+                                            (0.0, "above 0 and at most 16")])
+def test_a_width_that_leaves_a_layer_without_channels_is_refused(width, message, tmp_path, capsys):
+    from dendritic_experiment import main
+
+    assert main.cli(["--width", str(width), "--results-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --width {width} is not allowed") and message in error

@@ -1,5 +1,6 @@
 """predict.py: a finished run's model, baseline or dendritic, classifies new images."""
 import io
+import json
 import os
 import re
 import subprocess
@@ -10,21 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from dendritic_experiment import data, main, models, predict
+from dendritic_experiment import config, data, main, models, predict
 
-import tiny_models
-from helpers import PACKAGE
+from helpers import PACKAGE, TINY_WIDTH, read_history
 
 RUNS = ("resnet18", "resnet18_dendritic")
 
 
 @pytest.fixture(scope="module")
 def results(data_dir, tmp_path_factory):
-    """A tiny baseline and its dendritic run, trained once for every test in this file. The tiny
-    models stay in place until the last of them has run: the predictors rebuild them by name."""
+    """A tiny baseline and its dendritic run (--width TINY_WIDTH), trained once for every test in
+    this file; the predictors rebuild them at the width their result.json records."""
     with pytest.MonkeyPatch.context() as patch:
-        for name, factory in tiny_models.TINY.items():
-            patch.setitem(models.MODELS, name, factory)
+        patch.setattr(config, "width", TINY_WIDTH)
         folder = tmp_path_factory.mktemp("results")
         main.main(["--data-dir", data_dir, "--results-dir", str(folder), "--seeds", "0", "--val-split", "150", "--epochs", "1",
                    "--warmup-epochs", "0", "--batch-size", "100", "--experiments", ",".join(RUNS),
@@ -163,3 +162,25 @@ def test_an_image_that_cannot_be_read_is_one_line_naming_it(results, tmp_path, c
     if content is not None:
         image.write_bytes(content)
     assert_refused_naming(image, predict.cli([str(results / "resnet18"), str(image)]), capsys)
+
+
+def test_a_dendrite_on_the_classifier_trains_is_saved_reloaded_and_predicts(tiny, data_dir, tmp_path):
+    results = tmp_path / "results"
+    main.main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "150",
+               "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100", "--experiments", ",".join(RUNS),
+               "--dendrite-modules", "fc", "--dendrite-epochs", "2", "--max-dendrites", "1", "--dendrite-min-gain", "0",
+               "--no-control"])
+    run_dir = results / "resnet18_dendritic"
+    result = json.loads((run_dir / "result.json").read_text())
+    baseline = json.loads((results / "resnet18" / "result.json").read_text())
+    assert result["dendrites"] == 1 and result["params"] == baseline["params"] + result["params_per_dendrite"]
+    assert result["params_per_dendrite"] == (64 * 100 + 100) + 100  # a copy of fc (64 -> 100), and its output scales
+    assert float(read_history(run_dir)[-1]["dendrite_scale"]) > 0  # it trained
+    assert any(key.startswith("fc.dendrite_module.layers.0") for key in torch.load(run_dir / "model.pt")["model"])
+    predictor = predict.Predictor.load(str(run_dir), device="cpu")
+    test_images, _ = data.read_cifar_file(os.path.join(data_dir, "cifar-100-python", "test"))
+    images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in test_images]
+    top_1 = [predictor.classes.index(top[0][0]) for top in predictor.predict_batch(images, top_k=1)]
+    saved = torch.load(run_dir / "test_predictions.pt", weights_only=True)["predicted"].tolist()
+    assert sum(a != b for a, b in zip(top_1, saved)) <= 1
+    assert "| resnet18_dendritic |" in (results / "summary.md").read_text() and "| 0.007 |" in (results / "summary.md").read_text()

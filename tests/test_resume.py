@@ -16,11 +16,12 @@ from helpers import (
     script_environment,
 )
 
-# A baseline of 4 epochs, then 2-epoch dendrite cycles (every gain keeps its dendrite, so the
-# dendritic run goes on into a second cycle) and the control; a checkpoint after every epoch.
+# A baseline of 4 epochs, then 3-epoch dendrite cycles whose first 2 epochs train the dendrites alone
+# (every gain keeps its dendrite, so the dendritic run goes on into a second cycle) and the control;
+# a checkpoint after every epoch.
 FLAGS = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1", "--checkpoint-seconds", "0",
-         "--experiments", "resnet18,resnet18_dendritic", "--epochs", "4", "--dendrite-epochs", "2", "--max-dendrites", "3",
-         "--dendrite-min-gain", "0"]
+         "--experiments", "resnet18,resnet18_dendritic", "--epochs", "4", "--dendrite-epochs", "3", "--max-dendrites", "3",
+         "--dendrite-min-gain", "0", "--dendrite-warmup-epochs", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,15 @@ def straight(data_dir, tmp_path_factory):
 
 
 def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
-    """Start main.py (tiny models) and SIGKILL it once history.csv shows `epochs` finished epochs."""
+    """Start main.py (tiny models) and SIGKILL it once history.csv shows `epochs` finished epochs and a
+    checkpoint is there."""
     process = subprocess.Popen(main_command(args), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, env=script_environment())
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
-        if os.path.exists(history_path) and len(read_history(os.path.dirname(history_path))) >= epochs:
+        run_dir = os.path.dirname(history_path)  # a checkpoint is written just after the history: wait for one
+        if os.path.exists(history_path) and len(read_history(run_dir)) >= epochs and \
+                os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()
@@ -48,8 +52,8 @@ def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
 
 @pytest.mark.parametrize("run, finished_before, epochs, only", [
     ("resnet18", (), 2, ["--experiments", "resnet18"]),
-    ("resnet18_dendritic", ("resnet18",), 3, ["--no-control"]),  # in its second cycle: after a restructure
-    ("resnet18_continued", ("resnet18", "resnet18_dendritic"), 2, []),
+    ("resnet18_dendritic", ("resnet18",), 4, ["--no-control"]),  # after a restructure, mid-way through a warm-up
+    ("resnet18_continued", ("resnet18", "resnet18_dendritic"), 1, []),  # mid-way through its frozen epochs
 ])
 def test_a_killed_run_resumes_to_the_same_result(run, finished_before, epochs, only, straight, data_dir, tmp_path):
     killed = tmp_path / "killed"

@@ -11,14 +11,14 @@ from dendritic_experiment.settings import parse_settings
 from dendritic_experiment.train import TrainingSetup, training_step, warmup_cosine
 from dendritic_experiment.utils import read_csv
 
-from helpers import read_history, run_main
+from helpers import TINY_WIDTH, read_history, run_main
 
 
 def test_one_training_step_lowers_the_loss(tiny):
     torch.manual_seed(0)
     settings = parse_settings(["--device", "cpu"])
     setup = TrainingSetup(settings, torch.device("cpu"), "fp32")
-    model = setup.place(build_model("resnet18"))
+    model = setup.place(build_model("resnet18", width=TINY_WIDTH))
     optimizer = torch.optim.SGD(model.parameters(), **setup.optimizer_kwargs(0.05))
     x = prepare_batch(torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8))
     y = torch.randint(0, 100, (32,))
@@ -153,7 +153,7 @@ def resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
     from dendritic_experiment import benchmark
 
     grown = benchmark.dendritic_models(setup, str(tmp_path), images, labels)
-    return [build_model("resnet18")] + [copy.deepcopy(model) for _, model, _, _ in grown]
+    return [build_model("resnet18", width=TINY_WIDTH)] + [copy.deepcopy(model) for _, model, _, _ in grown]
 
 
 def resumed_dendritic_model(setup, tmp_path, images, labels):
@@ -163,7 +163,7 @@ def resumed_dendritic_model(setup, tmp_path, images, labels):
     from dendritic_experiment.data import Data
 
     data = Data(images, labels, images, labels, images, labels, [f"class {i}" for i in range(100)])
-    first = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "resumed"), build_model("resnet18").state_dict())
+    first = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "resumed"), build_model("resnet18", width=TINY_WIDTH).state_dict())
     first.start()
     state = first.state_dict()
     first.close()
