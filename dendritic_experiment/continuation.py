@@ -14,13 +14,8 @@ import torch
 
 from dendritic_experiment.contribution import contribution
 from dendritic_experiment.data import prepare_batch
-from dendritic_experiment.dendrites import (
-    DendriteTracker,
-    architecture_scores,
-    copy_library_outputs,
-    dendrite_method,
-    library_version,
-)
+from dendritic_experiment.dendrites import (DendriteTracker, architecture_scores, copy_library_outputs, dendrite_method,
+                                            library_version)
 from dendritic_experiment.models import dendrite_modules_of
 from dendritic_experiment.runs import Run
 from dendritic_experiment.train import evaluate, warmup_cosine

@@ -19,20 +19,8 @@ from dendritic_experiment.data import data_fingerprint, load_data
 from dendritic_experiment.identity import run_identity, what_changed
 from dendritic_experiment.models import build_model
 from dendritic_experiment.report import write_run_pictures
-from dendritic_experiment.settings import (
-    pick_device,
-    pick_precision,
-    result_settings,
-    seed_list,
-    split_run_name,
-)
-from dendritic_experiment.utils import (
-    ExperimentError,
-    read_json,
-    remove_temporary_files,
-    split_list,
-    write_json,
-)
+from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
+from dendritic_experiment.utils import ExperimentError, read_json, remove_temporary_files, split_list, write_json
 
 
 @dataclasses.dataclass(frozen=True)

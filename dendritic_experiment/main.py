@@ -80,9 +80,7 @@ def run_experiment(settings):
         dendrite_method()  # says at once, in one line, when perforatedbp is installed and switched off
     with Tracking(settings) if settings.wandb_project else contextlib.nullcontext() as tracking:
         if settings.parallel_runs:
-            from dendritic_experiment.cluster import (
-                train_in_parallel,  # only here is Ray imported
-            )
+            from dendritic_experiment.cluster import train_in_parallel  # only here is Ray imported
             train_in_parallel(settings, experiment, plan, tracking)
         else:
             train_in_order(settings, experiment, plan, tracking)

@@ -8,19 +8,9 @@ import os
 import torch
 
 from dendritic_experiment.data import DATASETS
-from dendritic_experiment.intervals import (
-    bootstrap_interval,
-    bootstrap_ratio_interval,
-    seed_interval,
-    seed_ratio_interval,
-)
-from dendritic_experiment.utils import (
-    ExperimentError,
-    read_csv,
-    read_json,
-    write_atomic,
-    write_json,
-)
+from dendritic_experiment.intervals import (bootstrap_interval, bootstrap_ratio_interval, seed_interval,
+                                            seed_ratio_interval)
+from dendritic_experiment.utils import ExperimentError, read_csv, read_json, write_atomic, write_json
 
 # ---------------------------------------------------------------------------------------------
 # Pictures of one run: its curves and the test images it got wrong.

@@ -19,13 +19,7 @@ import torch
 
 from dendritic_experiment.checkpoint import Checkpoint, EpochLog
 from dendritic_experiment.models import build_model
-from dendritic_experiment.train import (
-    evaluate,
-    final_test,
-    steps_per_epoch,
-    train_one_epoch,
-    warmup_cosine,
-)
+from dendritic_experiment.train import evaluate, final_test, steps_per_epoch, train_one_epoch, warmup_cosine
 from dendritic_experiment.utils import ExperimentError, save_torch
 
 

@@ -13,12 +13,7 @@ import torch
 from dendritic_experiment import config
 from dendritic_experiment.data import DATASETS
 from dendritic_experiment.dendrites import ACTIVATIONS
-from dendritic_experiment.models import (
-    MODELS,
-    build_model,
-    dendrite_modules_of,
-    dendrite_slots,
-)
+from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of, dendrite_slots
 from dendritic_experiment.utils import ExperimentError, split_list
 
 # ---------------------------------------------------------------------------------------------

@@ -5,12 +5,8 @@ import numpy as np
 import pytest
 
 from dendritic_experiment import continuation, dendrites, main, runs
-from dendritic_experiment.intervals import (
-    bootstrap_interval,
-    bootstrap_ratio_interval,
-    seed_interval,
-    seed_ratio_interval,
-)
+from dendritic_experiment.intervals import (bootstrap_interval, bootstrap_ratio_interval, seed_interval,
+                                            seed_ratio_interval)
 
 from helpers import read_history, run_main
 

@@ -7,13 +7,8 @@ import pytest
 
 from dendritic_experiment import config, identity, main, train
 from dendritic_experiment.experiment import Experiment, plan_runs
-from dendritic_experiment.settings import (
-    DATA_SETTINGS,
-    DENDRITE_SETTINGS,
-    NOT_RESULT_SETTINGS,
-    TRAINING_SETTINGS,
-    parse_settings,
-)
+from dendritic_experiment.settings import (DATA_SETTINGS, DENDRITE_SETTINGS, NOT_RESULT_SETTINGS, TRAINING_SETTINGS,
+                                           parse_settings)
 
 from fake_cifar import write_fake_cifar100
 from helpers import TINY_WIDTH
@@ -94,11 +89,7 @@ def test_the_key_does_not_depend_on_where_the_driver_runs(tiny, data_dir, tmp_pa
 def test_the_recorded_method_is_the_librarys_and_perforated_backpropagation_is_switched_off(new_tracker, capsys):
     from perforatedai import globals_perforatedai as GPA
 
-    from dendritic_experiment.dendrites import (
-        GRADIENT_DESCENT,
-        PB_SWITCHED_OFF,
-        dendrite_method,
-    )
+    from dendritic_experiment.dendrites import GRADIENT_DESCENT, PB_SWITCHED_OFF, dendrite_method
 
     assert dendrite_method() == GRADIENT_DESCENT and not GPA.pc.get_perforated_backpropagation()
     GPA.pc.set_perforated_backpropagation(True)  # what perforatedai's import does when perforatedbp is installed

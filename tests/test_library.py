@@ -7,11 +7,7 @@ import os
 import pytest
 import torch
 
-from dendritic_experiment.dendrites import (
-    DENDRITE_PARAMETER,
-    SAVE_NAME,
-    wrapped_modules,
-)
+from dendritic_experiment.dendrites import DENDRITE_PARAMETER, SAVE_NAME, wrapped_modules
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
 SETTINGS_USED = ("configuration_confirmed", "testing_dendrite_capacity", "unwrapped_modules_confirmed",

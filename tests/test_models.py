@@ -4,14 +4,8 @@ import sys
 import pytest
 import torch
 
-from dendritic_experiment.models import (
-    AUTO_DENDRITE_MODULES,
-    MODELS,
-    build_model,
-    dendrite_modules_of,
-    dendrite_slots,
-    layer_table,
-)
+from dendritic_experiment.models import (AUTO_DENDRITE_MODULES, MODELS, build_model, dendrite_modules_of,
+                                         dendrite_slots, layer_table)
 
 from helpers import PACKAGE
 

@@ -7,13 +7,7 @@ import time
 
 import torch
 
-from helpers import (
-    assert_same_run,
-    main_command,
-    read_history,
-    run_main,
-    script_environment,
-)
+from helpers import assert_same_run, main_command, read_history, run_main, script_environment
 
 # Each of two runs at once gets half the cores as its torch threads: the one-by-one runs get as many,
 # for the same float sums.

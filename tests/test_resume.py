@@ -8,13 +8,7 @@ import time
 import pytest
 import torch
 
-from helpers import (
-    assert_same_run,
-    main_command,
-    read_history,
-    run_main,
-    script_environment,
-)
+from helpers import assert_same_run, main_command, read_history, run_main, script_environment
 
 # A baseline of 4 epochs, then 3-epoch dendrite cycles whose first 2 epochs train the dendrites alone
 # (every gain keeps its dendrite, so the dendritic run goes on into a second cycle) and the control;

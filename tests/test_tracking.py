@@ -12,6 +12,8 @@ from dendritic_experiment.experiment import plan_runs
 from dendritic_experiment.settings import parse_settings
 from dendritic_experiment.tracking import SWEEP_METRIC
 
+from helpers import TINY_WIDTH
+
 wandb = pytest.importorskip("wandb", reason="wandb is not installed: README's test command installs it")
 
 FLAGS = ["--seeds", "0,1", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
@@ -63,33 +65,50 @@ def read_back(folder):
     return history, summary, steps
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.chdir(tmp_path)  # wandb writes ./wandb/
-    for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID"):
-        monkeypatch.delenv(name, raising=False)
-    yield tmp_path
-    wandb.teardown()  # wandb keeps the folder of its first run for the whole process; the next test has its own
+@pytest.fixture(scope="module")
+def experiments(data_dir, tmp_path_factory):
+    """Two experiments in one results folder, as wandb records them: the first trains every run; the
+    second, at another dendrite learning rate, trains the dendritic runs and controls again and
+    reuses the baselines. Returns (results folder, each experiment's records: history, summary, steps)."""
+    folder = tmp_path_factory.mktemp("tracking")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "offline")
+        patch.setenv("WANDB_SILENT", "true")
+        patch.chdir(folder)  # wandb writes ./wandb/
+        for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+            patch.delenv(name, raising=False)
+        records = []
+        for extra in ([], ["--dendrite-lr-multiplier", "10"]):
+            main.main(["--width", str(TINY_WIDTH), "--data-dir", data_dir, "--results-dir", str(folder / "results"),
+                       *FLAGS, *extra])
+            records.append(read_back(folder))
+            shutil.rmtree(glob.glob(str(folder / "wandb" / "offline-run-*"))[0])  # the next is read alone
+        wandb.teardown()  # wandb keeps the folder of its first run for the whole process
+    return folder / "results", records
 
 
-def test_one_wandb_run_holds_every_run_its_growth_and_the_verdict(tiny, data_dir, offline):
-    results = offline / "results"
-    main.main(["--data-dir", data_dir, "--results-dir", str(results), *FLAGS])
-    history, summary, steps = read_back(offline)
-    summary_json = json.loads((results / "summary.json").read_text())
+def test_one_wandb_run_holds_every_run_its_growth_and_the_verdict(experiments):
+    results, [(history, summary, steps), _] = experiments
     for run in ("resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued"):
         for seed in (0, 1):
             prefix = f"{run}/seed{seed}"
             assert steps[f"{prefix}/*"] == f"{prefix}/epoch"  # an epoch axis of its own
             epochs = [row[f"{prefix}/val_accuracy"] for row in history if f"{prefix}/val_accuracy" in row]
-            result = json.loads((results / (run if seed == 0 else f"{run}_seed{seed}") / "result.json").read_text())
-            assert len(epochs) == result["epochs_trained"] and summary[f"{prefix}/test_accuracy"] == result["test_accuracy"]
-            assert summary[f"{prefix}/reused"] is False
+            assert summary[f"{prefix}/reused"] is False and len(epochs) == summary[f"{prefix}/epochs_trained"] > 0
+    for run in ("resnet18", "resnet34"):  # the baselines' result.json: not trained since
+        result = json.loads((results / run / "result.json").read_text())
+        assert summary[f"{run}/seed0/test_accuracy"] == result["test_accuracy"]
+        assert summary[f"{run}/seed0/val_accuracy"] == result["val_accuracy"]
     added = [row for row in history if "resnet18_dendritic/seed0/dendrite_added" in row]
     assert added[0]["resnet18_dendritic/seed0/epoch"] == 1 and added[0]["resnet18_dendritic/seed0/dendrite_added"] == 1
     assert added[0]["resnet18_dendritic/seed0/params_after_growth"] > summary["resnet18/seed0/params"]
+    for picture in ("pictures/comparison", "pictures/resnet18_dendritic/seed1/curves"):  # uploaded as images
+        assert summary[f"{picture}/_type"] == "image-file" and summary[f"{picture}/format"] == "png"
+
+
+def test_the_verdict_and_the_sweep_metric_are_the_experiments_own(experiments):
+    results, [_, (history, summary, _)] = experiments
+    summary_json = json.loads((results / "summary.json").read_text())  # the second experiment's
     headline = summary_json["headline"][0]
     key = "headline/resnet18_dendritic - resnet34"
     assert (summary[f"{key}/difference"], summary[f"{key}/low"], summary[f"{key}/high"]) == pytest.approx(
@@ -98,23 +117,15 @@ def test_one_wandb_run_holds_every_run_its_growth_and_the_verdict(tiny, data_dir
     assert summary[control] == pytest.approx(summary_json["comparisons"][2]["difference"])
     dendritic = [run["val_accuracy"] for run in summary_json["runs"] if run["name"] == "resnet18_dendritic"]
     assert summary[SWEEP_METRIC] == pytest.approx(sum(dendritic) / 2)
-    for picture in ("pictures/comparison", "pictures/resnet18_dendritic/seed1/curves"):  # uploaded as images
-        assert summary[f"{picture}/_type"] == "image-file" and summary[f"{picture}/format"] == "png"
 
 
-def test_a_second_experiment_records_the_runs_it_reuses(tiny, data_dir, offline):
-    results = offline / "results"
-    main.main(["--data-dir", data_dir, "--results-dir", str(results), *FLAGS, "--experiments", "resnet18,resnet34"])
-    first = glob.glob(str(offline / "wandb" / "offline-run-*"))
-    main.main(["--data-dir", data_dir, "--results-dir", str(results), *FLAGS])
-    for folder in first:  # read the second run's file alone
-        shutil.rmtree(folder)
-    history, summary, _ = read_back(offline)
+def test_a_second_experiment_records_the_runs_it_reuses(experiments):
+    results, [_, (history, summary, _)] = experiments
     for seed in (0, 1):
         assert summary[f"resnet18/seed{seed}/reused"] is True and f"resnet18/seed{seed}/test_accuracy" in summary
         assert not any(f"resnet18/seed{seed}/val_accuracy" in row for row in history)  # no epochs: it did not train
         assert summary[f"resnet18_dendritic/seed{seed}/reused"] is False
-    assert "headline/resnet18_dendritic - resnet34/difference" in summary
+        assert any(f"resnet18_dendritic/seed{seed}/val_accuracy" in row for row in history)
 
 
 def test_a_sweep_trial_keeps_its_own_runs_and_shares_the_baselines(monkeypatch, tmp_path):
