@@ -17,12 +17,7 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from dendritic_experiment.experiment import (  # noqa: E402
-    Experiment,
-    plan_runs,
-    reported_runs,
-    train_in_order,
-)
+from dendritic_experiment.experiment import Experiment, plan_runs, reported_runs, train_in_order  # noqa: E402
 from dendritic_experiment.report import redraw_report, write_report  # noqa: E402
 from dendritic_experiment.settings import parse_settings, seed_list  # noqa: E402
 from dendritic_experiment.tracking import Tracking, sweep_trial  # noqa: E402

@@ -29,12 +29,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
-from dendritic_experiment.dendrites import (  # noqa: E402
-    DendriteTracker,
-    LibraryInUse,
-    to_device,
-    use_activation,
-)
+from dendritic_experiment.dendrites import DendriteTracker, LibraryInUse, to_device, use_activation  # noqa: E402
 from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of  # noqa: E402
 from dendritic_experiment.settings import (  # noqa: E402
     DENDRITE_SETTINGS,
