@@ -33,6 +33,13 @@ def cycle_schedule(settings, length):
     return torch.optim.lr_scheduler.LambdaLR, dict(lr_lambda=warmup_cosine(length, 0))
 
 
+def network_frozen(settings, epoch_in_cycle):
+    """Whether the network's own parameters stay frozen in this epoch (1 = the first) of a dendrite
+    cycle: its first dendrite_warmup_epochs train the new dendrite alone, in the dendritic run, and
+    only run the batches in its control (which has no dendrite to train)."""
+    return epoch_in_cycle <= settings.dendrite_warmup_epochs
+
+
 class CycleAcceptance:
     """The one rule by which a dendritic run and its control keep a cycle. An epoch's score is its
     validation accuracy less dendrite_min_gain per dendrite (a control: per cycle), as the tracker
@@ -128,10 +135,9 @@ class DendriticRun(Run):
         return self.settings.epochs if first_phase else self.settings.dendrite_epochs
 
     def begin_epoch(self, epoch):
-        """In a dendrite cycle's first dendrite_warmup_epochs epochs only the dendrites train: the
-        network's parameters (the optimizer's last group) are frozen, so they get no gradient and
-        keep their values (BatchNorm's running statistics still follow the batches)."""
-        warming_up = not self.first_phase and self.epochs_in_cycle < self.settings.dendrite_warmup_epochs
+        """During a dendrite warm-up (network_frozen) the network's parameters (the optimizer's last
+        group) get no gradient and keep their values; BatchNorm's running statistics still follow the batches."""
+        warming_up = not self.first_phase and network_frozen(self.settings, self.epochs_in_cycle + 1)
         for parameter in self.optimizer.param_groups[-1]["params"]:
             parameter.requires_grad_(not warming_up)
 
@@ -248,10 +254,9 @@ class ContinuedRun(Run):
             if cycle > 0:
                 self.model.load_state_dict(self.kept_model)  # as the tracker rolls back at every switch
             self.new_cycle(self.cycles[cycle])
-        # The dendritic run's network is frozen while its new dendrite warms up; so is the control's,
-        # which then only runs the batches (BatchNorm's statistics follow them, as the dendritic run's do).
+        # Frozen as the dendritic run's network is (BatchNorm's statistics follow the batches in both).
         for parameter in self.model.parameters():
-            parameter.requires_grad_(index_in_cycle > self.settings.dendrite_warmup_epochs)
+            parameter.requires_grad_(not network_frozen(self.settings, index_in_cycle))
 
     def progress(self, epoch):
         return f"{epoch}/{len(self.plan)}"

@@ -190,10 +190,7 @@ class Experiment:
 
     def new_run(self, run):
         """The object that trains run, given what it starts from."""
-        from dendritic_experiment.continuation import (  # only when something trains
-            ContinuedRun,
-            DendriticRun,
-        )
+        from dendritic_experiment.continuation import ContinuedRun, DendriticRun  # only when something trains
         from dendritic_experiment.runs import BaselineRun
         from dendritic_experiment.train import TrainingSetup
 

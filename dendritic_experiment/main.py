@@ -21,12 +21,7 @@ from dendritic_experiment.experiment import Experiment, plan_runs, reported_runs
 from dendritic_experiment.report import redraw_report, write_report  # noqa: E402
 from dendritic_experiment.settings import parse_settings, seed_list  # noqa: E402
 from dendritic_experiment.tracking import Tracking, sweep_trial  # noqa: E402
-from dendritic_experiment.utils import (  # noqa: E402
-    ExperimentError,
-    check_writable,
-    run_cli,
-    try_lock,
-)
+from dendritic_experiment.utils import ExperimentError, check_writable, run_cli, try_lock  # noqa: E402
 
 OVERFIT_TARGET = 0.05  # "near zero" for a cross-entropy that starts near ln(100) = 4.6
 

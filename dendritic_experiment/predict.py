@@ -31,11 +31,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
 from dendritic_experiment.dendrites import DendriteTracker, LibraryInUse, to_device, use_activation  # noqa: E402
 from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of  # noqa: E402
-from dendritic_experiment.settings import (  # noqa: E402
-    DENDRITE_SETTINGS,
-    pick_device,
-    valid_device_name,
-)
+from dendritic_experiment.settings import DENDRITE_SETTINGS, pick_device, valid_device_name  # noqa: E402
 from dendritic_experiment.utils import ExperimentError, read_json, run_cli  # noqa: E402
 
 IMAGE_SIZE = 32  # CIFAR resolution: every model here saw only 32x32 inputs

@@ -213,14 +213,15 @@ def check_runs(settings):
         refuse(settings, "seeds", "use a comma list of whole numbers, such as 0,1,2")
     if not 0 < settings.width <= 16:
         refuse(settings, "width", "use a multiple of the standard networks' channels above 0 and at most 16")
+    dendritic_models = {split_run_name(run)[0] for run in runs if split_run_name(run)[1] == "dendritic"}
     for model_name in sorted({split_run_name(run)[0] for run in runs}):
         try:
-            build_model(model_name, width=settings.width)
+            model = build_model(model_name, width=settings.width)
         except ValueError as error:
             refuse(settings, "width", str(error))
-    dendritic_models = {split_run_name(run)[0] for run in runs if split_run_name(run)[1] == "dendritic"}
-    for model_name in sorted(dendritic_models):
-        slots = dendrite_slots(build_model(model_name, width=settings.width))
+        if model_name not in dendritic_models:
+            continue
+        slots = dendrite_slots(model)
         chosen = dendrite_modules_of(model_name, settings.dendrite_modules)
         if not chosen or any(name not in slots for name in chosen):
             refuse(settings, "dendrite_modules", f"use auto or name conv+bn pairs or linear layers of {model_name}: "

@@ -27,8 +27,9 @@ def main_command(args, worker_hook=None):
 
 def run_main(args, cwd, timeout=600, **environment):
     """main.py in a real process with stdin closed, as CI and nohup run it; environment: extra variables."""
-    return subprocess.run(main_command(args, environment.get("WORKER_SETUP_HOOK")), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout, env=dict(script_environment(), **environment))
+    command = main_command(args, environment.get("WORKER_SETUP_HOOK"))
+    return subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          env=dict(script_environment(), **environment))
 
 
 def repository_files():
@@ -67,7 +68,6 @@ def read_only_folder():
 def nan_loss():
     """A Ray worker setup hook: a training loss that is NaN from the first step."""
     from dendritic_experiment import train
-
 
     real_step = train.training_step
 

@@ -51,31 +51,41 @@ def test_a_cycle_that_gains_too_little_is_rolled_back_by_both(data_dir, tmp_path
         assert result["test_accuracy"] == baseline["test_accuracy"] and torch.equal(predictions, baseline_predictions)
 
 
-def test_during_a_dendrite_warm_up_only_the_dendrites_learn(tiny, data_dir, tmp_path):
-    """--dendrite-warmup-epochs 2 in cycles of 4: epochs 1 and 2 move the dendrites only, epoch 3 both."""
-    from dendritic_experiment.continuation import DendriticRun
+def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_frozen(tiny, data_dir, tmp_path):
+    """--dendrite-warmup-epochs 2 in cycles of 4: epochs 1 and 2 move the dendrites only, epoch 3 both;
+    the control's network stays as it was for epochs 1 and 2, as the dendritic run's does."""
+    from dendritic_experiment.continuation import ContinuedRun, DendriticRun
     from dendritic_experiment.data import load_data
     from dendritic_experiment.dendrites import DENDRITE_PARAMETER
     from dendritic_experiment.models import build_model
-    from dendritic_experiment.runs import train_epoch
     from dendritic_experiment.settings import parse_settings
     from dendritic_experiment.train import TrainingSetup
 
     settings = parse_settings(["--data-dir", data_dir, "--val-split", "200", "--batch-size", "100", "--dendrite-epochs",
                                "4", "--dendrite-warmup-epochs", "2"])
     setup = TrainingSetup(settings, torch.device("cpu"), "fp32")
-    baseline = build_model("resnet18", width=settings.width).state_dict()
-    run = DendriticRun("resnet18", load_data(settings, setup.device), setup, 0, str(tmp_path / "run"), baseline)
-    scaler = setup.grad_scaler()
+    data, baseline = load_data(settings, setup.device), build_model("resnet18", width=settings.width).state_dict()
+    dendritic = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "run"), baseline)
+    for epoch, moved in enumerate(parameters_moved_by_epoch(dendritic, "resnet18_dendritic", 3), start=1):
+        assert any(DENDRITE_PARAMETER.search(name) for name in moved), epoch
+        assert any(not DENDRITE_PARAMETER.search(name) for name in moved) == (epoch == 3), epoch
+    control = ContinuedRun("resnet18", data, setup, 0, baseline, cycles=[4])
+    assert [bool(moved) for moved in parameters_moved_by_epoch(control, "resnet18_continued", 3)] == [False, False, True]
+
+
+def parameters_moved_by_epoch(run, run_name, epochs):
+    """Started, then trained for epochs 1 to epochs: the names of the parameters each epoch changed."""
+    from dendritic_experiment.runs import train_epoch
+
+    moved, scaler = [], run.setup.grad_scaler()
     try:
         run.start()
         before = {name: value.detach().clone() for name, value in run.model.named_parameters()}
-        for epoch in (1, 2, 3):
-            train_epoch(run, "resnet18_dendritic", epoch, scaler, checkpoint=None)
+        for epoch in range(1, epochs + 1):
+            train_epoch(run, run_name, epoch, scaler, checkpoint=None)
             after = {name: value.detach().clone() for name, value in run.model.named_parameters()}
-            moved = {name for name in before if not torch.equal(before[name], after[name])}
-            assert any(DENDRITE_PARAMETER.search(name) for name in moved), epoch
-            assert any(not DENDRITE_PARAMETER.search(name) for name in moved) == (epoch == 3), epoch
+            moved.append({name for name in before if not torch.equal(before[name], after[name])})
             before = after
     finally:
         run.close()
+    return moved
