@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from dendritic_experiment.utils import save_torch, write_csv
 
-CHECKPOINT_FORMAT = 3  # a checkpoint of another layout is ignored, not misread
+CHECKPOINT_FORMAT = 4  # a checkpoint of another layout is ignored, not misread
 
 
 class Checkpoint:

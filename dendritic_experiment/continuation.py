@@ -1,14 +1,13 @@
-"""The runs that continue a finished baseline, and the one rule by which both keep a cycle:
+"""The runs that continue a finished baseline:
 
     DendriticRun      perforatedai's tracker adds dendrites, judges them on validation, ends the run
     ContinuedRun      the control: the baseline trained on for the dendritic run's cycles, no dendrites
-    CycleAcceptance   a cycle's best epoch is kept when it beats the best kept so far by more than
-                      dendrite_min_gain; otherwise the run rolls back and stops
 
 A dendritic run and its control differ in the dendrites only: the same starting weights, the same
-batches, crops, flips and cutouts (Run.epoch_generator), the same schedule, the same rule for
-keeping a cycle. tests/test_control.py checks that with dendrites that cannot learn
-(--dendrite-lr-multiplier 0) they are the same run.
+batches, crops, flips and cutouts (Run.epoch_generator), the same learning rate at every epoch (the
+control replays the dendritic run's), the same rule for keeping a cycle (keep_rule.KeepRule), the
+same warm-up (network_frozen) with the same gradient-scaler updates. tests/test_control.py checks
+that with dendrites that cannot learn (--dendrite-lr-multiplier 0) they are the same run.
 """
 import torch
 
@@ -16,17 +15,18 @@ from dendritic_experiment.contribution import contribution
 from dendritic_experiment.data import prepare_batch
 from dendritic_experiment.dendrites import (DendriteTracker, architecture_scores, copy_library_outputs, dendrite_method,
                                             library_version)
+from dendritic_experiment.keep_rule import KeepRule
 from dendritic_experiment.models import dendrite_modules_of
 from dendritic_experiment.runs import Run
-from dendritic_experiment.train import evaluate, warmup_cosine
+from dendritic_experiment.train import evaluate, network_group, warmup_cosine
 
 CONTRIBUTION_IMAGES = 256  # validation images on which a dendritic run measures what its dendrites add
 
 
 def cycle_schedule(settings, length):
     """(scheduler class, its arguments) for one dendrite cycle of `length` epochs, stepped once per
-    epoch: a cosine from the cycle's peak in fixed mode; in history mode a tenth of the learning
-    rate whenever validation stalls."""
+    epoch by the tracker: a cosine from the cycle's peak in fixed mode; in history mode a tenth of
+    the learning rate whenever validation stalls. The control replays the rates this gave."""
     if settings.switch_mode == "history":
         return torch.optim.lr_scheduler.ReduceLROnPlateau, dict(
             mode="max", factor=0.1, patience=max(1, settings.history_epochs // 2))
@@ -38,46 +38,6 @@ def network_frozen(settings, epoch_in_cycle):
     cycle: its first dendrite_warmup_epochs train the new dendrite alone, in the dendritic run, and
     only run the batches in its control (which has no dendrite to train)."""
     return epoch_in_cycle <= settings.dendrite_warmup_epochs
-
-
-class CycleAcceptance:
-    """The one rule by which a dendritic run and its control keep a cycle. An epoch's score is its
-    validation accuracy less dendrite_min_gain per dendrite (a control: per cycle), as the tracker
-    scores it (DendriteTracker.end_epoch); a cycle is kept when its best score beats the best kept so
-    far, and then its best epoch (the first with that score) is the model kept; otherwise the run goes
-    back to the model it kept and stops. The start (a finished baseline's score, epoch 0) counts as
-    kept; without one, the first cycle (a dendritic run's neuron-only phase from scratch) is kept."""
-
-    def __init__(self, start_score=None):
-        self.kept = None if start_score is None else {"score": start_score, "epoch": 0}
-        self.cycle_best = None
-
-    def add(self, epoch, score):
-        """Returns whether the epoch is its cycle's best so far."""
-        if self.cycle_best is None or score > self.cycle_best["score"]:
-            self.cycle_best = {"score": score, "epoch": epoch}
-            return True
-        return False
-
-    def cycle_beats_kept(self):
-        return self.kept is None or self.cycle_best["score"] > self.kept["score"]
-
-    def end_cycle(self, kept):
-        """The cycle ends, kept or not; returns kept."""
-        if kept:
-            self.kept = self.cycle_best
-        self.cycle_best = None
-        return kept
-
-    @property
-    def kept_epoch(self):
-        return self.kept["epoch"] if self.kept else 0
-
-    def state_dict(self):
-        return {"kept": self.kept, "cycle_best": self.cycle_best}
-
-    def load_state_dict(self, state):
-        self.kept, self.cycle_best = state["kept"], state["cycle_best"]
 
 
 class DendriticRun(Run):
@@ -92,7 +52,8 @@ class DendriticRun(Run):
         super().__init__(model_name, data, setup, seed)
         self.run_dir, self.baseline_weights = run_dir, baseline_weights
         self.first_phase, self.epochs_in_cycle = baseline_weights is None, 0
-        self.acceptance = CycleAcceptance()  # which epoch's model the tracker keeps, for the report
+        self.keep = KeepRule(self.settings)  # which cycles the tracker keeps, and which epoch's model
+        self.warming_up, self.warmup_scaler = False, None
 
     def convert(self, weights, resuming):
         model = self.setup.place(self.new_model(weights))
@@ -119,27 +80,44 @@ class DendriticRun(Run):
         val = evaluate(self.model, data.val_images, data.val_labels, setup)
         model, _, _ = self.dendrites.start_from_baseline(val["accuracy"], train["accuracy"])
         self.model = setup.place(model)
-        self.acceptance = CycleAcceptance(start_score=val["accuracy"])
+        self.keep = KeepRule(self.settings, start_val_accuracy=val["accuracy"])
 
     def resume(self, state, epoch):
         self.convert(None, resuming=True)
         self.model = self.setup.place(self.dendrites.restore(state["dendrites"]))
+        self.dendrites.restore_best_model_file(state["best_model_file"])
         self.first_phase, self.epochs_in_cycle = state["first_phase"], state["epochs_in_cycle"]
-        self.acceptance.load_state_dict(state["acceptance"])
+        self.keep.load_state_dict(state["keep"])
         self.new_cycle(self.first_phase)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state["warmup_scaler"] is not None:
+            self.warmup_scaler = self.setup.grad_scaler()
+            self.warmup_scaler.load_state_dict(state["warmup_scaler"])
 
     def cycle_length(self, first_phase):
         """Epochs of the neuron-only first phase (from scratch), or of a dendrite's cycle."""
         return self.settings.epochs if first_phase else self.settings.dendrite_epochs
 
     def begin_epoch(self, epoch):
-        """During a dendrite warm-up (network_frozen) the network's parameters (the optimizer's last
-        group) get no gradient and keep their values; BatchNorm's running statistics still follow the batches."""
-        warming_up = not self.first_phase and network_frozen(self.settings, self.epochs_in_cycle + 1)
-        for parameter in self.optimizer.param_groups[-1]["params"]:
-            parameter.requires_grad_(not warming_up)
+        """During a dendrite warm-up (network_frozen) the network's parameters (the optimizer's group
+        "network") get no gradient and keep their values; BatchNorm's running statistics still follow
+        the batches. setup_optimizer makes them trainable again before any rebuild."""
+        self.warming_up = not self.first_phase and network_frozen(self.settings, self.epochs_in_cycle + 1)
+        for parameter in network_group(self.optimizer)["params"]:
+            parameter.requires_grad_(not self.warming_up)
+
+    def epoch_scaler(self, scaler):
+        """A warm-up's steps scale their loss with a copy of the run's scaler, made at its first epoch:
+        the dendrites' steps still back off on an overflow, and the run's own scaler comes out of the
+        warm-up as the frozen control's does, which takes no step then (fp16)."""
+        if not self.warming_up:
+            self.warmup_scaler = None
+            return scaler
+        if self.warmup_scaler is None:
+            self.warmup_scaler = self.setup.grad_scaler()
+            self.warmup_scaler.load_state_dict(scaler.state_dict())
+        return self.warmup_scaler
 
     def new_cycle(self, first_phase):
         """Optimizer and per-epoch schedule for one cycle; the tracker steps the schedule."""
@@ -160,11 +138,11 @@ class DendriticRun(Run):
     def end_epoch(self, epoch, val_accuracy, train_accuracy):
         self.epochs_in_cycle += 1
         dendrites = self.dendrites.dendrite_count
-        self.acceptance.add(epoch, val_accuracy - dendrites * self.settings.dendrite_min_gain)
+        self.keep.add(epoch, val_accuracy, dendrites)
         model, restructured, self.complete = self.dendrites.end_epoch(
             val_accuracy, train_accuracy, self.epochs_in_cycle, self.cycle_length(self.first_phase))
-        if restructured or self.complete:  # the cycle ended; the tracker removed its dendrite, or kept it
-            self.acceptance.end_cycle(kept=self.dendrites.dendrite_count >= dendrites)
+        if restructured or self.complete:  # the cycle ended: the tracker removed its dendrite, or kept it
+            self.keep.end_cycle(library_kept=self.dendrites.dendrite_count >= dendrites)
         # Load-bearing: the library's save of a new best made every parameter contiguous, undoing
         # channels_last, and a restructure adds new modules: place() puts the layout back.
         self.model = self.setup.place(model)
@@ -176,7 +154,9 @@ class DendriticRun(Run):
     def state_dict(self):
         return {"dendrites": self.dendrites.checkpoint_state(), "first_phase": self.first_phase,
                 "epochs_in_cycle": self.epochs_in_cycle, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "acceptance": self.acceptance.state_dict()}
+                "scheduler": self.scheduler.state_dict(), "keep": self.keep.state_dict(),
+                "best_model_file": self.dendrites.best_model_file(),
+                "warmup_scaler": self.warmup_scaler.state_dict() if self.warmup_scaler else None}
 
     def saved_model(self):
         return self.dendrites.checkpoint_state()
@@ -195,13 +175,15 @@ class DendriticRun(Run):
             "val_accuracy": val["accuracy"],
             "dendrites": self.dendrites.dendrite_count,
             "start": "baseline" if warm else "scratch",
-            "epochs": self.acceptance.kept_epoch,
-            "epochs_including_baseline": self.acceptance.kept_epoch + (self.settings.epochs if warm else 0),
-            # Epochs trained with each dendrite count, in order: the continued control repeats these cycles.
+            "epochs": self.keep.kept_epoch,
+            "epochs_including_baseline": self.keep.kept_epoch + (self.settings.epochs if warm else 0),
+            # Epochs trained with each dendrite count, in order, and the network's learning rate in each
+            # epoch: the continued control repeats these cycles at these rates.
             "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
+            "lrs": [row["lr"] for row in history],
             # What the first dendrite added, kept or not: on every module of dendrite_modules, a copy and its scales.
             "params_per_dendrite": next((int(row["params"]) - self.plain_params for row in history if row["dendrites"] == 1), 0),
-            "architectures": architecture_scores(self.run_dir, self.settings.dendrite_min_gain),
+            "architectures": architecture_scores(self.run_dir, self.settings),
             "contribution": self.contribution(),  # of the dendrites kept
             "library": library_version(),
             "method": dendrite_method(),  # the library's own flag, at the end of the run
@@ -216,44 +198,45 @@ def prepare_sample(data, setup, size=2):
 
 class ContinuedRun(Run):
     """The control for a warm-started dendritic run: the same baseline, trained on for the same
-    cycles with the same schedule and the same batches, without dendrites. Like the tracker, it
-    keeps a cycle's best epoch only when it beats the best kept so far by more than
-    dendrite_min_gain (CycleAcceptance), rolls back to the model kept at every cycle's start, and
-    otherwise stops there."""
+    cycles with the same batches and the same learning rate at every epoch (lrs: the dendritic
+    run's, replayed, so in history mode too the two schedules are one), without dendrites. It keeps
+    cycles by the same rule (keep_rule.KeepRule), each scored as if it had the dendritic run's
+    dendrites (one per cycle), rolls back to the model kept at every cycle's start, as the tracker
+    does at a switch, and otherwise stops there."""
 
-    def __init__(self, model_name, data, setup, seed, baseline_weights, cycles):
+    def __init__(self, model_name, data, setup, seed, baseline_weights, cycles, lrs):
         super().__init__(model_name, data, setup, seed)
-        self.baseline_weights, self.cycles = baseline_weights, cycles
+        self.baseline_weights, self.cycles, self.lrs = baseline_weights, cycles, lrs
         # (cycle, epoch within it) of every epoch, numbered from 1
         self.plan = [(cycle, index) for cycle, length in enumerate(cycles) for index in range(1, length + 1)]
+        if len(lrs) != len(self.plan):
+            raise ValueError(f"{len(lrs)} learning rates for the {len(self.plan)} epochs of cycles {cycles}")
 
     def start(self):
         self.model = self.setup.place(self.new_model(self.baseline_weights))
         val = evaluate(self.model, self.data.val_images, self.data.val_labels, self.setup)
-        self.acceptance = CycleAcceptance(start_score=val["accuracy"])
+        self.keep = KeepRule(self.settings, start_val_accuracy=val["accuracy"])
         self.kept_model, self.cycle_best_model = clone_state(self.model), None
 
     def resume(self, state, epoch):
         self.model = self.setup.place(self.new_model(state["model"]))
-        self.new_cycle(self.cycles[self.plan[epoch - 1][0]])
+        self.new_cycle()
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.acceptance = CycleAcceptance()
-        self.acceptance.load_state_dict(state["acceptance"])
+        self.keep = KeepRule(self.settings)
+        self.keep.load_state_dict(state["keep"])
         self.kept_model, self.cycle_best_model = state["kept_model"], state["cycle_best_model"]
 
-    def new_cycle(self, length):
-        self.optimizer = torch.optim.SGD(self.model.parameters(),
-                                         **self.setup.optimizer_kwargs(self.setup.scaled_dendrite_lr))
-        scheduler_class, arguments = cycle_schedule(self.settings, length)
-        self.scheduler = scheduler_class(self.optimizer, **arguments)
+    def new_cycle(self):
+        """A new optimizer (momentum from zero), as the tracker's rebuild gives the dendritic run."""
+        self.optimizer = self.setup.network_optimizer(self.model, self.setup.scaled_dendrite_lr)
 
     def begin_epoch(self, epoch):
         cycle, index_in_cycle = self.plan[epoch - 1]
         if index_in_cycle == 1:
             if cycle > 0:
                 self.model.load_state_dict(self.kept_model)  # as the tracker rolls back at every switch
-            self.new_cycle(self.cycles[cycle])
+            self.new_cycle()
+        network_group(self.optimizer)["lr"] = self.lrs[epoch - 1]
         # Frozen as the dendritic run's network is (BatchNorm's statistics follow the batches in both).
         for parameter in self.model.parameters():
             parameter.requires_grad_(not network_frozen(self.settings, index_in_cycle))
@@ -263,15 +246,10 @@ class ContinuedRun(Run):
 
     def end_epoch(self, epoch, val_accuracy, train_accuracy):
         cycle, index_in_cycle = self.plan[epoch - 1]
-        score = val_accuracy - (cycle + 1) * self.settings.dendrite_min_gain  # as the dendritic run's cycle is scored
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(score)  # as the tracker steps it: once per epoch, on that score
-        else:
-            self.scheduler.step()
-        if self.acceptance.add(epoch, score):
+        if self.keep.add(epoch, val_accuracy, dendrites=cycle + 1):  # the dendritic run's cycle has cycle + 1
             self.cycle_best_model = clone_state(self.model)
         if index_in_cycle == self.cycles[cycle]:  # the cycle's last epoch
-            if self.acceptance.end_cycle(kept=self.acceptance.cycle_beats_kept()):
+            if self.keep.end_cycle():
                 self.kept_model = self.cycle_best_model
             else:
                 self.complete = True  # rolls back and stops, as the dendritic run does
@@ -280,15 +258,15 @@ class ContinuedRun(Run):
 
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "acceptance": self.acceptance.state_dict(),
-                "kept_model": self.kept_model, "cycle_best_model": self.cycle_best_model}
+                "keep": self.keep.state_dict(), "kept_model": self.kept_model,
+                "cycle_best_model": self.cycle_best_model}
 
     def result(self, history):
         self.model.load_state_dict(self.kept_model)
         val = evaluate(self.model, self.data.val_images, self.data.val_labels, self.setup)
         return {"params": sum(p.numel() for p in self.model.parameters()), "dendrites": 0,
-                "val_accuracy": val["accuracy"], "start": "baseline", "epochs": self.acceptance.kept_epoch,
-                "epochs_including_baseline": self.acceptance.kept_epoch + self.settings.epochs}
+                "val_accuracy": val["accuracy"], "start": "baseline", "epochs": self.keep.kept_epoch,
+                "epochs_including_baseline": self.keep.kept_epoch + self.settings.epochs}
 
 
 def clone_state(model):

@@ -34,8 +34,12 @@ checks each internal by name):
   the run; at a switch, a dendrite whose cycle set no new best of the run is removed and the best
   model reloaded; with `max_dendrite_tries = 1` that ends the run. On every new best it saves the
   whole model (best_model.pt), and saving makes every parameter contiguous: channels_last is lost.
-- `setup_optimizer` takes parameter groups (dicts with their own lr and weight_decay); it drops a
-  group left without trainable parameters, and reads "the" learning rate from the last group.
+- `setup_optimizer` takes parameter groups (dicts with their own lr and weight_decay); it drops every
+  parameter that does not require a gradient (and a group left empty), and records "the" learning
+  rate from the last group. So every parameter is made trainable before a rebuild (a dendrite
+  warm-up freezes the network's), and our code finds a group by its name, never by its position.
+- The tracker reloads <run_dir>/PAI/best_model.pt at every switch: a checkpoint carries that file
+  (best_model_file), or a resumed run could roll back to a model it never scored.
 - A first score never counts as the best to beat unless `initial_history_after_switches` is -1
   for that call (see DendriteTracker.start_from_baseline).
 - A leftover <save_name>/<save_name>_config.json silently overrides settings: a new run starts clean.
@@ -61,6 +65,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from dendritic_experiment import keep_rule
 from dendritic_experiment.utils import new_file_mode, write_atomic
 
 SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix of its files
@@ -145,13 +150,16 @@ class DendriteTracker:
 
     def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
         """(optimizer, scheduler), new for the current architecture (after every restructure). The
-        dendrites' parameters form their own group, at dendrite_lr_multiplier times the learning rate
-        and with dendrite_weight_decay; the network's group comes last, where the tracker reads the
-        learning rate it records."""
+        dendrites' parameters form the group named "dendrites", at dendrite_lr_multiplier times the
+        learning rate and with dendrite_weight_decay; the rest the group named "network", last, where
+        the tracker reads the learning rate it records. Every parameter is trainable again first: the
+        library would drop a frozen one (a switch can come during a dendrite warm-up), and with it the
+        network would never train again."""
         self.tracker.set_optimizer(optimizer_class)
         self.tracker.set_scheduler(scheduler_class)
         dendrite, network = [], []
         for name, parameter in self.model.named_parameters():
+            parameter.requires_grad_(True)
             (dendrite if DENDRITE_PARAMETER.search(name) else network).append(parameter)
         groups = [dict(name="dendrites", params=dendrite, lr=optimizer_kwargs["lr"] * self.settings.dendrite_lr_multiplier,
                        weight_decay=self.settings.dendrite_weight_decay),
@@ -168,17 +176,12 @@ class DendriteTracker:
 
     def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, cycle_length=0, force_switch=False):
         """Report one epoch. Returns (model, restructured, complete); always use that model.
-        In fixed mode the cycle ends (a switch) after cycle_length epochs.
-
-        The tracker sees the validation accuracy less dendrite_min_gain points per dendrite in the
-        model. Within a cycle that is a constant, so it still keeps the cycle's best epoch; and the
-        k-th dendrite is kept exactly when its cycle's best beats the best so far by more than
-        dendrite_min_gain (best_k - k g > best_(k-1) - (k-1) g). A threshold of the library's own
-        would apply at every epoch instead: a cycle that climbs slowly would never count as better.
-        architecture_scores adds the handicap back."""
+        In fixed mode the cycle ends (a switch) after cycle_length epochs. The tracker sees the keep
+        rule's score (keep_rule.score: less dendrite_min_gain per dendrite, shifted above 0), so that
+        it decides as the rule does; architecture_scores undoes it."""
         force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
         self.tracker.add_extra_score(train_accuracy, "Train")
-        score = val_accuracy - self.dendrite_count * self.settings.dendrite_min_gain
+        score = keep_rule.score(val_accuracy, self.dendrite_count, self.settings)
         with self.library_call():
             model, restructured, complete = self.tracker.add_validation_score(score, self.model, force_switch=force_switch)
         self.model = model
@@ -214,6 +217,25 @@ class DendriteTracker:
     def checkpoint_state(self):
         """Model weights (dendrites included) and the tracker's whole history, for a checkpoint."""
         return {"model": self.model.state_dict(), "tracker": self.tracker.to_string()}
+
+    def best_model_file(self):
+        """The bytes of the library's best-model file (the model it rolls back to at a switch), or
+        None before it wrote one: it belongs in the same checkpoint as the tracker's records."""
+        path = os.path.join(library_folder(self.run_dir), "best_model.pt")
+        if not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+
+    def restore_best_model_file(self, contents):
+        """Put back the best-model file a checkpoint carried (best_model_file), whatever is there now:
+        after a crash the folder can hold a newer best that the resumed run never scored."""
+        path = os.path.join(library_folder(self.run_dir), "best_model.pt")
+        if contents is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        else:
+            write_atomic(path, contents.numpy().tobytes())
 
     def restore(self, state):
         """Undo checkpoint_state() into this freshly converted model; returns the model. A restored
@@ -268,7 +290,7 @@ def configure(pc, settings, device):
     pc.set_n_epochs_to_switch(settings.history_epochs)
     pc.set_max_dendrites(settings.max_dendrites)
     pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
-    # Any higher score is a new best (see DendriteTracker.end_epoch for how dendrite_min_gain is applied).
+    # Any higher score is a new best: the keep rule's `>` (keep_rule.py applies dendrite_min_gain).
     pc.set_improvement_threshold(0.0)
     pc.set_improvement_threshold_raw(0.0)
     pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
@@ -328,10 +350,10 @@ def copy_library_outputs(run_dir):
                 write_atomic(os.path.join(run_dir, name), f.read())
 
 
-def architecture_scores(run_dir, min_gain):
+def architecture_scores(run_dir, settings):
     """[(params, best validation accuracy)] per dendrite count 0, 1, ..., from the library's own
-    table (columns: parameters, best validation score, ...), without end_epoch's handicap of
-    min_gain points per dendrite."""
+    table (columns: parameters, best validation score, ...), the keep rule's score undone."""
     with open(os.path.join(run_dir, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
         rows = [row for row in list(csv.reader(f))[1:] if row]
-    return [(int(float(row[0])), float(row[1]) + count * min_gain) for count, row in enumerate(rows)]
+    return [(int(float(row[0])), keep_rule.val_accuracy_of(float(row[1]), count, settings))
+            for count, row in enumerate(rows)]

@@ -200,8 +200,8 @@ class Experiment:
         baseline_weights = self.starting_weights(run, run.baseline) if run.baseline else None
         if run.kind == "dendritic":
             return DendriticRun(run.model, self.data, setup, run.seed, run.folder, baseline_weights)
-        return ContinuedRun(run.model, self.data, setup, run.seed, baseline_weights,
-                            self.results[run.cycles_from]["cycles"])
+        dendritic = self.results[run.cycles_from]
+        return ContinuedRun(run.model, self.data, setup, run.seed, baseline_weights, dendritic["cycles"], dendritic["lrs"])
 
     def train(self, run):
         from dendritic_experiment.runs import train_run

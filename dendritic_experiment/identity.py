@@ -13,7 +13,8 @@ that starts from it, and the output says which part changed (what_changed).
 """
 import importlib.metadata
 
-RESULT_FORMAT = 2  # 1: results before identities; 2: one acceptance rule, shared batches, 8 x 8 cutout
+RESULT_FORMAT = 3  # 1: results before identities; 2: one acceptance rule, shared batches, 8 x 8 cutout;
+# 3: the control replays the dendritic run's learning rates (and needs its "lrs")
 NO_IDENTITY = "its result.json predates result identities (format 1)"
 
 

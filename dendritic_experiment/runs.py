@@ -19,7 +19,8 @@ import torch
 
 from dendritic_experiment.checkpoint import Checkpoint, EpochLog
 from dendritic_experiment.models import build_model
-from dendritic_experiment.train import evaluate, final_test, steps_per_epoch, train_one_epoch, warmup_cosine
+from dendritic_experiment.train import (evaluate, final_test, network_group, steps_per_epoch, train_one_epoch,
+                                        warmup_cosine)
 from dendritic_experiment.utils import ExperimentError, save_torch
 
 
@@ -61,7 +62,8 @@ def train_epoch(run, run_name, epoch, scaler, checkpoint):
     Returns (the history row, whether the model was restructured)."""
     setup, data, started = run.setup, run.data, time.time()
     run.begin_epoch(epoch)
-    lr = run.optimizer.param_groups[-1]["lr"]  # the network's (a dendritic run's dendrites have a group first)
+    scaler = run.epoch_scaler(scaler)
+    lr = network_group(run.optimizer)["lr"]  # a dendritic run's dendrites have a group of their own
     metrics = train_one_epoch(run.model, data.train_images, data.train_labels, run.optimizer, setup, scaler,
                               run.batch_scheduler, f"{run_name} {run.progress(epoch)}", run.epoch_generator(epoch))
     check_finite(metrics, run_name, epoch, setup, checkpoint)
@@ -141,6 +143,10 @@ class Run(abc.ABC):
     def begin_epoch(self, epoch):
         """Before an epoch trains: nothing, unless a run starts a new cycle there."""
 
+    def epoch_scaler(self, scaler):
+        """The gradient scaler (fp16) this epoch's steps use: the run's own, unless a run says otherwise."""
+        return scaler
+
     def progress(self, epoch):
         return str(epoch)
 
@@ -163,7 +169,7 @@ class BaselineRun(Run):
 
     def start(self):
         self.model = self.setup.place(self.new_model())
-        self.optimizer = torch.optim.SGD(self.model.parameters(), **self.setup.optimizer_kwargs(self.setup.scaled_lr))
+        self.optimizer = self.setup.network_optimizer(self.model, self.setup.scaled_lr)
         steps = steps_per_epoch(len(self.data.train_images), self.settings.batch_size)
         self.batch_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.settings.epochs * steps, self.settings.warmup_epochs * steps))

@@ -59,20 +59,43 @@ def build_parser():
 
 
 def parse_settings(argv=None):
-    """Settings from config.py and flags, checked; --smoke shrinks them."""
+    """Settings from config.py and flags, checked; --smoke shrinks those no flag gave."""
     argv = sys.argv[1:] if argv is None else argv
     settings = SimpleNamespace(**vars(build_parser().parse_args(argv)))
     if settings.smoke:
-        # Small enough for 2 CPU cores in under 3 minutes, still every stage and a real dendrite.
-        settings.epochs, settings.batch_size, settings.warmup_epochs = 2, 64, 1
-        settings.dendrite_epochs, settings.max_dendrites, settings.switch_mode = 1, 1, "fixed"
-        if not any(arg == "--seeds" or arg.startswith("--seeds=") for arg in argv):
-            settings.seeds = settings.seeds.split(",")[0]  # unless --seeds says otherwise: a preliminary result
+        shrink_for_smoke(settings, flags_given(argv))
         settings.results_dir = os.path.join(settings.results_dir, "smoke")  # never replaces real results
     if settings.run_name:
         settings.results_dir = os.path.join(settings.results_dir, settings.run_name)
     check_settings(settings)
     return settings
+
+
+def flags_given(argv):
+    """The names of the settings argv sets itself (whatever config.py's defaults are)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # a setting no flag gave is left out
+    return set(vars(parser.parse_args(argv)))
+
+
+def shrink_for_smoke(settings, given):
+    """--smoke: small enough for 2 CPU cores in under 3 minutes, still every stage and a real
+    dendrite; a setting a flag gave stays as given, and the others are said on stderr."""
+    smoke = {"epochs": 2, "batch_size": 64, "warmup_epochs": None, "dendrite_epochs": None, "max_dendrites": 1,
+             "switch_mode": "fixed", "seeds": settings.seeds.split(",")[0]}  # one seed: a preliminary result
+    shrunk = []
+    for name, value in smoke.items():
+        if name in given:
+            continue
+        if name == "warmup_epochs":  # one epoch, unless --epochs leaves no room for it
+            value = min(1, settings.epochs - 1)
+        elif name == "dendrite_epochs":  # one epoch, and one more per epoch of a --dendrite-warmup-epochs
+            value = settings.dendrite_warmup_epochs + 1
+        setattr(settings, name, value)
+        shrunk.append(f"--{name.replace('_', '-')} {value}")
+    if shrunk:
+        print(f"--smoke: {', '.join(shrunk)} (a flag you give is kept)", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +177,10 @@ def check_settings(settings):
         refuse(settings, "dendrite_activation", f"use {', '.join(ACTIVATIONS)}")
     if not 0 <= settings.dendrite_min_gain < 100:
         refuse(settings, "dendrite_min_gain", "use accuracy points from 0 to 100")
-    if not 0 <= settings.dendrite_warmup_epochs < settings.dendrite_epochs:
+    if settings.switch_mode == "history" and not 0 <= settings.dendrite_warmup_epochs < settings.history_epochs:
+        refuse(settings, "dendrite_warmup_epochs", f"use 0 to {settings.history_epochs - 1}: with --switch-mode history "
+               f"a cycle can end after --history-epochs {settings.history_epochs} epochs, and the network must train in it")
+    if settings.switch_mode != "history" and not 0 <= settings.dendrite_warmup_epochs < settings.dendrite_epochs:
         refuse(settings, "dendrite_warmup_epochs", f"use 0 to {settings.dendrite_epochs - 1} (fewer than --dendrite-epochs)")
     if settings.checkpoint_seconds < 0:
         refuse(settings, "checkpoint_seconds", "use 0 (after every epoch) or more seconds")

@@ -48,6 +48,11 @@ class TrainingSetup:
             kwargs["fused"] = True
         return kwargs
 
+    def network_optimizer(self, model, lr):
+        """SGD over all of model's parameters, in one group named "network" (a dendritic run's
+        optimizer has that group too, beside its "dendrites": network_group finds it by name)."""
+        return torch.optim.SGD([dict(name="network", params=list(model.parameters()))], **self.optimizer_kwargs(lr))
+
     def grad_scaler(self):
         """Loss scaling for fp16, whose gradients would underflow; bf16 and fp32 need none."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -84,6 +89,14 @@ def training_step(model, images, labels, optimizer, setup, scaler, generator=Non
     return loss, logits
 
 
+def network_group(optimizer):
+    """The optimizer's parameter group named "network" (every optimizer here names its groups)."""
+    for group in optimizer.param_groups:
+        if group.get("name") == "network":
+            return group
+    raise KeyError(f"the optimizer has no parameter group named 'network', only {[g.get('name') for g in optimizer.param_groups]}")
+
+
 def steps_per_epoch(num_images, batch_size):
     """Whole batches only: the last partial batch is dropped (equal steps, stable BatchNorm)."""
     return num_images // min(batch_size, num_images)
@@ -116,7 +129,7 @@ def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_sched
         if interactive and (step + 1) % REFRESH_STEPS == 0:
             seen = (step + 1) * batch_size
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{100 * correct.item() / seen:.1f}",
-                            lr=f"{optimizer.param_groups[-1]['lr']:.4f}")  # the network's, after the dendrites' group
+                            lr=f"{network_group(optimizer)['lr']:.4f}")
     seen = steps * batch_size
     return {"train_loss": loss_sum.item() / seen, "train_accuracy": 100 * correct.item() / seen,
             "first_bad_step": int(first_bad_step)}

@@ -69,7 +69,7 @@ def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_f
     for epoch, moved in enumerate(parameters_moved_by_epoch(dendritic, "resnet18_dendritic", 3), start=1):
         assert any(DENDRITE_PARAMETER.search(name) for name in moved), epoch
         assert any(not DENDRITE_PARAMETER.search(name) for name in moved) == (epoch == 3), epoch
-    control = ContinuedRun("resnet18", data, setup, 0, baseline, cycles=[4])
+    control = ContinuedRun("resnet18", data, setup, 0, baseline, cycles=[4], lrs=[0.1] * 4)
     assert [bool(moved) for moved in parameters_moved_by_epoch(control, "resnet18_continued", 3)] == [False, False, True]
 
 

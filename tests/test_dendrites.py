@@ -112,6 +112,6 @@ def test_a_dendrite_is_kept_only_when_its_cycle_gains_more_than_the_threshold(ne
             _, _, complete = dendrites.end_epoch(score, 50.0, epoch, cycle_length=2)
         assert complete and dendrites.dendrite_count == 1
         copy_library_outputs(dendrites.run_dir)  # the library's table of the architectures kept, scores as validation gave them
-        assert [score for _, score in architecture_scores(dendrites.run_dir, 0.5)] == pytest.approx([50.0, 50.8])
+        assert [score for _, score in architecture_scores(dendrites.run_dir, dendrites.settings)] == pytest.approx([50.0, 50.8])
     else:  # removed, the baseline's model back, and the run ends
         assert dendrites.dendrite_count == 0 and complete and tag not in (1, 2, 3)
