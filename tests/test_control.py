@@ -1,7 +1,9 @@
 """The control is a control: a dendritic run and its control differ by the dendrites alone. With
 dendrites that cannot learn, they must be the same run (an A/A check)."""
+import itertools
 import json
 
+import pytest
 import torch
 
 from helpers import read_history, run_main
@@ -17,23 +19,54 @@ def finished(results, run):
     return result, read_history(results / run), predictions
 
 
-def test_dendrites_that_never_learn_reproduce_the_control(data_dir, tmp_path):
-    """--dendrite-lr-multiplier 0: each dendrite's output scale stays at zero, so it adds exactly
-    nothing; the dendritic run and its control must then agree at every epoch and in every test
-    prediction, though the dendritic run draws random numbers for its dendrites and the library
-    saves, rolls back and restructures its model."""
-    process = run_main(["--data-dir", data_dir, "--results-dir", "out", *WARM_START, "--dendrite-min-gain", "0",
-                        "--dendrite-lr-multiplier", "0"], cwd=tmp_path, **ONE_THREAD)
+# The A/A check: dendrites that cannot learn (--dendrite-lr-multiplier 0; each one's output scale stays at
+# zero, so it adds exactly nothing), a seed other than 0, a warm-up epoch per cycle, and a min gain of 0.3
+# points where validation (400 images) moves in steps of 0.25. These data and seed give, by measurement,
+# three fixed cycles (the second kept at its middle epoch, the third rolled back) and, in history mode,
+# two cycles of unequal length (the first kept 2 epochs before its end, the second rolled back).
+A_A = ["--seeds", "2", "--val-split", "400", "--batch-size", "100", "--epochs", "1", "--warmup-epochs", "0",
+       "--experiments", "resnet18,resnet18_dendritic", "--dendrite-lr-multiplier", "0", "--dendrite-min-gain", "0.3",
+       "--dendrite-warmup-epochs", "1", "--max-dendrites", "3"]
+
+
+@pytest.mark.parametrize("mode, cycles_at_least", [
+    (["--dendrite-epochs", "3"], 3),
+    (["--switch-mode", "history", "--history-epochs", "2"], 2),
+])
+def test_dendrites_that_never_learn_reproduce_the_control(mode, cycles_at_least, data_dir, tmp_path):
+    """The dendritic run and its control must then agree in every history column they share, in the
+    final weights and in every test prediction, though the dendritic run draws random numbers for its
+    dendrites and the library saves, rolls back and restructures its model."""
+    process = run_main(["--data-dir", data_dir, "--results-dir", "out", *A_A, *mode], cwd=tmp_path, **ONE_THREAD)
     assert process.returncode == 0, process.stderr
-    dendritic, dendritic_history, dendritic_predictions = finished(tmp_path / "out", "resnet18_dendritic")
-    control, control_history, control_predictions = finished(tmp_path / "out", "resnet18_continued")
-    assert len(dendritic["cycles"]) >= 2 and dendritic["dendrites"] >= 1  # a dendrite kept, and another cycle
+    dendritic, dendritic_history, dendritic_predictions = finished(tmp_path / "out", "resnet18_dendritic_seed2")
+    control, control_history, control_predictions = finished(tmp_path / "out", "resnet18_continued_seed2")
+    # Not vacuous: the cycles asked for, a rollback past the last epoch, and a kept epoch inside its cycle.
+    cycle_ends = list(itertools.accumulate(dendritic["cycles"]))
+    assert len(dendritic["cycles"]) >= cycles_at_least and 0 < dendritic["epochs"] < dendritic["epochs_trained"]
+    assert dendritic["epochs"] not in cycle_ends, (dendritic["epochs"], cycle_ends)
     assert max(float(row["dendrite_scale"]) for row in dendritic_history) == 0.0
-    assert [row["val_accuracy"] for row in dendritic_history] == [row["val_accuracy"] for row in control_history]
-    assert [row["train_loss"] for row in dendritic_history] == [row["train_loss"] for row in control_history]
+    shared = (set(dendritic_history[0]) & set(control_history[0])) - {"seconds"}
+    assert {"lr", "val_loss", "val_accuracy", "train_loss", "train_accuracy"} <= shared
+    for column in sorted(shared):
+        assert [row[column] for row in dendritic_history] == [row[column] for row in control_history], column
     for key in ("epochs", "epochs_trained", "val_accuracy", "test_accuracy"):
         assert dendritic[key] == control[key], key
     assert torch.equal(dendritic_predictions, control_predictions)
+    control_weights = torch.load(tmp_path / "out" / "resnet18_continued_seed2" / "model.pt", weights_only=True)
+    network_weights = network_part(torch.load(tmp_path / "out" / "resnet18_dendritic_seed2" / "model.pt",
+                                              weights_only=True)["model"])
+    assert network_weights.keys() == control_weights.keys()
+    assert all(torch.equal(network_weights[name], control_weights[name]) for name in control_weights), \
+        [name for name in control_weights if not torch.equal(network_weights[name], control_weights[name])]
+
+
+def network_part(state):
+    """A dendritic model's own network in a plain model's names: a wrapped conv+bn pair's
+    `<pair>.main_module.model.<i>.*` is the plain `<pair>.<i>.*`; dendrites and library records left out."""
+    return {name.replace(".main_module.model.", "."): value for name, value in state.items()
+            if ".main_module.model." in name or not any(part in name for part in (
+                "dendrite", "this_output_dimensions", "this_node_index", "tracker_string"))}
 
 
 def test_a_cycle_that_gains_too_little_is_rolled_back_by_both(data_dir, tmp_path):
