@@ -134,3 +134,117 @@ def test_cifar10_reads_its_five_batches_and_ten_classes(tmp_path):
     splits = load_data(settings_for(str(tmp_path), dataset="cifar10"), torch.device("cpu"))
     assert len(splits.train_images) == 400 and len(splits.test_images) == 100
     assert len(splits.classes) == 10 and int(splits.train_labels.max()) < 10
+
+
+def mean_colours(images):
+    return images.float().mean(dim=(2, 3))
+
+
+def test_each_label_stays_with_its_image_through_loading_the_split_and_shuffling(data_dir, monkeypatch):
+    """tests/fake_cifar.py colours each class: an image's mean colour lies within about 1 of its class's
+    colour (noise of +-40 averaged over 1,024 pixels) and tens from the other classes'. So the class
+    colours measured on the training split must name the label of every image of every split, and of
+    every image of every batch an epoch draws."""
+    from dendritic_experiment import train
+    from dendritic_experiment.train import train_one_epoch
+
+    splits = load_data(settings_for(data_dir, val_split=200), torch.device("cpu"))
+    colours = mean_colours(splits.train_images)
+    assert set(splits.train_labels.tolist()) == set(range(100))  # every class has a colour measured
+    class_colours = torch.stack([colours[splits.train_labels == c].mean(0) for c in range(100)])
+
+    def named_labels(images):
+        return torch.cdist(mean_colours(images), class_colours).argmin(1)
+
+    for images, labels in ((splits.train_images, splits.train_labels), (splits.val_images, splits.val_labels),
+                           (splits.test_images, splits.test_labels)):
+        assert torch.equal(named_labels(images), labels)
+    batches = []
+
+    def record_batch(model, images, labels, *args):
+        batches.append((images, labels))
+        return torch.zeros(()), torch.zeros(len(labels), 100)
+
+    monkeypatch.setattr(train, "training_step", record_batch)
+    settings = SimpleNamespace(batch_size=100)
+    setup = SimpleNamespace(settings=settings)
+    train_one_epoch(torch.nn.Identity(), splits.train_images, splits.train_labels, None, setup, None,
+                    generator=torch.Generator().manual_seed(3))
+    images, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    assert len(labels) == 800 and not torch.equal(labels, splits.train_labels)  # shuffled, every image once
+    assert torch.equal(named_labels(images), labels)
+
+
+CODED = 4096  # images whose pixels code their own row and column, to read back each augmentation
+
+
+def position_coded_images():
+    """Channel 0 holds 10 + 7 * row, channel 1 10 + 7 * column (never 0, the padding), channel 2 200."""
+    rows = torch.arange(32).view(1, 32, 1).expand(CODED, 32, 32)
+    cols = torch.arange(32).view(1, 1, 32).expand(CODED, 32, 32)
+    return torch.stack([10 + 7 * rows, 10 + 7 * cols, torch.full_like(rows, 200)], 1).to(torch.uint8)
+
+
+def as_pixels(x):
+    """A prepared batch back on the 0-255 scale (prepare_batch normalises with the dataset's mean and std)."""
+    mean = torch.tensor(data.DATASETS["cifar100"]["mean"]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(data.DATASETS["cifar100"]["std"]).view(1, 3, 1, 1) * 255
+    return (x.float() * std + mean).round()
+
+
+def test_crops_and_flips_are_drawn_per_image_over_every_offset():
+    """Offsets 0 to 8 of the 4-pixel padding on both axes, each about a ninth of the images, and a flip
+    for about half, read back from each image's centre pixels."""
+    x = prepare_batch(position_coded_images(), augment=True, memory_format=torch.contiguous_format,
+                      generator=torch.Generator().manual_seed(0))
+    pixels = as_pixels(x)
+    top = (pixels[:, 0, 16, 16] - 10) / 7 - 12  # output row 16 shows input row top - 4 + 16
+    flipped = pixels[:, 1, 16, 17] < pixels[:, 1, 16, 16]  # columns run backwards in a mirrored crop
+    column = (pixels[:, 1, 16, 16] - 10) / 7  # input column left + 12, or left + 11 when mirrored
+    left = column - 12 + flipped.float()
+    for offsets in (top, left):
+        counts = torch.bincount(offsets.long(), minlength=9)
+        assert len(counts) == 9 and torch.equal(offsets, offsets.round())
+        # binomial: 4096 / 9 = 455 per offset, sd 20
+        assert ((counts - CODED / 9).abs() < 80).all(), counts.tolist()
+    assert abs(flipped.float().mean().item() - 0.5) < 0.03  # sd 0.008
+
+
+def test_cutout_blanks_one_square_per_image_around_its_own_centre_clipped_at_all_four_borders():
+    blank = (prepare_batch(torch.full((CODED, 3, 32, 32), 200, dtype=torch.uint8), cutout=8,
+                           memory_format=torch.contiguous_format, generator=torch.Generator().manual_seed(0)) == 0).all(1)
+    rows, cols = blank.any(2), blank.any(1)  # images x 32: the lines the square covers
+    first_row, last_row = rows.float().argmax(1), 31 - rows.flip(1).float().argmax(1)
+    first_col, last_col = cols.float().argmax(1), 31 - cols.flip(1).float().argmax(1)
+    assert rows.any(1).all()  # every image has its square
+    # One rectangle, all of it blank: its area is its height times its width.
+    assert torch.equal(blank.sum((1, 2)), rows.sum(1) * cols.sum(1))
+    assert torch.equal(rows.sum(1), last_row - first_row + 1) and torch.equal(cols.sum(1), last_col - first_col + 1)
+    # By hand: a centre c covers lines max(0, c - 4) to min(31, c + 3): 8 of them unless a border clips them.
+    centre_y = torch.where(first_row > 0, first_row + 4, last_row - 3)
+    centre_x = torch.where(first_col > 0, first_col + 4, last_col - 3)
+    assert torch.equal(first_row, (centre_y - 4).clamp(min=0)) and torch.equal(last_row, (centre_y + 3).clamp(max=31))
+    assert set(centre_y.tolist()) == set(centre_x.tolist()) == set(range(32))
+    assert len(set(zip(centre_y.tolist(), centre_x.tolist()))) > 950  # 4096 draws of 1024 centres: 1005 expected
+    clipped = [(first_row == 0) & (rows.sum(1) < 8), (last_row == 31) & (rows.sum(1) < 8),
+               (first_col == 0) & (cols.sum(1) < 8), (last_col == 31) & (cols.sum(1) < 8)]
+    assert all(border.sum() > 200 for border in clipped)  # 4 centres of 32 clip at each border: 512 expected
+
+
+def test_each_epoch_draws_its_own_stream_shared_by_a_dendritic_run_and_its_control():
+    from dendritic_experiment.continuation import ContinuedRun, DendriticRun
+    from dendritic_experiment.runs import BaselineRun
+
+    images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8)
+    data_ = data.Data(images, torch.zeros(10, dtype=torch.int64), images, None, images, None, [])
+    setup = SimpleNamespace(settings=None)
+
+    def order(run, epoch):
+        return torch.randperm(1000, generator=run.epoch_generator(epoch))
+
+    dendritic = DendriticRun("resnet18", data_, setup, 1, "unused")
+    control = ContinuedRun("resnet18", data_, setup, 1, None, cycles=[2], lrs=[0.1, 0.1])
+    assert torch.equal(order(dendritic, 1), order(control, 1)) and torch.equal(order(dendritic, 2), order(control, 2))
+    assert not torch.equal(order(dendritic, 1), order(dendritic, 2))  # by epoch
+    assert not torch.equal(order(dendritic, 1), order(DendriticRun("resnet18", data_, setup, 2, "unused"), 1))  # by seed
+    assert not torch.equal(order(dendritic, 1), order(BaselineRun("resnet18", data_, setup, 1), 1))  # not the baseline's

@@ -1,4 +1,5 @@
 """--parallel-runs: runs as Ray tasks on a local Ray (on the CPU here), against one after the other."""
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,11 +16,35 @@ HALF_THE_CORES = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}
 RUNS = ("resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued")
 
 
+@contextlib.contextmanager
+def ended_on_exit(driver):
+    """The driver (main.py with --parallel-runs) and its Ray ended however the test ends, failed or
+    timed out: starting Ray makes the driver a process-group leader (Ray's services.py), so its group
+    holds Ray's processes."""
+    try:
+        yield driver
+    finally:
+        for kill in (lambda: os.killpg(driver.pid, signal.SIGKILL), driver.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill()
+        driver.wait()
+
+
+def ray_main(args, cwd, timeout=600, **environment):
+    """main.py in a real process, as helpers.run_main, but ended with its Ray even when the test fails."""
+    driver = subprocess.Popen(main_command(args, environment.get("WORKER_SETUP_HOOK")), cwd=cwd, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(script_environment(), **environment))
+    with ended_on_exit(driver):
+        stdout, stderr = driver.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(driver.args, driver.returncode, stdout, stderr)
+
+
 def test_two_runs_at_once_end_exactly_as_one_after_the_other(data_dir, tmp_path):
     flags = ["--smoke", "--val-split", "200", "--data-dir", data_dir]
     one_by_one = run_main(flags + ["--results-dir", "one_by_one"], cwd=tmp_path, **HALF_THE_CORES)
     assert one_by_one.returncode == 0, one_by_one.stderr
-    at_once = run_main(flags + ["--results-dir", "at_once", "--parallel-runs", "2"], cwd=tmp_path)
+    at_once = ray_main(flags + ["--results-dir", "at_once", "--parallel-runs", "2"], cwd=tmp_path)
     assert at_once.returncode == 0, at_once.stderr
     for run in RUNS:
         first, second = tmp_path / "one_by_one" / "smoke" / run, tmp_path / "at_once" / "smoke" / run
@@ -28,7 +53,7 @@ def test_two_runs_at_once_end_exactly_as_one_after_the_other(data_dir, tmp_path)
         assert all(torch.equal(predictions[0][key], predictions[1][key]) for key in predictions[0])
         assert f"{run} (seed 0): started on" in at_once.stderr  # each in a worker, which says where
     assert "4/4 runs done" in at_once.stderr and "4/4 runs done" in one_by_one.stderr
-    again = run_main(flags + ["--results-dir", "at_once", "--parallel-runs", "2"], cwd=tmp_path)
+    again = ray_main(flags + ["--results-dir", "at_once", "--parallel-runs", "2"], cwd=tmp_path)
     assert again.returncode == 0 and again.stderr.count("reusing") == 4 and "started on" not in again.stderr
 
 
@@ -40,20 +65,21 @@ def test_a_killed_worker_is_retried_and_its_run_resumes_from_its_checkpoint(data
     driver = subprocess.Popen(main_command(flags + ["--results-dir", "killed", "--parallel-runs", "2"]), cwd=tmp_path,
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=script_environment())
-    deadline = time.time() + 300
-    while time.time() < deadline and not ((run_dir / "history.csv").exists() and len(read_history(run_dir)) >= 3):
-        time.sleep(0.05)
-    worker = int((run_dir / ".train.lock").read_text())
-    assert worker != driver.pid
-    os.kill(worker, signal.SIGKILL)
-    _, stderr = driver.communicate(timeout=300)
+    with ended_on_exit(driver):
+        deadline = time.time() + 300
+        while time.time() < deadline and not ((run_dir / "history.csv").exists() and len(read_history(run_dir)) >= 3):
+            time.sleep(0.05)
+        worker = int((run_dir / ".train.lock").read_text())
+        assert worker != driver.pid
+        os.kill(worker, signal.SIGKILL)
+        _, stderr = driver.communicate(timeout=300)
     assert driver.returncode == 0, stderr
     assert "resnet18: resuming after epoch" in stderr  # a new worker, from the checkpoint
     assert_same_run(tmp_path / "straight" / "resnet18", run_dir)
 
 
 def test_a_run_that_fails_for_its_own_reason_is_not_retried_and_its_error_reaches_the_terminal(data_dir, tmp_path):
-    process = run_main(["--data-dir", data_dir, "--results-dir", "out", "--experiments", "resnet18,resnet34",
+    process = ray_main(["--data-dir", data_dir, "--results-dir", "out", "--experiments", "resnet18,resnet34",
                         "--seeds", "0", "--epochs", "1", "--warmup-epochs", "0", "--val-split", "200",
                         "--batch-size", "100", "--parallel-runs", "2"], cwd=tmp_path, WORKER_SETUP_HOOK="helpers.nan_loss")
     assert process.returncode == 2, process.stderr
@@ -66,7 +92,7 @@ def test_a_run_that_fails_for_its_own_reason_is_not_retried_and_its_error_reache
 def test_a_results_folder_a_worker_cannot_write_is_refused_before_training(data_dir, tmp_path):
     results = tmp_path / "results"
     results.mkdir()
-    process = run_main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--parallel-runs", "2"],
+    process = ray_main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--parallel-runs", "2"],
                        cwd=tmp_path, WORKER_SETUP_HOOK="helpers.read_only_folder", READ_ONLY_FOLDER=str(results))
     assert process.returncode == 2, process.stderr
     error = process.stderr.strip().splitlines()[-1]
@@ -75,12 +101,16 @@ def test_a_results_folder_a_worker_cannot_write_is_refused_before_training(data_
     assert sorted(os.listdir(results)) == [".lock"]  # nothing trained
 
 
-def test_without_parallel_runs_nothing_imports_ray(tiny, data_dir, tmp_path):
-    from dendritic_experiment import main
-
-    main.main(["--data-dir", data_dir, "--results-dir", str(tmp_path), "--experiments", "resnet18", "--seeds", "0",
-               "--epochs", "1", "--warmup-epochs", "0", "--val-split", "200", "--batch-size", "100"])
-    assert "ray" not in sys.modules and "dendritic_experiment.cluster" not in sys.modules
+def test_without_parallel_runs_nothing_imports_ray(data_dir, tmp_path):
+    """In a process of its own: whatever other tests imported before cannot hide an import."""
+    flags = ["--width", "0.125", "--data-dir", data_dir, "--results-dir", str(tmp_path), "--experiments", "resnet18",
+             "--seeds", "0", "--epochs", "1", "--warmup-epochs", "0", "--val-split", "200", "--batch-size", "100"]
+    check = (f"import sys; from dendritic_experiment import main; main.main({flags!r}); "
+             "print(sorted(name for name in ('ray', 'dendritic_experiment.cluster') if name in sys.modules))")
+    process = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=300, env=script_environment())
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_parallel_runs_without_ray_installed_are_refused(monkeypatch, tmp_path, capsys):
