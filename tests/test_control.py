@@ -86,7 +86,8 @@ def test_a_cycle_that_gains_too_little_is_rolled_back_by_both(data_dir, tmp_path
 
 def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_frozen(tiny, data_dir, tmp_path):
     """--dendrite-warmup-epochs 2 in cycles of 4: epochs 1 and 2 move the dendrites only, epoch 3 both;
-    the control's network stays as it was for epochs 1 and 2, as the dendritic run's does."""
+    the control's network stays as it was for epochs 1 and 2, as the dendritic run's does. In fp16 the
+    two runs' gradient scalers come out of the warm-up the same (the control takes no step in it)."""
     from dendritic_experiment.continuation import ContinuedRun, DendriticRun
     from dendritic_experiment.data import load_data
     from dendritic_experiment.dendrites import DENDRITE_PARAMETER
@@ -96,21 +97,25 @@ def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_f
 
     settings = parse_settings(["--data-dir", data_dir, "--val-split", "200", "--batch-size", "100", "--dendrite-epochs",
                                "4", "--dendrite-warmup-epochs", "2"])
-    setup = TrainingSetup(settings, torch.device("cpu"), "fp32")
+    setup = TrainingSetup(settings, torch.device("cpu"), "fp16")
     data, baseline = load_data(settings, setup.device), build_model("resnet18", width=settings.width).state_dict()
     dendritic = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "run"), baseline)
-    for epoch, moved in enumerate(parameters_moved_by_epoch(dendritic, "resnet18_dendritic", 3), start=1):
+    dendritic_moved, dendritic_scales = parameters_moved_by_epoch(dendritic, "resnet18_dendritic", 3)
+    for epoch, moved in enumerate(dendritic_moved, start=1):
         assert any(DENDRITE_PARAMETER.search(name) for name in moved), epoch
         assert any(not DENDRITE_PARAMETER.search(name) for name in moved) == (epoch == 3), epoch
     control = ContinuedRun("resnet18", data, setup, 0, baseline, cycles=[4], lrs=[0.1] * 4)
-    assert [bool(moved) for moved in parameters_moved_by_epoch(control, "resnet18_continued", 3)] == [False, False, True]
+    control_moved, control_scales = parameters_moved_by_epoch(control, "resnet18_continued", 3)
+    assert [bool(moved) for moved in control_moved] == [False, False, True]
+    assert dendritic_scales[:2] == control_scales[:2]
 
 
 def parameters_moved_by_epoch(run, run_name, epochs):
-    """Started, then trained for epochs 1 to epochs: the names of the parameters each epoch changed."""
+    """Started, then trained for epochs 1 to epochs: the names of the parameters each epoch changed, and
+    the run's gradient scaler's state after each epoch."""
     from dendritic_experiment.runs import train_epoch
 
-    moved, scaler = [], run.setup.grad_scaler()
+    moved, scales, scaler = [], [], run.setup.grad_scaler()
     try:
         run.start()
         before = {name: value.detach().clone() for name, value in run.model.named_parameters()}
@@ -118,7 +123,8 @@ def parameters_moved_by_epoch(run, run_name, epochs):
             train_epoch(run, run_name, epoch, scaler, checkpoint=None)
             after = {name: value.detach().clone() for name, value in run.model.named_parameters()}
             moved.append({name for name in before if not torch.equal(before[name], after[name])})
+            scales.append(scaler.state_dict())
             before = after
     finally:
         run.close()
-    return moved
+    return moved, scales
