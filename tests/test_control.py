@@ -39,6 +39,7 @@ def test_dendrites_that_never_learn_reproduce_the_control(mode, cycles_at_least,
     dendrites and the library saves, rolls back and restructures its model."""
     process = run_main(["--data-dir", data_dir, "--results-dir", "out", *A_A, *mode], cwd=tmp_path, **ONE_THREAD)
     assert process.returncode == 0, process.stderr
+    assert "lr_scheduler.step()" not in process.stderr  # PyTorch's warning, which the control's frozen epochs gave
     dendritic, dendritic_history, dendritic_predictions = finished(tmp_path / "out", "resnet18_dendritic_seed2")
     control, control_history, control_predictions = finished(tmp_path / "out", "resnet18_continued_seed2")
     # Not vacuous: the cycles asked for, a rollback past the last epoch, and a kept epoch inside its cycle.
@@ -128,3 +129,17 @@ def parameters_moved_by_epoch(run, run_name, epochs):
     finally:
         run.close()
     return moved, scales
+
+
+def test_an_optimizer_rebuilt_during_a_warm_up_still_trains_the_network(new_tracker):
+    """A switch can rebuild the optimizer while a warm-up has the network frozen; the library drops
+    frozen parameters, so the rebuild must make them trainable first, or the network never trains again."""
+    from dendritic_experiment.train import network_group
+
+    dendrites = new_tracker()
+    for parameter in dendrites.model.parameters():
+        parameter.requires_grad_(False)  # as a warm-up epoch leaves the network
+    optimizer, _ = dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.LambdaLR,
+                                             dict(lr_lambda=lambda epoch: 1.0))
+    assert len(network_group(optimizer)["params"]) == len(list(dendrites.model.parameters()))
+    assert all(parameter.requires_grad for parameter in network_group(optimizer)["params"])
