@@ -81,7 +81,9 @@ def training_step(model, images, labels, optimizer, setup, scaler, generator=Non
     with setup.autocast():
         logits = setup.forward_module(model)(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
-    if loss.requires_grad:  # else every parameter is frozen (a control's dendrite warm-up): the forward only
+    # Else every parameter is frozen (a control's dendrite warm-up): the forward only, and the scaler left
+    # as it is, as the dendritic run's is (its warm-up scales with a copy: DendriticRun.epoch_scaler).
+    if loss.requires_grad:
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -94,7 +96,8 @@ def network_group(optimizer):
     for group in optimizer.param_groups:
         if group.get("name") == "network":
             return group
-    raise KeyError(f"the optimizer has no parameter group named 'network', only {[g.get('name') for g in optimizer.param_groups]}")
+    names = [group.get("name") for group in optimizer.param_groups]
+    raise KeyError(f"the optimizer has no parameter group named 'network', only {names}")
 
 
 def steps_per_epoch(num_images, batch_size):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from dendritic_experiment.data import prepare_batch
 from dendritic_experiment.models import build_model
 from dendritic_experiment.settings import parse_settings
-from dendritic_experiment.train import TrainingSetup, training_step, warmup_cosine
+from dendritic_experiment.train import TrainingSetup, network_group, training_step, warmup_cosine
 from dendritic_experiment.utils import read_csv
 
 from helpers import TINY_WIDTH, read_history, run_main
@@ -108,7 +108,7 @@ def test_warm_started_dendrite_that_lowers_validation_is_removed(new_tracker):
     model, _, complete = dendrites.start_from_baseline(50.0, 50.0)
     assert dendrites.dendrite_count == 1 and not complete
     optimizer, _ = new_optimizer()
-    assert optimizer.param_groups[-1]["lr"] == 0.1  # the new cycle's schedule starts at its start
+    assert network_group(optimizer)["lr"] == 0.1  # the new cycle's schedule starts at its start
     backward_once(model)
     model, _, complete = dendrites.end_epoch(40.0, 40.0, 1, force_switch=True)  # worse with the dendrite
     assert complete and dendrites.dendrite_count == 0 and dendrites.parameter_count() == baseline_params
