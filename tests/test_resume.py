@@ -46,9 +46,7 @@ def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
 
 @pytest.mark.parametrize("run, finished_before, epochs, only", [
     ("resnet18", (), 2, ["--experiments", "resnet18"]),
-    # After a restructure, mid-way through a warm-up; two switches, each a rollback to the library's
-    # best-model file, are still to come.
-    ("resnet18_dendritic", ("resnet18",), 4, ["--no-control"]),
+    ("resnet18_dendritic", ("resnet18",), 4, ["--no-control"]),  # after a restructure, mid-way through a warm-up
     ("resnet18_continued", ("resnet18", "resnet18_dendritic"), 1, []),  # mid-way through its frozen epochs
 ])
 def test_a_killed_run_resumes_to_the_same_result(run, finished_before, epochs, only, straight, data_dir, tmp_path):
@@ -58,9 +56,6 @@ def test_a_killed_run_resumes_to_the_same_result(run, finished_before, epochs, o
     args = ["--data-dir", data_dir, *FLAGS, *only, "--results-dir", str(killed)]  # no run after this one
     kill_after_epochs(args, tmp_path, killed / run / "history.csv", epochs)
     assert (killed / run / "checkpoint.pt").exists() and not (killed / run / "result.json").exists()
-    best_model = killed / run / "PAI" / "best_model.pt"
-    if best_model.exists():  # the library's file of the model it rolls back to: the checkpoint must bring it back
-        best_model.write_bytes(b"a model the resumed run never scored")
 
     again = run_main(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -79,3 +74,47 @@ def model_weights(path):
     if "tracker" not in saved:
         return saved
     return {key: value for key, value in saved["model"].items() if key != "tracker_string"}
+
+
+def test_a_resumed_dendritic_run_rolls_back_to_the_model_its_checkpoint_scored(tiny, tmp_path, monkeypatch):
+    """The library reloads its best-model file at a switch. A crash after a checkpoint can leave a newer
+    best there, which the resumed run never scored: the checkpoint must bring back its own. Without
+    training: each epoch's model is tagged (fc.bias[0] = epoch) and given a validation score by hand."""
+    from dendritic_experiment import continuation
+    from dendritic_experiment.continuation import DendriticRun
+    from dendritic_experiment.data import Data
+    from dendritic_experiment.models import build_model
+    from dendritic_experiment.settings import parse_settings
+    from dendritic_experiment.train import TrainingSetup
+
+    from helpers import TINY_WIDTH
+
+    settings = parse_settings(["--dendrite-epochs", "3", "--max-dendrites", "2", "--dendrite-min-gain", "0.5"])
+    setup = TrainingSetup(settings, torch.device("cpu"), "fp32")
+    images, labels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.tensor([1, 2, 3, 4])
+    data = Data(images, labels, images, labels, images, labels, [f"class {i}" for i in range(100)])
+    monkeypatch.setattr(continuation, "evaluate", lambda *args, **kwargs: {"accuracy": 50.0})
+    weights = build_model("resnet18", width=TINY_WIDTH).state_dict()
+
+    def scored(run, epoch, val_accuracy):
+        with torch.no_grad():
+            run.model.fc.bias[0] = epoch
+        run.end_epoch(epoch, val_accuracy, val_accuracy)
+
+    first = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "run"), weights)
+    try:
+        first.start()
+        scored(first, 1, 51.0)  # a new best: the library saves this model
+        state = first.state_dict()  # the checkpoint after epoch 1
+        scored(first, 2, 52.0)  # a newer best, saved after the checkpoint; then the crash
+    finally:
+        first.close()
+    resumed = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "run"), None)
+    try:
+        resumed.resume(state, epoch=1)
+        scored(resumed, 2, 50.75)  # the resumed epoch 2 scores lower than epoch 1
+        scored(resumed, 3, 50.75)  # the cycle ends: kept (epoch 1, 1.0 above), the model rolled back to
+        assert resumed.keep.kept_epoch == 1 and resumed.dendrites.dendrite_count == 2
+        assert float(resumed.model.fc.bias[0].detach()) == 1.0
+    finally:
+        resumed.close()

@@ -281,6 +281,7 @@ def test_every_optimizer_group_has_the_settings_momentum_nesterov_and_weight_dec
             run.close()
     assert sorted(groups) == [("BaselineRun", "network"), ("ContinuedRun", "network"), ("DendriticRun", "dendrites"),
                               ("DendriticRun", "network")]
+    assert groups["ContinuedRun", "network"]["lr"] == 0.01  # the dendritic run's rate, replayed
     for (run, name), group in groups.items():
         assert (group["momentum"], group["nesterov"]) == (0.8, True), run
         assert group["weight_decay"] == (0.0002 if name == "dendrites" else 0.001), run
