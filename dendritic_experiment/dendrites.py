@@ -142,8 +142,9 @@ class DendriteTracker:
         """Around every call into the library: it writes to ./PAI/ of the current directory (so we
         point that at the run), prints to stdout (stdout is for the results table, so its prints go to
         stderr), and steps the scheduler at a switch before any optimizer step, also at a warm start
-        (PyTorch's warning about that order is expected here, and silenced here only). After every call
-        the run must still be gradient descent (require_gradient_descent)."""
+        (PyTorch's warning about that order is expected here, and silenced here only). Before and after
+        every call the run must be gradient descent (require_gradient_descent)."""
+        require_gradient_descent()
         previous = os.getcwd()
         os.chdir(self.run_dir)
         try:
