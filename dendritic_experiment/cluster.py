@@ -29,7 +29,6 @@ from types import SimpleNamespace
 
 from dendritic_experiment.data import DATASETS, dataset_folder
 from dendritic_experiment.experiment import Experiment, Progress, plan_runs
-from dendritic_experiment.tracking import sweep_trial
 from dendritic_experiment.utils import ExperimentError, try_lock
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers import the package from it
@@ -38,9 +37,11 @@ LOCK_WAIT = 120  # seconds a rerun waits for the lock of a worker only presumed 
 WORKER_SETUP_HOOK = ""  # "module.function" each worker calls first (tests: tiny models, another user)
 
 
-def train_in_parallel(settings, experiment, plan, tracking=None):
+def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
     """Fill experiment's results with every run of the plan (in order: each after the runs it starts
-    from), at most settings.parallel_runs training at once."""
+    from), at most settings.parallel_runs training at once. trial: the sweep trial's folder the plan
+    was made for (tracking.sweep_trial), decided here and handed to every task: workers of a `ray
+    start` cluster do not have this process's environment, which names the trial."""
     progress = Progress(settings, plan, settings.parallel_runs, tracking)
     waiting = reuse_finished(settings, experiment, plan, progress)
     if not waiting:
@@ -60,19 +61,22 @@ def train_in_parallel(settings, experiment, plan, tracking=None):
         worker_settings = SimpleNamespace(**dict(vars(settings), retrain=False,
                                                  results_dir=os.path.abspath(settings.results_dir),
                                                  data_dir=os.path.abspath(settings.data_dir)))
-        schedule(ray, task, worker_settings, experiment, waiting, progress)
+        schedule(ray, task, worker_settings, trial, experiment, waiting, progress)
     finally:
         ray.shutdown()
 
 
 def reuse_finished(settings, experiment, plan, progress):
-    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train."""
-    waiting = []
+    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train. With
+    precision auto on a cluster (--ray-address) this machine cannot tell what a worker's device
+    resolves it to: a finished run is then handed to a worker, which reuses it when it trained in the
+    precision that worker would train in (Experiment.cached)."""
+    waiting, here = [], not (settings.ray_address and settings.precision == "auto")
     for run in plan:
         if settings.retrain:
             experiment.forget(run)
         elif not any(upstream in waiting for upstream in run.starts_from):  # else it starts from a run to train
-            if (result := experiment.cached(run)) is not None:
+            if (result := experiment.cached(run, here)) is not None:
                 experiment.results[run] = result
                 progress.done(run, result, trained=False)
                 continue
@@ -80,7 +84,7 @@ def reuse_finished(settings, experiment, plan, progress):
     return waiting
 
 
-def schedule(ray, task, worker_settings, experiment, waiting, progress):
+def schedule(ray, task, worker_settings, trial, experiment, waiting, progress):
     """Submit each waiting run once the runs it starts from are done, at most parallel_runs at once;
     after a failure nothing new starts, the runs under way finish, and the first error is raised."""
     running, failures, results = {}, [], experiment.results
@@ -91,7 +95,7 @@ def schedule(ray, task, worker_settings, experiment, waiting, progress):
             if all(upstream in results for upstream in run.starts_from):
                 waiting.remove(run)
                 upstream_results = {upstream.name: results[upstream] for upstream in run.starts_from}
-                running[task.remote(worker_settings, run.name, run.seed, upstream_results)] = run
+                running[task.remote(worker_settings, trial, run.name, run.seed, upstream_results)] = run
         if not running:
             raise ExperimentError(f"{waiting[0]}: a run it starts from did not finish")
         [finished], _ = ray.wait(list(running), num_returns=1)
@@ -202,10 +206,11 @@ def check_results_dir(ray, folder):
                                   f"machine to read what they wrote (a shared filesystem); {problem}")
 
 
-def train_task(settings, run_name, seed, upstream_results):
-    """In a worker: train one run, resuming it from its checkpoint when there is one (a retry), or
-    reuse it when a retry finds it finished. upstream_results: {name: result} of the runs it starts
-    from. Errors leave as RuntimeError, which any process unpickles."""
+def train_task(settings, trial, run_name, seed, upstream_results):
+    """In a worker: train one run of the plan for trial (a sweep trial's folder, or None), resuming it
+    from its checkpoint when there is one (a retry), or reuse it when it is finished (a retry, or a
+    run the driver left to compare its precision here). upstream_results: {name: result} of the runs
+    it starts from. Errors leave as RuntimeError, which any process unpickles."""
     import torch
 
     # Ray sets OMP_NUM_THREADS to the task's CPUs, but torch may have started before (a setup hook).
@@ -216,7 +221,7 @@ def train_task(settings, run_name, seed, upstream_results):
     print(f"{run_name} (seed {seed}): started on {where}", file=sys.stderr, flush=True)
     try:
         # The worker's own plan: its folders are under the absolute results folder it was given.
-        run = next(run for run in plan_runs(settings, sweep_trial(settings)) if (run.name, run.seed) == (run_name, seed))
+        run = next(run for run in plan_runs(settings, trial) if (run.name, run.seed) == (run_name, seed))
         experiment = Experiment(settings)
         experiment.results.update({upstream: upstream_results[upstream.name] for upstream in run.starts_from})
         os.makedirs(run.folder, exist_ok=True)

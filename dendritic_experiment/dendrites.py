@@ -15,9 +15,14 @@ checks each internal by name):
   classifier) is wrapped alone, and the library finds its output's layout (batch x features) itself.
 - Dendrites are trained by ordinary gradient descent, jointly with the network. The correlation-
   trained Perforated Backpropagation is the paid perforatedbp add-on: when it is importable, the
-  library's globals module switches itself to it at import (`set_perforated_backpropagation(True)`,
-  `set_no_extra_n_modes(False)`); library_settings switches both back, as the library's own
-  gradient-descent examples do, because everything here was built and tested for gradient descent. A new
+  library's globals module imports perforatedbp.globals_pbp at import, prints "Building dendrites with
+  Perforated Backpropagation" (else "... without ...") on stdout, and switches itself to it
+  (`set_perforated_backpropagation(True)`, `set_no_extra_n_modes(False)`); its modules, tracker and
+  utils modules import perforatedbp's modules_pbp, tracker_pbp and utils_pbp. The library is imported
+  here only (library()), its prints sent to stderr; library_settings switches Perforated
+  Backpropagation off for every run, as the library's own gradient-descent examples do, because
+  everything here was built and tested for gradient descent, and a run stops (require_gradient_descent)
+  if the library runs it all the same. A new
   dendrite is a copy of the module it joins (conv+bn), every parameter re-drawn as
   `candidate_weight_initialization_multiplier` (0.01) * N(0, 1). A wrapped module computes
       y = main(x) + sum_i dendrites_to_top[-1][i, c] * act(D_i(x) + earlier dendrites' terms)
@@ -56,6 +61,7 @@ checks each internal by name):
 import contextlib
 import csv
 import importlib.metadata
+import importlib.util
 import os
 import re
 import shutil
@@ -66,13 +72,18 @@ import torch
 import torch.nn.functional as F
 
 from dendritic_experiment import keep_rule
-from dendritic_experiment.utils import new_file_mode, write_atomic
+from dendritic_experiment.utils import ExperimentError, new_file_mode, write_atomic
 
 SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix of its files
 GRADIENT_DESCENT = "gradient-descent dendrites (perforatedai, open source)"
 PERFORATED_BACKPROPAGATION = "Perforated Backpropagation (perforatedbp)"
-PB_SWITCHED_OFF = ("perforatedbp is installed, but this project runs perforatedai's gradient-descent dendrites, which "
-                   "it was built and tested for: Perforated Backpropagation is switched off (README, Method)")
+PB_SWITCHED_OFF = ("perforatedbp {version} is installed, and perforatedai switches itself to Perforated Backpropagation "
+                   "when imported; this project trains gradient-descent dendrites, which it was built and tested "
+                   "for: it switches Perforated Backpropagation off for every run, and stops a run that finds it on "
+                   "(README, Method)")
+PB_FOUND_ON = ("perforatedai runs Perforated Backpropagation although this project switched it off before converting "
+               "the model; it trains gradient-descent dendrites only (README, Method), so the run stops: remove any "
+               "PAI config file that switches it on, or uninstall perforatedbp")
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
 # The trained parameters of dendrites: their output scales, the copies, and dendrite-to-dendrite weights.
 DENDRITE_PARAMETER = re.compile(r"\.(dendrites_to_top\.\d+|dendrite_module\.(layers\.\d+\..+|dendrites_to_dendrites\.\d+))$")
@@ -99,9 +110,7 @@ class DendriteTracker:
         if DendriteTracker.live is not None:
             raise LibraryInUse(f"perforatedai keeps one tracker per process and one is in use (for "
                                f"{DendriteTracker.live.run_dir}): close it first, or load this model in another process")
-        from perforatedai import globals_perforatedai as GPA
-        from perforatedai import utils_perforatedai as UPA
-
+        GPA, UPA = library()
         self.GPA, self.UPA, self.run_dir, self.settings = GPA, UPA, run_dir, settings
         self.fixed_cycles = settings.switch_mode == "fixed"
         for name in module_names:  # a conv+bn pair (models.ConvBN) with its norm, or a linear layer alone
@@ -138,13 +147,16 @@ class DendriteTracker:
         """Around every call into the library: it writes to ./PAI/ of the current directory (so we
         point that at the run), prints to stdout (stdout is for the results table, so its prints go to
         stderr), and steps the scheduler at a switch before any optimizer step, also at a warm start
-        (PyTorch's warning about that order is expected here, and silenced here only)."""
+        (PyTorch's warning about that order is expected here, and silenced here only). Before and after
+        every call the run must be gradient descent (require_gradient_descent)."""
+        require_gradient_descent()
         previous = os.getcwd()
         os.chdir(self.run_dir)
         try:
             with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()` before"))
                 yield
+            require_gradient_descent()
         finally:
             os.chdir(previous)
 
@@ -259,21 +271,52 @@ class DendriteTracker:
         return int(self.UPA.count_params(self.model))
 
 
-def library_settings():
-    """The library's process-wide settings (GPA.pc), always with Perforated Backpropagation off, said
-    once per process when it was on (perforatedbp installed)."""
-    from perforatedai import globals_perforatedai as GPA
+def library():
+    """perforatedai's globals and utils modules (GPA, UPA), imported here only: the import prints a
+    banner ("Building dendrites with/without Perforated Backpropagation") on stdout, which is the
+    summary's alone, so it goes to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        from perforatedai import globals_perforatedai as GPA
+        from perforatedai import utils_perforatedai as UPA
+    return GPA, UPA
 
-    if GPA.pc.get_perforated_backpropagation():
-        GPA.pc.set_perforated_backpropagation(False)
-        GPA.pc.set_no_extra_n_modes(True)  # the open-source default
-        print(PB_SWITCHED_OFF, file=sys.stderr)
-    return GPA.pc
+
+def library_settings():
+    """The library's process-wide settings (GPA.pc) for a run: gradient-descent dendrites, the method of
+    this project (README, Method), also where perforatedbp's import switched the library to Perforated
+    Backpropagation: switched back as the library's own gradient-descent examples do."""
+    pc = library()[0].pc
+    pc.set_perforated_backpropagation(False)
+    pc.set_no_extra_n_modes(True)  # the open-source default, which perforatedbp's import turns off
+    return pc
 
 
 def dendrite_method():
-    """The dendrite method the library runs, read from its own flag (after library_settings)."""
-    return PERFORATED_BACKPROPAGATION if library_settings().get_perforated_backpropagation() else GRADIENT_DESCENT
+    """The dendrite method the library runs now, read from its own flag (nothing is set first)."""
+    return PERFORATED_BACKPROPAGATION if library()[0].pc.get_perforated_backpropagation() else GRADIENT_DESCENT
+
+
+def require_gradient_descent():
+    """A run stops, in one line, when the library runs Perforated Backpropagation after all."""
+    if dendrite_method() != GRADIENT_DESCENT:
+        raise ExperimentError(PB_FOUND_ON)
+
+
+def perforatedbp_version():
+    """perforatedbp's version ('version unknown' without its package record) when perforatedai would
+    import it, else None. Read without importing either."""
+    if importlib.util.find_spec("perforatedbp") is None:
+        return None
+    try:
+        return importlib.metadata.version("perforatedbp")
+    except importlib.metadata.PackageNotFoundError:
+        return "version unknown"
+
+
+def perforatedbp_note():
+    """One line for the start of an experiment with a dendritic run when perforatedbp is installed, else None."""
+    version = perforatedbp_version()
+    return PB_SWITCHED_OFF.format(version=version) if version else None
 
 
 def configure(pc, settings, device):
@@ -308,14 +351,15 @@ def wrapped_modules(model):
 def use_activation(name):
     """perforatedai reads a dendrite's output function from one process-wide setting at every
     forward: set it to a model's own before running that model, where a process holds several."""
-    from perforatedai import globals_perforatedai as GPA
-
-    GPA.pc.set_pai_forward_function(ACTIVATIONS[name])
+    library()[0].pc.set_pai_forward_function(ACTIVATIONS[name])
 
 
 def library_version():
-    """'perforatedai 3.2.9': the library and version a dendritic result came from."""
-    return f"perforatedai {importlib.metadata.version('perforatedai')}"
+    """'perforatedai 3.2.9, perforatedbp not installed': the library and version a dendritic result came
+    from, and whether the Perforated Backpropagation add-on was installed (switched off: the run checked)."""
+    version = perforatedbp_version()
+    return (f"perforatedai {importlib.metadata.version('perforatedai')}, "
+            + (f"perforatedbp {version} installed (switched off)" if version else "perforatedbp not installed"))
 
 
 def to_device(model, device, memory_format=torch.preserve_format):

@@ -12,11 +12,13 @@ import functools
 import os
 import sys
 import time
+import zipfile
 
 import torch
 
 from dendritic_experiment.data import data_fingerprint, load_data
-from dendritic_experiment.identity import run_identity, what_changed
+from dendritic_experiment.dendrites import perforatedbp_version
+from dendritic_experiment.identity import git_commit, run_identity, what_changed
 from dendritic_experiment.models import build_model
 from dendritic_experiment.report import write_run_pictures
 from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
@@ -140,18 +142,34 @@ class Experiment:
         return (result_settings(self.settings, run.model, run.kind, run.seed),
                 run_identity(run, self.data_fingerprint(), self.results))
 
-    def cached(self, run):
-        """The run's finished result when it has the same identity and its files are whole; else None,
-        saying why when there was a result."""
+    def cached(self, run, here=True):
+        """The run's finished result when it has the same identity, trained in the precision it would
+        train in here, and its files are whole; else None, saying why when there was a result.
+
+        here=False: a Ray driver whose workers are other machines, where `precision = auto` may resolve
+        otherwise: a result that matches in all else is left to the worker that would train it, which
+        compares its precision (cluster.train_task)."""
         cached = read_json(os.path.join(run.folder, "result.json"))
         if not cached:
             return None
-        changed = what_changed(cached, *self.identity(run))
-        if changed is None and self.files_readable(run):
-            print(f"{run.name}: reusing the finished result in {run.folder}", file=sys.stderr)
-            return cached
+        changed = what_changed(cached, *self.identity(run)) or (self.precision_changed(cached) if here else None)
         if changed:
             print(f"{run}: {changed}; training it again", file=sys.stderr)
+            return None
+        if not self.files_whole(run, cached):
+            return None
+        if not here:
+            print(f"{run.name}: finished in {cached.get('precision')}; the Ray worker that would train it "
+                  "compares that with the precision it resolves", file=sys.stderr)
+            return None
+        print(f"{run.name}: reusing the finished result in {run.folder}", file=sys.stderr)
+        return cached
+
+    def precision_changed(self, cached):
+        """`precision = auto` stays auto in a result's settings, and resolves by the device that trains
+        (bf16, fp16 or fp32): the precision a run trained in is compared here, where it is resolved."""
+        if cached.get("precision") != self.precision:
+            return f"it trained in {cached.get('precision')} and would train in {self.precision} here"
         return None
 
     def forget(self, run):
@@ -160,20 +178,17 @@ class Experiment:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run.folder, name))
 
-    def weights(self, run, name="model.pt"):
-        """A saved tensor file of the run (model.pt by default), or None (reported) when it cannot be read."""
-        path = os.path.join(run.folder, name)
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            print(f"{run.name}: {path} cannot be read ({type(error).__name__}); training the run again",
-                  file=sys.stderr)
-            return None
-
-    def files_readable(self, run):
-        """A finished run is only reused whole: its model, test predictions and history."""
-        return (self.weights(run) is not None and self.weights(run, "test_predictions.pt") is not None
-                and os.path.exists(os.path.join(run.folder, "history.csv")))
+    def files_whole(self, run, cached):
+        """A finished run is only reused whole: its history, and its model and test predictions as it
+        wrote them (damage says why not, reported)."""
+        for name in ("history.csv",) + SAVED_FILES:
+            path = os.path.join(run.folder, name)
+            problem = damage(path, cached.get("files", {}).get(name)) if name in SAVED_FILES else (
+                None if os.path.exists(path) else "is missing")
+            if problem:
+                print(f"{run.name}: {path} {problem}; training the run again", file=sys.stderr)
+                return False
+        return True
 
     def starting_weights(self, run, upstream):
         """The finished upstream run's weights that run starts from; refused, naming the file, when they
@@ -221,16 +236,38 @@ class Experiment:
             size = self.settings.batch_size
             raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
+        add_ons = {"perforatedbp": perforatedbp_version()} if run.kind == "dendritic" else {}
         result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", seed=run.seed,
-                      dataset=self.settings.dataset, **outcome, classes=self.data.classes, device=str(self.device),
-                      precision=self.precision, finished_at=datetime.datetime.now().isoformat(), settings=settings,
-                      identity=identity)
+                      dataset=self.settings.dataset, **outcome, **add_ons, classes=self.data.classes,
+                      device=str(self.device), precision=self.precision, finished_at=datetime.datetime.now().isoformat(),
+                      settings=settings, identity=identity, code_commit=git_commit(),
+                      files={name: os.path.getsize(os.path.join(run.folder, name)) for name in SAVED_FILES})
         write_json(os.path.join(run.folder, "result.json"), result)
         write_run_pictures(run.folder, run.name, self.data)
         with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
             os.remove(os.path.join(run.folder, "checkpoint.pt"))
         self.trained.add(run)
         return result
+
+
+SAVED_FILES = ("model.pt", "test_predictions.pt")  # a run's tensor files; result.json records their sizes
+
+
+def damage(path, size):
+    """What is wrong with a file of torch.save (a zip archive) that was size bytes long when written, or
+    None: checked from its size and its archive's directory, so that a start does not load every model
+    (the default plan's 12 runs: about 0.7 GB)."""
+    try:
+        if os.path.getsize(path) != size:
+            return f"is not the file the run wrote ({os.path.getsize(path)} bytes, not {size})"
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                return "is not a tensor file (no data.pkl in it)"
+    except FileNotFoundError:
+        return "is missing"
+    except (OSError, zipfile.BadZipFile) as error:
+        return f"cannot be read ({type(error).__name__})"
+    return None
 
 
 def train_in_order(settings, experiment, plan, tracking=None):

@@ -2,20 +2,63 @@
 
 A run's result.json holds its "settings" (settings.result_settings) and its "identity":
 
-    format       RESULT_FORMAT: bumped with every change of behaviour that changes results
+    format       RESULT_FORMAT: bumped when what is recorded or compared changes
     data         a fingerprint of the data files read (data.data_fingerprint), not their path
-    libraries    torch (major.minor); for a dendritic run also perforatedai and the dendrite method
-                 the library runs, read from its own flag (dendrites.dendrite_method)
+    code         a fingerprint of each module whose code can change the run's numbers (RESULT_MODULES),
+                 comments, docstrings and formatting aside (code_fingerprint)
+    libraries    torch (major.minor); for a dendritic run also perforatedai and the dendrite method the
+                 run trains with (gradient descent: the run stops if the library runs anything else)
     starts_from  when each run it starts from finished: a baseline trained again is another start
 
-A finished run is reused only when both match; otherwise it trains again, and so does every run
-that starts from it, and the output says which part changed (what_changed).
+A finished run is reused only when all of it matches; otherwise it trains again, and so does every
+run that starts from it, and the output says which part changed (what_changed). The precision a
+run trained in is compared where `precision = auto` is resolved (experiment.Experiment.cached).
+result.json also records the git commit of the code (code_commit), for provenance only.
 """
+import ast
+import functools
+import hashlib
 import importlib.metadata
+import os
+import subprocess
 
-RESULT_FORMAT = 3  # 1: results before identities; 2: one acceptance rule, shared batches, 8 x 8 cutout;
-# 3: the control replays the dendritic run's learning rates (and needs its "lrs")
+from dendritic_experiment.dendrites import GRADIENT_DESCENT
+
+RESULT_FORMAT = 3  # 1: before identities; 2: one acceptance rule, 8 x 8 cutout; 3: code and trained precision
+# compared, and the control replays the dendritic run's learning rates (it needs the dendritic result's "lrs")
 NO_IDENTITY = "its result.json predates result identities (format 1)"
+PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+# The modules whose code can change a number of each kind of run: their fingerprints are part of its
+# identity. Every other module of the package is in NOT_RESULT_MODULES with the reason it cannot, or,
+# where a kind of run imports a module of another kind's list, in NOT_RESULT_FOR (tests/test_identity.py
+# checks that every module is listed, and every module a kind of run imports, so that a new one is
+# never silently left out).
+BASELINE_MODULES = ("data", "models", "train", "runs")
+RESULT_MODULES = {
+    "baseline": BASELINE_MODULES,
+    "continued": BASELINE_MODULES + ("continuation", "keep_rule"),
+    "dendritic": BASELINE_MODULES + ("continuation", "keep_rule", "dendrites", "contribution"),
+}
+NOT_RESULT_FOR = {
+    "baseline": {"keep_rule": "imported with dendrites.py; a baseline keeps its last epoch, no cycle",
+                 "dendrites": "train.py places a model with its to_device: where tensors live, not what they hold"},
+    "continued": {"dendrites": "imported by continuation.py for the dendritic run; the control calls none of it",
+                  "contribution": "measures dendrites, which the control has none of"},
+}
+NOT_RESULT_MODULES = {
+    "__init__": "the package's description", "__main__": "python -m: calls main.py",
+    "config": "the settings' defaults: a result compares the settings themselves",
+    "settings": "flags into settings: a result compares the settings (result_settings) and the precision it resolves",
+    "identity": "what is compared: a change to what it records trains again through the comparison itself",
+    "experiment": "which runs, where, reused or trained; what a run computes is in the modules above",
+    "checkpoint": "saves and resumes a run in progress: a resumed run ends as an uninterrupted one (tests/test_resume.py)",
+    "utils": "errors, locks and whole-file writes of the values it is given",
+    "cluster": "where runs train (Ray)", "tracking": "logs finished runs to wandb",
+    "report": "the report, made anew from the results every time", "intervals": "the report's intervals",
+    "main": "the command line", "predict": "a separate tool: predictions of a finished run",
+    "benchmark": "a separate tool: timing", "projection": "a separate tool: a time estimate",
+}
 
 
 def run_identity(run, data, upstream_results):
@@ -23,11 +66,51 @@ def run_identity(run, data, upstream_results):
     runs it starts from ({PlannedRun: result})."""
     libraries = {"torch": ".".join(importlib.metadata.version("torch").split(".")[:2])}
     if run.kind == "dendritic":
-        from dendritic_experiment.dendrites import dendrite_method
-
-        libraries.update(perforatedai=importlib.metadata.version("perforatedai"), method=dendrite_method())
+        libraries.update(perforatedai=importlib.metadata.version("perforatedai"), method=GRADIENT_DESCENT)
     starts_from = {upstream.kind: upstream_results[upstream]["finished_at"] for upstream in run.starts_from}
-    return {"format": RESULT_FORMAT, "data": data, "libraries": libraries, "starts_from": starts_from}
+    return {"format": RESULT_FORMAT, "data": data, "code": code_fingerprint(run.kind), "libraries": libraries,
+            "starts_from": starts_from}
+
+
+def code_fingerprint(kind):
+    """{module: fingerprint} of the modules whose code can change a number of this kind of run."""
+    fingerprints = {}
+    for name in RESULT_MODULES[kind]:
+        path = os.path.join(PACKAGE, name + ".py")
+        status = os.stat(path)
+        fingerprints[name] = module_fingerprint(path, status.st_mtime_ns, status.st_size)
+    return fingerprints
+
+
+@functools.lru_cache(maxsize=None)
+def module_fingerprint(path, mtime_ns, size):
+    """The first 16 hex digits of a sha256 of the module's syntax tree without its docstrings: comments,
+    docstrings and formatting do not change it, any other change does. Once per version of the file
+    (mtime_ns, size) and process."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit():
+    """The git commit the package's code is at, with ' + local changes' when its tracked files differ
+    from it; None outside a git checkout or without git. Provenance only: never compared."""
+    def git(*args):
+        return subprocess.run(["git", "-C", PACKAGE, *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + (" + local changes" if changed else "")
 
 
 def what_changed(cached, settings, identity):
@@ -40,6 +123,8 @@ def what_changed(cached, settings, identity):
         return f"the result format changed ({old.get('format')} -> {identity['format']}: a change of behaviour)"
     if old.get("data") != identity["data"]:
         return f"the data changed (fingerprint {old.get('data')} -> {identity['data']})"
+    if code := [f"{name}.py" for name, _, _ in differences(old.get("code") or {}, identity["code"])]:
+        return f"the code changed ({', '.join(code)})"
     changes = [f"{name} {old_value!r} -> {new_value!r}" for name, old_value, new_value in differences(
         dict(cached.get("settings") or {}, **old.get("libraries", {})), dict(settings, **identity["libraries"]))]
     if changes:

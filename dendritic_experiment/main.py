@@ -17,10 +17,11 @@ import sys
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from dendritic_experiment.dendrites import perforatedbp_note  # noqa: E402
 from dendritic_experiment.experiment import Experiment, plan_runs, reported_runs, train_in_order  # noqa: E402
 from dendritic_experiment.report import redraw_report, write_report  # noqa: E402
 from dendritic_experiment.settings import parse_settings, seed_list  # noqa: E402
-from dendritic_experiment.tracking import Tracking, sweep_trial  # noqa: E402
+from dendritic_experiment.tracking import Tracking, check_sweep_trial, sweep_trial  # noqa: E402
 from dendritic_experiment.utils import ExperimentError, check_writable, run_cli, try_lock  # noqa: E402
 
 OVERFIT_TARGET = 0.05  # "near zero" for a cross-entropy that starts near ln(100) = 4.6
@@ -64,14 +65,14 @@ def run_experiment(settings):
     trial = sweep_trial(settings)
     experiment, plan = Experiment(settings), plan_runs(settings, trial)
     report_dir = os.path.join(settings.results_dir, trial) if trial else settings.results_dir
-    if any(run.kind == "dendritic" for run in plan):
-        from dendritic_experiment.dendrites import dendrite_method
-
-        dendrite_method()  # says at once, in one line, when perforatedbp is installed and switched off
+    if trial:
+        check_sweep_trial(plan)
+    if any(run.kind == "dendritic" for run in plan) and (note := perforatedbp_note()):
+        print(note, file=sys.stderr)
     with Tracking(settings) if settings.wandb_project else contextlib.nullcontext() as tracking:
         if settings.parallel_runs:
             from dendritic_experiment.cluster import train_in_parallel  # only here is Ray imported
-            train_in_parallel(settings, experiment, plan, tracking)
+            train_in_parallel(settings, experiment, plan, tracking, trial)
         else:
             train_in_order(settings, experiment, plan, tracking)
         runs, run_dirs = reported_runs(settings, experiment, plan)
@@ -94,7 +95,9 @@ def main(argv=None):
             redraw_report(settings.results_dir)
             print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
             return
-        report_dir = run_experiment(settings)
+        # stdout is the summary's alone: anything else printed on it (a library's banner) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            report_dir = run_experiment(settings)
     with open(os.path.join(report_dir, "summary.md")) as f:
         print(f.read())
 

@@ -6,7 +6,8 @@ one invocation), holding every training run of the experiment.
                                                             after it, and .../params_after_growth
     summary: <run>/seed<k>/test_accuracy, ...               every run's final figures, reused ones too
     summary: headline/..., comparison/...                   the verdict with its intervals
-    summary: sweep/dendritic_val_accuracy                   what sweep.yaml maximises
+    summary: sweep/dendritic_val_gain                       what sweep.yaml maximises (sweep_metrics),
+    summary: sweep/dendritic_val_accuracy                   and the dendritic run's own validation accuracy
     pictures/comparison, pictures/<run>/seed<k>/curves      the report's pictures, at the end
 
 A run's epochs reach wandb when the run has finished (from its history.csv), in this process, so
@@ -17,15 +18,41 @@ trial shares) go to <results_dir>/sweeps/<sweep id>/<trial id>/ (sweep_trial).
 """
 import os
 
-from dendritic_experiment.utils import read_csv
+from dendritic_experiment.utils import ExperimentError, read_csv
 
-SWEEP_METRIC = "sweep/dendritic_val_accuracy"  # the first dendritic run's validation accuracy, mean over seeds
+SWEEP_METRIC = "sweep/dendritic_val_gain"  # what sweep.yaml maximises: see sweep_metrics
+DENDRITIC_VAL = "sweep/dendritic_val_accuracy"  # logged beside it
 
 
 def sweep_trial(settings):
     """The trial's folder under results_dir when main.py runs as a wandb sweep trial, else None."""
     sweep, trial = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
     return os.path.join("sweeps", sweep, trial) if settings.wandb_project and sweep and trial else None
+
+
+def check_sweep_trial(plan):
+    """A sweep trial maximises its dendritic run's gain over its control: the plan must have both."""
+    dendritic = next((run for run in plan if run.kind == "dendritic"), None)
+    if dendritic is None or not any(run.cycles_from and run.cycles_from.name == dendritic.name for run in plan):
+        raise ExperimentError("a wandb sweep trial maximises the dendritic run's validation gain over its control: "
+                              "list a <model>_dendritic run in --experiments and leave --warm-start and --control on")
+
+
+def sweep_metrics(runs):
+    """{SWEEP_METRIC: the first dendritic run's validation accuracy less its control's (<model>_continued,
+    the same cycles without dendrites), mean over seeds; DENDRITIC_VAL: its own, mean over seeds}, from
+    summary.json's runs; {} without a dendritic run. The gain, not the dendritic run's own accuracy, is
+    maximised: more and longer cycles give both runs the same extra training and the same selection on
+    validation, so only what the dendrites add is left."""
+    dendritic = next((run for run in runs if run["dendritic"]), None)
+    if dendritic is None:
+        return {}
+    own = {run["seed"]: run["val_accuracy"] for run in runs if run["name"] == dendritic["name"]}
+    control = {run["seed"]: run["val_accuracy"] for run in runs if run["name"] == dendritic["model"] + "_continued"}
+    metrics = {DENDRITIC_VAL: sum(own.values()) / len(own)}
+    if control.keys() == own.keys():
+        metrics[SWEEP_METRIC] = sum(own[seed] - control[seed] for seed in own) / len(own)
+    return metrics
 
 
 class Tracking:
@@ -70,10 +97,7 @@ class Tracking:
         for entry in summary["comparisons"]:
             key = f"comparison/{entry['run']} - {entry['against']}"
             self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
-        dendritic = [run for run in summary["runs"] if run["dendritic"]]
-        if dendritic:
-            first = [run["val_accuracy"] for run in dendritic if run["name"] == dendritic[0]["name"]]
-            self.run.summary[SWEEP_METRIC] = sum(first) / len(first)
+        self.run.summary.update(sweep_metrics(summary["runs"]))
         pictures = {"pictures/comparison": os.path.join(report_dir, "comparison.png")}
         pictures.update({f"pictures/{name}/seed{seed}/curves": os.path.join(folder, "curves.png")
                          for (name, seed), folder in run_dirs.items()})

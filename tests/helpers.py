@@ -76,3 +76,10 @@ def nan_loss():
         return loss * float("nan"), logits
 
     train.training_step = step_with_nan_loss
+
+
+def forget_sweep():
+    """A Ray worker setup hook: the worker does not know the driver's sweep trial (WANDB_SWEEP_ID,
+    WANDB_RUN_ID), as a worker of a `ray start` cluster, which does not inherit the driver's environment."""
+    for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+        os.environ.pop(name, None)

@@ -2,6 +2,7 @@
 release that drops or changes one fails here, naming it, instead of silently changing results."""
 import csv
 import importlib.metadata
+import json
 import os
 
 import pytest
@@ -9,6 +10,8 @@ import torch
 
 from dendritic_experiment import keep_rule
 from dendritic_experiment.dendrites import DENDRITE_PARAMETER, SAVE_NAME, wrapped_modules
+
+from helpers import run_main, script_environment
 
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
 SETTINGS_USED = ("configuration_confirmed", "testing_dendrite_capacity", "unwrapped_modules_confirmed",
@@ -94,3 +97,38 @@ def test_the_tracker_state_and_tables_read_back(grown):
     baseline_score = keep_rule.score(50.0, 0, grown.settings)  # the tracker sees the keep rule's score
     internal(rows and int(float(rows[0][0])) > 0 and float(rows[0][1]) == baseline_score,
              f"{SAVE_NAME}_best_arch_scores.csv", "no longer holds (parameters, best validation score) per row")
+
+
+def write_stand_in_perforatedbp(folder, version):
+    """A package named perforatedbp with the real one's effect at import: perforatedai's globals module
+    imports its globals_pbp when it can, then prints "Building dendrites with Perforated Backpropagation"
+    and switches itself to it (set_perforated_backpropagation(True), set_no_extra_n_modes(False)); its
+    modules, tracker and utils modules import modules_pbp, tracker_pbp and utils_pbp (a missing one
+    stops the import). Every module is empty, and a package record gives its version."""
+    package = folder / "perforatedbp"
+    package.mkdir(parents=True)
+    for name in ("__init__", "globals_pbp", "modules_pbp", "tracker_pbp", "utils_pbp"):
+        (package / f"{name}.py").write_text("")
+    record = folder / f"perforatedbp-{version}.dist-info"
+    record.mkdir()
+    (record / "METADATA").write_text(f"Metadata-Version: 2.1\nName: perforatedbp\nVersion: {version}\n")
+
+
+def test_with_perforatedbp_installed_stdout_is_the_summary_and_the_run_is_gradient_descent_and_says_so(data_dir,
+                                                                                                       tmp_path):
+    from dendritic_experiment.dendrites import GRADIENT_DESCENT, PB_SWITCHED_OFF
+
+    write_stand_in_perforatedbp(tmp_path / "site", "9.9.1")
+    path = os.pathsep.join([str(tmp_path / "site"), script_environment()["PYTHONPATH"]])
+    process = run_main(["--data-dir", data_dir, "--results-dir", "results", "--experiments", "resnet18,resnet18_dendritic",
+                        "--no-control", "--seeds", "0", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0",
+                        "--batch-size", "100", "--dendrite-epochs", "1", "--max-dendrites", "1"],
+                       cwd=tmp_path, PYTHONPATH=path)
+    assert process.returncode == 0, process.stderr
+    assert "Building dendrites with Perforated Backpropagation" in process.stderr  # the stand-in took effect
+    assert PB_SWITCHED_OFF.format(version="9.9.1") in process.stderr
+    summary = (tmp_path / "results" / "summary.md").read_text()
+    assert process.stdout.startswith("# Results") and process.stdout.strip() == summary.strip()
+    result = json.loads((tmp_path / "results" / "resnet18_dendritic" / "result.json").read_text())
+    assert result["method"] == GRADIENT_DESCENT and result["perforatedbp"] == "9.9.1"
+    assert f"{GRADIENT_DESCENT}, perforatedai 3.2.9, perforatedbp 9.9.1 installed (switched off)" in summary

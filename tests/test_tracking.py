@@ -1,18 +1,22 @@
 """--wandb-project with the real wandb client, offline (WANDB_MODE=offline: no account, no network):
 each experiment's record is read back from the file wandb wrote."""
+import contextlib
 import glob
 import json
+import os
 import shutil
+import signal
 import struct
+import subprocess
 
 import pytest
 
 from dendritic_experiment import main
 from dendritic_experiment.experiment import plan_runs
 from dendritic_experiment.settings import parse_settings
-from dendritic_experiment.tracking import SWEEP_METRIC
+from dendritic_experiment.tracking import DENDRITIC_VAL, SWEEP_METRIC
 
-from helpers import TINY_WIDTH
+from helpers import PACKAGE, TINY_WIDTH, main_command, script_environment
 
 wandb = pytest.importorskip("wandb", reason="wandb is not installed: README's test command installs it")
 
@@ -115,8 +119,10 @@ def test_the_verdict_and_the_sweep_metric_are_the_experiments_own(experiments):
         (headline["difference"], headline["low"], headline["high"]))
     control = "comparison/resnet18_dendritic - resnet18_continued/difference"
     assert summary[control] == pytest.approx(summary_json["comparisons"][2]["difference"])
-    dendritic = [run["val_accuracy"] for run in summary_json["runs"] if run["name"] == "resnet18_dendritic"]
-    assert summary[SWEEP_METRIC] == pytest.approx(sum(dendritic) / 2)
+    val = {(run["name"], run["seed"]): run["val_accuracy"] for run in summary_json["runs"]}
+    gains = [val["resnet18_dendritic", seed] - val["resnet18_continued", seed] for seed in (0, 1)]
+    assert summary[SWEEP_METRIC] == pytest.approx(sum(gains) / 2)  # over its control, paired by seed
+    assert summary[DENDRITIC_VAL] == pytest.approx((val["resnet18_dendritic", 0] + val["resnet18_dendritic", 1]) / 2)
 
 
 def test_a_second_experiment_records_the_runs_it_reuses(experiments):
@@ -139,3 +145,42 @@ def test_a_sweep_trial_keeps_its_own_runs_and_shares_the_baselines(monkeypatch, 
     assert folders["resnet18_dendritic"] == str(tmp_path / "sweeps" / "s1" / "t7" / "resnet18_dendritic")
     assert folders["resnet18_continued"] == str(tmp_path / "sweeps" / "s1" / "t7" / "resnet18_continued")
     assert sweep_trial(parse_settings(["--results-dir", str(tmp_path)])) is None  # without wandb, no trial
+
+
+def test_a_sweep_trial_through_ray_trains_into_its_own_folder_and_logs_its_gain_over_the_control(data_dir, tmp_path):
+    """Ray workers that do not know the trial (helpers.forget_sweep: as on a `ray start` cluster) train
+    into the folder the driver gives them."""
+    results = tmp_path / "results"
+    flags = ["--width", str(TINY_WIDTH), "--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0",
+             "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
+    main.main([*flags, "--experiments", "resnet18"])  # the baseline every trial shares: one Ray worker fewer
+    sweep = dict(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_SWEEP_ID="s1", WANDB_RUN_ID="t1",
+                 WORKER_SETUP_HOOK="helpers.forget_sweep")
+    command = main_command([*flags, "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "1",
+                            "--max-dendrites", "1", "--wandb-project", "p", "--parallel-runs", "2"], worker_hook=True)
+    driver = subprocess.Popen(command, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=dict(script_environment(), **sweep),
+                              start_new_session=True)
+    try:
+        _, stderr = driver.communicate(timeout=600)
+    finally:  # Ray's processes are in the driver's process group: none outlives a failure
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 0, stderr
+    trial = results / "sweeps" / "s1" / "t1"
+    dendritic, control = (json.loads((trial / run / "result.json").read_text())
+                          for run in ("resnet18_dendritic", "resnet18_continued"))
+    assert "resnet18_dendritic (seed 0): started on" in stderr and "resnet18: reusing" in stderr
+    assert not {"resnet18_dendritic", "resnet18_continued"} & set(os.listdir(results))  # only in the trial's folder
+    _, summary, _ = read_back(tmp_path)
+    assert summary[SWEEP_METRIC] == pytest.approx(dendritic["val_accuracy"] - control["val_accuracy"])
+    assert summary[DENDRITIC_VAL] == pytest.approx(dendritic["val_accuracy"])
+
+
+def test_the_sweep_has_no_two_trials_that_cannot_differ():
+    """History mode ignores --dendrite-epochs: a grid crossing the two trains the same trial twice."""
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(PACKAGE, "sweep.yaml")) as f:
+        parameters = yaml.safe_load(f)["parameters"]
+    modes = parameters.get("switch-mode", {}).get("values", ["fixed"])
+    assert not ("history" in modes and len(parameters.get("dendrite-epochs", {}).get("values", [])) > 1)
