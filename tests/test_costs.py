@@ -1,5 +1,6 @@
 """Multiply-accumulates per image, against counts done by hand."""
 import pytest
+import torch
 from torch import nn
 
 from dendritic_experiment import costs, models
@@ -52,3 +53,21 @@ def test_resnet18_layers_by_hand():
     assert costs.macs_under(layers, "layer3.0") == block
     assert costs.macs_under(layers, "layer3.1") == 2 * conv2  # no shortcut conv
     assert layers["stem.0"] == 64 * 32 * 32 * 27 and layers["fc"] == 100 * 512
+
+
+def test_a_real_dendritic_model_costs_what_the_count_says(new_tracker):
+    """perforatedai's own model, counted by the same hooks: its dendrite copies run in the forward pass
+    (the hidden parent copy does not), so one dendrite on two conv+bn pairs costs their MACs once more."""
+    from helpers import TINY_WIDTH
+
+    plain = costs.layer_macs(models.build_model("resnet18", width=TINY_WIDTH))
+    dendrites = new_tracker("--max-dendrites", "2")
+    dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.LambdaLR,
+                              dict(lr_lambda=lambda epoch: 1.0))
+    dendrites.learn_shapes(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
+    assert costs.model_macs(dendrites.model) == costs.dendritic_macs(plain, [], 0) == sum(plain.values())
+    dendrites.start_from_baseline(50.0, 50.0)
+    assert dendrites.dendrite_count == 1
+    modules = models.dendrite_modules_of("resnet18", "auto")
+    assert costs.model_macs(dendrites.model) == costs.dendritic_macs(plain, modules, 1) == \
+        sum(plain.values()) + 2 * 32 * 8 * 8 * 32 * 9  # layer3's two 32-channel 3x3 convs at 8 x 8, once more
