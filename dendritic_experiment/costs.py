@@ -16,10 +16,14 @@ residual block (`layer3.0`, its shortcut included).
     python -c "from dendritic_experiment import costs, models; \
                print(costs.model_macs(models.build_model('resnet18')))"
 """
+import functools
+
 import torch
 from torch import nn
 
-CIFAR_IMAGE = (3, 32, 32)
+from dendritic_experiment.models import build_model, dendrite_modules_of
+
+CIFAR_IMAGE = (3, 32, 32)  # both datasets' images (data.py)
 
 
 def layer_macs(model, image_shape=CIFAR_IMAGE):
@@ -68,3 +72,19 @@ def dendritic_macs(layers, wrapped_modules, dendrites):
     if missing:
         raise ValueError(f"dendrite module(s) {', '.join(missing)}: no convolution or linear layer under that name")
     return sum(layers.values()) + dendrites * sum(wrapped.values())
+
+
+def run_macs(result):
+    """MACs per image of a finished run, from its result.json: its model at its width setting with
+    the dataset's classes, plus, for a dendritic run, a copy of each dendrite module per dendrite it kept."""
+    settings = result["settings"]
+    layers = plain_layer_macs(result["model"], len(result["classes"]), settings["width"])
+    if not result.get("dendrites"):
+        return sum(layers.values())
+    return dendritic_macs(layers, dendrite_modules_of(result["model"], settings["dendrite_modules"]), result["dendrites"])
+
+
+@functools.lru_cache(maxsize=None)
+def plain_layer_macs(model_name, num_classes, width):
+    """layer_macs of a model as models.py builds it (every seed of a run shares it: counted once)."""
+    return layer_macs(build_model(model_name, num_classes, width))

@@ -71,3 +71,15 @@ def test_a_real_dendritic_model_costs_what_the_count_says(new_tracker):
     modules = models.dendrite_modules_of("resnet18", "auto")
     assert costs.model_macs(dendrites.model) == costs.dendritic_macs(plain, modules, 1) == \
         sum(plain.values()) + 2 * 32 * 8 * 8 * 32 * 9  # layer3's two 32-channel 3x3 convs at 8 x 8, once more
+
+
+def test_a_runs_macs_come_from_the_settings_its_result_holds():
+    from helpers import TINY_WIDTH
+
+    result = dict(model="resnet18", classes=["a class"] * 100, dendrites=2,
+                  settings=dict(width=TINY_WIDTH, dendrite_modules="auto"))
+    plain = costs.model_macs(models.build_model("resnet18", 100, TINY_WIDTH))
+    # auto: layer3.0.conv2 and layer3.1.conv2, 32 channels 3x3 at 8 x 8 in a ResNet-18 at 1/8 width
+    assert costs.run_macs(result) == plain + 2 * 2 * 32 * 8 * 8 * 32 * 9
+    assert costs.run_macs(dict(result, dendrites=0)) == plain
+    assert costs.run_macs(dict(result, classes=["a class"] * 10)) == plain - 90 * 64 + 2 * 2 * 32 * 8 * 8 * 32 * 9
