@@ -556,15 +556,17 @@ def comparison_figure(runs, headline_entries=(), frontier=(), curves=()):
     cycle of the dendritic run and of its control, every seed: what the dendrites add beyond equal training."""
     plt = pyplot()
     with_macs = all(run.get("macs") for run in runs)
-    figure, panels = plt.subplots(1, 3 if with_macs else 2, figsize=(18 if with_macs else 12, 5))
+    figure, panels = plt.subplots(1, 3 if with_macs else 2, figsize=(18 if with_macs else 12, 5.5),
+                                  layout="constrained")  # room for the two-line title above the panels' own
     rows = aggregate(runs)
     accuracy_panel(panels[0], rows, "params", "parameters (millions)")
     frontier_panel(panels[0], runs, frontier)
     if with_macs:
         accuracy_panel(panels[1], rows, "macs", "multiply-accumulates per image, inference (millions)")
-        panels[1].set_title("Test accuracy against compute per image")
+        panels[1].set_title("Test accuracy against compute per image", fontsize=10)
     cycles_panel(panels[-1], curves, rows, headline_entries)
-    panels[0].set_title("Test accuracy: baselines (blue), dendrites (green), control (orange)")
+    panels[0].set_title("Test accuracy against parameters:\nbaselines (blue), dendrites (green), controls (orange)",
+                        fontsize=10)
     for axes in panels[:-1]:
         axes.set_ylabel(f"{DATASETS[runs[0].get('dataset', 'cifar100')]['name']} test accuracy (%)")
     for axes in panels:
@@ -609,7 +611,11 @@ def frontier_panel(axes, runs, frontier):
             axes.plot([e["params"] / 1e6] * 2, [at["test_accuracy"], at["test_accuracy"] - e["of_means"]], ":",
                       color="tab:green", zorder=1)
     if drawn:
+        from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
+
         axes.set_xscale("log")
+        for axis in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):  # 20, not 2 x 10^1
+            axis(FuncFormatter(lambda value, _: f"{value:g}"))
         axes.legend(fontsize=8, loc="lower right")
 
 
@@ -632,7 +638,8 @@ def cycles_panel(axes, curves, rows, headline_entries):
         axes.annotate(f"{target} (its validation accuracy)", (0.02, by_name[target]["val_accuracy"]),
                       xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 3), fontsize=8,
                       color="tab:gray")
-    axes.set_title("Best validation accuracy in each cycle: dendrites against equal training", fontsize=10)
+    axes.set_title("Best validation accuracy in each cycle:\ndendrites (green) against equal training (orange)",
+                   fontsize=10)
     axes.set_xlabel("dendrites the dendritic run trained with (the control: the same cycles, none)")
     axes.set_ylabel("best validation accuracy in the cycle (%)")
     axes.xaxis.get_major_locator().set_params(integer=True)
@@ -648,16 +655,23 @@ def add_label(axes, x, y, text):
 
 
 def place_labels(axes):
-    """Every run label inside the axes: to the left of its point in the right half, below it near the top."""
+    """Every run label inside the axes: to the left of its point in the right half; above its point,
+    or below it near the top or just under another label on the same side."""
     to_axes = axes.transData + axes.transAxes.inverted()
-    for label in axes.texts:
-        if label.get_gid() != "run label":
-            continue
+    labels = sorted((label for label in axes.texts if label.get_gid() == "run label"),
+                    key=lambda label: -to_axes.transform(label.xy)[1])
+    placed = []  # (x, y, side) in axes fractions of the labels placed above their points
+    for label in labels:
         x, y = to_axes.transform(label.xy)
-        right_half, near_top = x > 0.55, y > 0.9
+        right_half = x > 0.55
+        crowded = any(side == right_half and abs(x - other_x) < 0.15 and abs(y - other_y) < 0.06
+                      for other_x, other_y, side in placed)
+        below = y > 0.9 or crowded
+        if not below:
+            placed.append((x, y, right_half))
         label.set_horizontalalignment("right" if right_half else "left")
-        label.set_verticalalignment("top" if near_top else "bottom")
-        label.set_position((-7 if right_half else 7, -4 if near_top else 4))
+        label.set_verticalalignment("top" if below else "bottom")
+        label.set_position((-7 if right_half else 7, -4 if below else 4))
 
 
 def figure_title(headline_entries, frontier):
