@@ -172,6 +172,7 @@ class Accuracies:
 
 
 def one_seed_method(images, seed):
+    """How a one-seed interval was computed, and what it does not cover."""
     return (f"paired bootstrap over {images:,} test images, seed {seed} only: "
             "test-set noise for these trained weights, not the seed-to-seed spread")
 
@@ -329,14 +330,12 @@ def aggregate(runs):
     rows = {}
     for run in runs:
         row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
-                                                dendrite_counts=[], epoch_counts=[], architectures_by_seed=[]))
+                                                dendrite_counts=[], epoch_counts=[]))
         row["accuracies"].append(run["test_accuracy"])
         row["val_accuracies"].append(run["val_accuracy"])
         row["param_counts"].append(run["params"])
         row["dendrite_counts"].append(run["dendrites"])
         row["epoch_counts"].append(run["epochs"])
-        if run.get("architectures"):
-            row["architectures_by_seed"].append(run["architectures"])
     for row in rows.values():
         n = len(row["accuracies"])
         row["test_accuracy"] = sum(row["accuracies"]) / n
@@ -560,7 +559,7 @@ def comparison_figure(runs, headline_entries=(), frontier=(), curves=()):
                                   layout="constrained")  # room for the two-line title above the panels' own
     rows = aggregate(runs)
     accuracy_panel(panels[0], rows, "params", "parameters (millions)")
-    frontier_panel(panels[0], runs, frontier)
+    frontier_panel(panels[0], runs, rows, frontier)
     if with_macs:
         accuracy_panel(panels[1], rows, "macs", "multiply-accumulates per image, inference (millions)")
         panels[1].set_title("Test accuracy against compute per image", fontsize=10)
@@ -575,6 +574,7 @@ def comparison_figure(runs, headline_entries=(), frontier=(), curves=()):
         axes.autoscale_view()
         place_labels(axes)
     figure.suptitle(figure_title(headline_entries, frontier), fontsize=11)
+    separate_labels(figure)
     return figure
 
 
@@ -592,7 +592,7 @@ def accuracy_panel(axes, rows, key, label):
     axes.set_xlabel(label)
 
 
-def frontier_panel(axes, runs, frontier):
+def frontier_panel(axes, runs, rows, frontier):
     """Each family's width frontier through its members' means (straight in log-parameters), and a
     dotted line from each dendritic run's mean down or up to the frontier at its parameters."""
     families = {family_of(run["name"]) for run in runs if baseline_width(run["name"])}
@@ -606,7 +606,7 @@ def frontier_panel(axes, runs, frontier):
                   linewidth=1.5, zorder=1, label=f"{family} width frontier (mean over seeds)")
         drawn = True
     for e in frontier:
-        at = next((row for row in aggregate(runs) if row["name"] == e["run"]), None)
+        at = next((row for row in rows if row["name"] == e["run"]), None)
         if e["of_means"] is not None and at:
             axes.plot([e["params"] / 1e6] * 2, [at["test_accuracy"], at["test_accuracy"] - e["of_means"]], ":",
                       color="tab:green", zorder=1)
@@ -629,7 +629,9 @@ def cycles_panel(axes, curves, rows, headline_entries):
         seeds = len({c["seed"] for c in curves if c["run"] == curve["run"]})
         label = None if curve["run"] in labelled else f"{curve['run']}, each of {seeds} seed(s)"
         labelled.add(curve["run"])
-        axes.plot(xs, ys, "-o", color=colour, alpha=0.7, linewidth=1, markersize=4, label=label)
+        # The control as a wide band under the dendritic run's thin line: where they agree, both stay visible.
+        style = dict(linewidth=5, alpha=0.35, zorder=2) if curve["kind"] == "control" else dict(linewidth=1.2, zorder=3)
+        axes.plot(xs, ys, "-o", color=colour, markersize=4, label=label, **style)
     by_name = {row["name"]: row for row in rows}
     for target in dict.fromkeys(e["against"] for e in headline_entries if e["against"] in by_name):
         if by_name[target]["dendritic"] or target.endswith("_continued"):
@@ -654,24 +656,37 @@ def add_label(axes, x, y, text):
     axes.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=9, gid="run label")
 
 
+def run_labels(axes):
+    return [text for text in axes.texts if text.get_gid() == "run label"]
+
+
 def place_labels(axes):
-    """Every run label inside the axes: to the left of its point in the right half; above its point,
-    or below it near the top or just under another label on the same side."""
+    """Every run label inside the axes: to the left of its point in the right half, below it near the top."""
     to_axes = axes.transData + axes.transAxes.inverted()
-    labels = sorted((label for label in axes.texts if label.get_gid() == "run label"),
-                    key=lambda label: -to_axes.transform(label.xy)[1])
-    placed = []  # (x, y, side) in axes fractions of the labels placed above their points
-    for label in labels:
+    for label in run_labels(axes):
         x, y = to_axes.transform(label.xy)
-        right_half = x > 0.55
-        crowded = any(side == right_half and abs(x - other_x) < 0.15 and abs(y - other_y) < 0.06
-                      for other_x, other_y, side in placed)
-        below = y > 0.9 or crowded
-        if not below:
-            placed.append((x, y, right_half))
+        right_half, near_top = x > 0.55, y > 0.9
         label.set_horizontalalignment("right" if right_half else "left")
-        label.set_verticalalignment("top" if below else "bottom")
-        label.set_position((-7 if right_half else 7, -4 if below else 4))
+        label.set_verticalalignment("top" if near_top else "bottom")
+        label.set_position((-7 if right_half else 7, -4 if near_top else 4))
+        label.set_in_layout(False)  # the layout makes room for the axes, not for labels inside them
+
+
+def separate_labels(figure):
+    """Labels that would overprint one another stacked downwards, the highest first, in the figure's
+    final layout (drawn once to measure them)."""
+    figure.canvas.draw()
+    renderer, points_per_pixel = figure.canvas.get_renderer(), 72 / figure.dpi
+    for axes in figure.axes:
+        placed = []
+        for label in sorted(run_labels(axes), key=lambda label: -label.get_window_extent(renderer).y1):
+            box = label.get_window_extent(renderer)
+            for other in placed:
+                if box.overlaps(other):
+                    x, y = label.get_position()
+                    label.set_position((x, y - (box.y1 - other.y0 + 2) * points_per_pixel))
+                    box = label.get_window_extent(renderer)
+            placed.append(box)
 
 
 def figure_title(headline_entries, frontier):

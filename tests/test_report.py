@@ -20,7 +20,7 @@ ACCURACY = {
     "resnet18_w2": (74.0, 74.0, 77.0),
     "resnet34": (75.0, 75.5, 76.0),
     "resnet18_dendritic": (73.0, 72.0, 75.0),
-    "resnet18_continued": (70.5, 71.0, 72.5),
+    "resnet18_continued": (70.2, 71.0, 72.2),  # its mean 0.13 points above resnet18: labels that collide
 }
 BASELINE_VAL = (60.0, 61.0, 62.0)  # resnet18's validation accuracy by seed: where both cycle curves start
 CYCLES = [2, 2]  # the dendritic run's epochs with 1 and 2 dendrites; its control repeats them
@@ -118,10 +118,12 @@ def test_every_panel_places_every_run_and_keeps_its_label_inside(written):
         labels = [text for text in axes.texts if text.get_gid() == "run label"]
         assert sorted(label.get_text() for label in labels) == sorted(ACCURACY)
         inside = axes.get_window_extent(renderer)
-        for label in labels:
-            box = label.get_window_extent(renderer)
+        boxes = [label.get_window_extent(renderer) for label in labels]
+        for label, box in zip(labels, boxes):
             assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1, \
                 label.get_text()
+        # resnet18 and its control lie 0.13 points apart at the same parameters: their labels must not overprint
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     means = {label.get_text(): label.xy for label in params_panel.texts if label.get_gid() == "run label"}
     assert means["resnet18_w2"] == pytest.approx((40.0, 75.0)) and params_panel.get_xscale() == "log"
     assert {label.get_text(): label.xy for label in macs_panel.texts}["resnet34"] == pytest.approx((21.3 * 50, 75.5))
