@@ -90,6 +90,16 @@ def test_without_width_variants_there_is_no_frontier():
     assert "width frontier" not in report.summary_markdown(no_variants, [], [], [])
 
 
+def test_a_run_outside_the_frontier_is_said_to_be_so_not_extrapolated():
+    beyond = [dict(run, params=50e6) if run["name"] == "resnet18_dendritic" else run for run in runs()]
+    (entry,) = report.frontier_entries(beyond, run_dirs={})
+    assert entry["difference"] is None and entry["outside_seeds"] == [0, 1, 2] and entry["power"] is None
+    text = report.summary_markdown(beyond, [], [], [entry])
+    assert ("**resnet18_dendritic (50.00M parameters)** lies outside the resnet18 width frontier (resnet18 10.00M "
+            "71.00%, resnet18_w2 40.00M 75.00%) in every seed: nothing is extrapolated") in text
+    report.comparison_figure(beyond, [], [entry])  # draws without a distance
+
+
 def test_the_right_panel_is_the_dendritic_run_and_its_control_from_their_histories(written):
     _, summary = written
     curves = {(c["run"], c["seed"]): c["points"] for c in summary["cycles"]}
