@@ -321,5 +321,8 @@ def reported_runs(settings, experiment, plan):
     names = run_names(settings)
     reported = [run for run in plan if run.name in names]
     reported.sort(key=lambda run: (run.seed, names.index(run.name)))
-    runs = [{k: v for k, v in experiment.results[run].items() if k not in ("settings", "classes")} for run in reported]
+    from dendritic_experiment.costs import run_macs  # compute per image, counted from the settings each result holds
+
+    runs = [dict({k: v for k, v in experiment.results[run].items() if k not in ("settings", "classes")},
+                 macs=run_macs(experiment.results[run])) for run in reported]
     return runs, {(run.name, run.seed): run.folder for run in reported}
