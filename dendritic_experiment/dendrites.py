@@ -67,7 +67,7 @@ SAVE_NAME = "PAI"  # the library's folder inside the run folder, and the prefix 
 GRADIENT_DESCENT = "gradient-descent dendrites (perforatedai, open source)"
 PERFORATED_BACKPROPAGATION = "Perforated Backpropagation (perforatedbp)"
 PB_SWITCHED_OFF = ("perforatedbp is installed, but this project runs perforatedai's gradient-descent dendrites, which "
-                   "it was built and tested for: Perforated Backpropagation is switched off (README, Method)")
+                   "it was built and tested for: Perforated Backpropagation is switched off (docs/method.md)")
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
 # The trained parameters of dendrites: their output scales, the copies, and dendrite-to-dendrite weights.
 DENDRITE_PARAMETER = re.compile(r"\.(dendrites_to_top\.\d+|dendrite_module\.(layers\.\d+\..+|dendrites_to_dendrites\.\d+))$")

@@ -1,4 +1,4 @@
-"""The CPU study of dendrites at full cycle length (README, "Do dendrites help beyond equal training?").
+"""The CPU study of dendrites at full cycle length (docs/studies.md, "Do dendrites help beyond equal training?").
 
     python tests/dendrite_study.py OUT [--seeds 0,1,2] [--jobs 2] [--cycle 30]
 
