@@ -23,6 +23,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as python tests/dendrite_study.py
 from dendritic_experiment.intervals import seed_interval
 
 from fake_cifar import write_fake_cifar

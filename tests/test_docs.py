@@ -4,6 +4,8 @@ import glob
 import os
 import re
 import shlex
+import subprocess
+import sys
 
 from helpers import ROOT
 
@@ -92,3 +94,27 @@ def test_readme_run_command_installs_as_ci_does_on_the_first_screen():
     assert "requirements.txt" in requirement_files(ci_install)
     assert run == "python dendritic_experiment/main.py"
     assert line <= FIRST_SCREEN, f"README's run command is on line {line}, below the first screen"
+
+
+def scripts_named():
+    """Every `python <folder>/<name>.py` the documents tell a user to run."""
+    named = set()
+    for path in DOCUMENTS:
+        with open(path) as f:
+            named |= set(re.findall(r"python ((?:tests|dendritic_experiment)/\w+\.py)", f.read()))
+    return sorted(named)
+
+
+def test_every_script_the_documents_name_runs_with_help_from_the_repository_root():
+    """As a user types it: from the repository root, without the PYTHONPATH the tests have (pytest.ini's).
+    All at once: each start imports torch."""
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    started = {script: subprocess.Popen([sys.executable, script, "--help"], cwd=ROOT, env=environment, text=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+               for script in scripts_named()}
+    failing = {}
+    for script, process in started.items():
+        error = process.communicate(timeout=180)[1]
+        if process.returncode != 0:
+            failing[script] = (error.strip().splitlines() or ["(no message)"])[-1]
+    assert len(started) >= 4 and not failing, failing
