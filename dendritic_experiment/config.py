@@ -54,12 +54,12 @@ switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when 
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)
 history_epochs = 10  # history mode: epochs without validation improvement before the next dendrite
 dendrite_lr = 0.02  # peak learning rate of each dendrite cycle at batch 128: fine-tuning a trained model
-# The next four: the only setting of the CPU study (README, "Do the dendrites contribute?") under which
+# The next four: the only setting of the CPU study (docs/studies.md, "The first study") under which
 # dendrites carried a measurable share of their layers' output; the library's defaults left them idle.
 dendrite_lr_multiplier = 30.0  # the dendrites' own parameters learn at this multiple of the cycle's rate (library: 1; 0: never)
 dendrite_weight_decay = 0.0  # L2 penalty on the dendrites' own parameters (library: the global one, 5e-4 here)
 dendrite_init_scale = 1.0  # a new dendrite's weights are drawn as this * N(0, 1) (library: 0.01)
 dendrite_activation = "tanh"  # a dendrite's output function: sigmoid (library), tanh or relu; sigmoid near 0 is a bias
-dendrite_min_gain = 0.5  # validation points a cycle must gain over the best so far to keep its dendrite (README)
+dendrite_min_gain = 0.5  # validation points a cycle must gain over the best so far to keep its dendrite (docs/method.md)
 warm_start = True  # start the dendritic run from the finished baseline's weights instead of training that phase again
 dendrite_warmup_epochs = 0  # a dendrite cycle's first epochs, in which only dendrites train (the control: frozen)

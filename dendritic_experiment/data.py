@@ -46,7 +46,7 @@ def dataset_folder(data_dir, spec):
 def data_fingerprint(data_dir, dataset):
     """What the data files a run reads hold, wherever they lie: the first 16 hex digits of a sha256
     over the training and test pickles and the class names, in a fixed order (CIFAR-100's 180 MB:
-    README, "When results are reused")."""
+    docs/performance.md, "Other measured times")."""
     spec = DATASETS[dataset]
     folder = dataset_folder(data_dir, spec)
     digest = hashlib.sha256()

@@ -80,9 +80,9 @@ PERFORATED_BACKPROPAGATION = "Perforated Backpropagation (perforatedbp)"
 PB_SWITCHED_OFF = ("perforatedbp {version} is installed, and perforatedai switches itself to Perforated Backpropagation "
                    "when imported; this project trains gradient-descent dendrites, which it was built and tested "
                    "for: it switches Perforated Backpropagation off for every run, and stops a run that finds it on "
-                   "(README, Method)")
+                   "(docs/method.md)")
 PB_FOUND_ON = ("perforatedai runs Perforated Backpropagation although this project switched it off before converting "
-               "the model; it trains gradient-descent dendrites only (README, Method), so the run stops: remove any "
+               "the model; it trains gradient-descent dendrites only (docs/method.md), so the run stops: remove any "
                "PAI config file that switches it on, or uninstall perforatedbp")
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
 # The trained parameters of dendrites: their output scales, the copies, and dendrite-to-dendrite weights.
@@ -283,7 +283,7 @@ def library():
 
 def library_settings():
     """The library's process-wide settings (GPA.pc) for a run: gradient-descent dendrites, the method of
-    this project (README, Method), also where perforatedbp's import switched the library to Perforated
+    this project (docs/method.md), also where perforatedbp's import switched the library to Perforated
     Backpropagation: switched back as the library's own gradient-descent examples do."""
     pc = library()[0].pc
     pc.set_perforated_backpropagation(False)

@@ -2,7 +2,7 @@
 
     python dendritic_experiment/benchmark.py --project DIR
 
-DIR holds a short run of the default experiment (README, Performance: TIMED_RUN below, on the
+DIR holds a short run of the default experiment (docs/performance.md: TIMED_RUN below, on the
 device to project for). Each run's seconds per epoch (its history.csv) times the epochs config.py
 plans for it, for every seed, gives the projection; it is printed and written to DIR/projection.json.
 """
@@ -48,7 +48,7 @@ def timed_history(timed_dir, run_name, settings):
         rows = []
     if not rows or "seconds" not in rows[0]:
         raise ExperimentError(f"{path} is missing or has no epochs: time a short run first, "
-                              f"main.py --results-dir {timed_dir} {TIMED_RUN} (README, Performance)")
+                              f"main.py --results-dir {timed_dir} {TIMED_RUN} (docs/performance.md)")
     result = read_json(os.path.join(timed_dir, run_name, "result.json")) or {}
     timed_with = result.get("settings", {})
     for key in EPOCH_COST_KEYS:

@@ -1,4 +1,4 @@
-"""The CPU study of dendrites at full cycle length (README, "Do dendrites help beyond equal training?").
+"""The CPU study of dendrites at full cycle length (docs/studies.md, "Do dendrites help beyond equal training?").
 
     python tests/dendrite_study.py OUT [--seeds 0,1,2] [--jobs 2] [--cycle 30]
 
@@ -23,6 +23,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as python tests/dendrite_study.py
 from dendritic_experiment.intervals import seed_interval
 
 from fake_cifar import write_fake_cifar

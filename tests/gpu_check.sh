@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole GPU check in one call of the device tool: every CUDA code path once, and the figures
-# README's Performance section is missing. Each stage writes into $OUT as it goes (a progress log,
+# docs/performance.md is missing. Each stage writes into $OUT as it goes (a progress log,
 # its own log, a line of stages.tsv), so a run cut short still returns what it finished.
 #
 #   bash tests/gpu_check.sh              # on the GPU machine: about 7 minutes on one H100
@@ -76,7 +76,7 @@ else
     FULL_TRAIN=50000; FULL_TEST=10000
     SMOKE_FLAGS=""                         # exactly README's command
     BENCHMARK_FLAGS=""                     # batch 512, 10 warm-up and 50 timed steps per measurement
-    TIMED_FLAGS="--epochs 3 --warmup-epochs 1 --dendrite-epochs 4"   # README, Performance
+    TIMED_FLAGS="--epochs 3 --warmup-epochs 1 --dendrite-epochs 4"   # docs/performance.md
     # Compiling costs a first epoch per architecture and per dendrite restructure: fewer of each.
     # The dendritic run (graph breaks, a recompile per restructure) goes before resnet34, so that
     # a stage cut short by the time budget has timed it.
@@ -246,7 +246,7 @@ stage_benchmark() {  # its table (stdout) also to benchmark.txt; run in an empty
         | tee "$OUT/benchmark.txt" && [ -z "$(ls -A)" ] || { echo "FAILED (or left files here: $(ls -A))"; return 1; }
 }
 
-# A short run of the default experiment and its projection (timed: as README says; compile: with --compile).
+# A short run of the default experiment and its projection (timed: as docs/performance.md says; compile: with --compile).
 short_run_and_projection() {
     local results=$1; shift
     "$PY" "$MAIN" $WIDTH_FLAGS --seeds 0 --device "$DEVICE" --data-dir "$FULL_DATA" --results-dir "$results" "$@" || return 1
