@@ -13,7 +13,7 @@ augment = True  # random crop with 4-pixel padding and horizontal flip, done in 
 cutout = 8  # side in pixels of the square blanked in each training image (DeVries 2017: 8 on CIFAR-100); 0 = off
 
 # --- runs ---
-experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model, <model>_dendritic, <model>_continued
+experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model, <model>_dendritic, <model>_continued, <model>_w<multiple> (a baseline at another width: resnet18_w1.25)
 results_dir = "results"  # one folder per run, plus summary.json, summary.md, comparison.png
 run_name = ""  # when set, this invocation's runs and summary go to results_dir/run_name/ (e.g. a "baseline mode" study)
 retrain = False  # train every run again even when a finished result with the same settings exists
