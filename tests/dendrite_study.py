@@ -110,10 +110,12 @@ def study(out, seeds, jobs, cycle):
         main_run(frontier_folder(out, name, seed), data_dir,
                  [f"--seeds={seed}", "--experiments", name, "--epochs", str(BASELINE_EPOCHS + cycle)], "main.log")
 
-    jobs_left = [lambda name=name, seed=seed: frontier_run(name, seed) for name in reversed(FRONTIER) for seed in seeds]
-    jobs_left += [lambda arm_spec=arm_spec, seed=seed: arm(arm_spec[0], arm_spec[1], arm_spec[0] == arm_spec[2], seed)
-                  for arm_spec in ARMS.values() for seed in seeds]
-    with ThreadPoolExecutor(jobs) as pool:  # one process per run, one thread each; the longest runs first
+    jobs_left = []
+    for seed in seeds:  # seed by seed, so that a study cut short has whole seeds; in a seed the longest runs first
+        jobs_left += [lambda name=name, seed=seed: frontier_run(name, seed) for name in reversed(FRONTIER)]
+        jobs_left += [lambda arm_spec=arm_spec, seed=seed: arm(arm_spec[0], arm_spec[1], arm_spec[0] == arm_spec[2], seed)
+                      for arm_spec in ARMS.values()]
+    with ThreadPoolExecutor(jobs) as pool:  # one process per run, one thread each
         list(pool.map(baseline, seeds))
         list(pool.map(lambda job: job(), jobs_left))
     return report(out, seeds, cycle)
