@@ -205,7 +205,7 @@ if __name__ == "__main__":
     parser.add_argument("out", help="a folder for the data, every run and study.md")
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one CPU thread each")
-    parser.add_argument("--cycle", type=int, default=30, help="epochs of the dendrite cycle (at least 20)")
+    parser.add_argument("--cycle", type=int, default=30, help="epochs of the dendrite cycle (the frontier trains 10 + this many)")
     parser.add_argument("--table-only", action="store_true", help="recompute study.md from the runs in OUT, train nothing")
     args = parser.parse_args()
     out, seeds = os.path.abspath(args.out), [int(seed) for seed in args.seeds.split(",")]
