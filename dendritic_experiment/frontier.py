@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 from dendritic_experiment.intervals import seed_interval
+from dendritic_experiment.utils import ExperimentError
 
 WIDTH_MARK = "_w"  # resnet18_w1.25: resnet18 with every channel count times 1.25
 
@@ -89,8 +90,8 @@ class Frontier:
 
 def family_frontier(runs, family, seed=None):
     """The frontier of family's baselines in runs (dicts with name, seed, params, test_accuracy):
-    each member's mean over its seeds (only seed `seed` when given). None when fewer than two
-    members of different parameter counts were run."""
+    each member's mean over its seeds (only seed `seed` when given). None when fewer than two members
+    were run; two members of the same size (widths that round to the same channels) are refused."""
     members = {}
     for run in runs:
         width = baseline_width(run["name"])
@@ -102,7 +103,8 @@ def family_frontier(runs, family, seed=None):
         return None
     if len({params for params, _, _ in points}) < len(points):
         duplicated = sorted(name for params, _, name in points if [p for p, _, _ in points].count(params) > 1)
-        raise ValueError(f"{', '.join(duplicated)} have the same parameter count: run widths that differ in size")
+        raise ExperimentError(f"{', '.join(duplicated)} have the same parameter count, so they draw no width "
+                              "frontier: list width variants whose channel counts differ in --experiments")
     return Frontier(family, tuple(points))
 
 

@@ -1,10 +1,13 @@
 """95% intervals for the report, with no statistics package: the t interval of a paired difference
 over seeds, Fieller's interval of a ratio of paired differences over seeds (the share of a gap
-closed), and both again from a paired bootstrap over test images when there is one seed.
+closed), and both again from a paired bootstrap over test images when there is one seed; and the
+power of paired seeds: what difference they resolve, how many a difference needs, and an exact
+sign-flip test.
 
 Accuracies are in points (percent). A share of a gap is undefined (None) when the gap itself
 cannot be told apart from zero: a ratio over a denominator that may be zero has no interval.
 """
+import itertools
 import math
 
 import numpy as np
@@ -14,6 +17,10 @@ import numpy as np
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
          10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 BOOTSTRAP_RESAMPLES = 10000
+# A two-sided 5% test with 80% power: a true difference d is resolved by about
+# ((Z_975 + Z_80) sd / d)^2 paired seeds (normal approximation: with few seeds, rather more).
+Z_975, Z_80 = 1.96, 0.84
+EXACT_SIGN_FLIPS = 16  # up to 2^16 sign patterns are enumerated; beyond, as many are drawn at random
 
 
 def t_975(degrees_of_freedom):
@@ -91,3 +98,39 @@ def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
     share = (float((observed[0] - observed[1]) / (observed[2] - observed[1])),
              *(float(value) for value in np.nanpercentile(shares, [2.5, 97.5])))
     return gap_interval, share
+
+
+def bootstrap_mix_interval(correct_run, members, seed=0):
+    """run - (a weighted mean of members' accuracies), points, with a paired bootstrap 95% interval over
+    test images; members: [(correct, weight)], weights summing to 1 (a frontier between two networks)."""
+    observed, resampled = resampled_accuracies([correct_run, *(correct for correct, _ in members)], seed)
+    weights = np.array([weight for _, weight in members])
+    return (float(observed[0] - observed[1:] @ weights),
+            *percentile_interval(resampled[:, 0] - resampled[:, 1:] @ weights))
+
+
+def resolved_difference(sd_difference, seeds):
+    """The difference (points) that this many paired seeds resolve with 80% power at a two-sided 5%
+    level, given the sd of the per-seed differences: (Z_975 + Z_80) sd / sqrt(seeds)."""
+    return (Z_975 + Z_80) * sd_difference / math.sqrt(seeds)
+
+
+def seeds_needed(sd_difference, difference):
+    """About how many paired seeds resolve `difference` points: ((Z_975 + Z_80) sd / difference)^2,
+    rounded up, and at least 2 (an interval needs two)."""
+    return max(2, math.ceil(((Z_975 + Z_80) * sd_difference / difference) ** 2))
+
+
+def sign_flip_p(differences, seed=0):
+    """Two-sided p of the exact sign-flip (permutation) test of paired differences: under no effect each
+    difference's sign is a coin flip, so p is the share of the 2^n sign patterns whose mean is at
+    least as far from zero as the observed one. All n signs agreeing gives the smallest p, 2 / 2^n:
+    0.25 at 3 seeds, 0.0625 at 5, 0.03125 at 6. Beyond EXACT_SIGN_FLIPS seeds, 2^16 patterns drawn at random."""
+    differences = np.asarray(differences, dtype=float)
+    n = len(differences)
+    if n <= EXACT_SIGN_FLIPS:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(2 ** EXACT_SIGN_FLIPS, n))
+    observed = abs(differences.mean())
+    return float(np.mean(np.abs(signs @ differences / n) >= observed - 1e-9))

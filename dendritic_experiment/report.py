@@ -5,11 +5,14 @@ import io
 import math
 import os
 
+import numpy as np
 import torch
 
 from dendritic_experiment.data import DATASETS
-from dendritic_experiment.intervals import (bootstrap_interval, bootstrap_ratio_interval, seed_interval,
-                                            seed_ratio_interval)
+from dendritic_experiment.frontier import baseline_width, distance_to_frontier, family_frontier, family_of
+from dendritic_experiment.intervals import (bootstrap_interval, bootstrap_mix_interval, bootstrap_ratio_interval,
+                                            resolved_difference, seed_interval, seed_ratio_interval, seeds_needed,
+                                            sign_flip_p)
 from dendritic_experiment.utils import ExperimentError, read_csv, read_json, write_atomic, write_json
 
 # ---------------------------------------------------------------------------------------------
@@ -139,16 +142,17 @@ class Accuracies:
         seeds = self.seeds(a, b)
         if not seeds:
             return None
+        differences = [self.by_run[a, s] - self.by_run[b, s] for s in seeds]
         if len(seeds) > 1:
-            difference, low, high = seed_interval([self.by_run[a, s] - self.by_run[b, s] for s in seeds])
+            difference, low, high = seed_interval(differences)
             method = f"t interval over {len(seeds)} seeds"
         else:
             (correct_a, images), (correct_b, _) = self.correct(a, seeds[0]), self.correct(b, seeds[0])
             difference, low, high = bootstrap_interval(correct_a, correct_b)
-            method = (f"paired bootstrap over {images:,} test images, seed {seeds[0]} only: "
-                      "test-set noise for these trained weights, not the seed-to-seed spread")
+            method = one_seed_method(images, seeds[0])
         return dict(run=a, against=b, difference=difference, low=low, high=high, method=method,
-                    distinguishable=low > 0 or high < 0)
+                    distinguishable=low > 0 or high < 0, seeds=seeds, differences=differences,
+                    power=power(differences))
 
     def gap_closed(self, run, small, large):
         """(the gap large - small with its interval, the share of it that run closes: (run - small) /
@@ -167,6 +171,30 @@ class Accuracies:
         return gap, None if share is None else dict(zip(("share", "low", "high"), share))
 
 
+def one_seed_method(images, seed):
+    """How a one-seed interval was computed, and what it does not cover."""
+    return (f"paired bootstrap over {images:,} test images, seed {seed} only: "
+            "test-set noise for these trained weights, not the seed-to-seed spread")
+
+
+def power(differences):
+    """What paired per-seed differences (points) can resolve: their sd, the difference these seeds
+    resolve (80% power, two-sided 5%), about how many seeds +-0.5 and +-0.3 points need, and with 6 or
+    more seeds the exact sign-flip p (fewer cannot reach p < 0.05). None with fewer than two seeds."""
+    n = len(differences)
+    if n < 2:
+        return None
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    return dict(seeds=n, sd=sd, resolves=resolved_difference(sd, n),
+                seeds_needed={str(d): seeds_needed(sd, d) for d in POWER_TARGETS},
+                sign_flip_p=sign_flip_p(differences) if n >= SIGN_FLIP_SEEDS else None)
+
+
+POWER_TARGETS = (0.5, 0.3)  # points: differences a user may want resolved
+SIGN_FLIP_SEEDS = 6  # the fewest seeds at which an exact sign-flip test can reach p < 0.05 (2 / 2^6 = 0.031)
+
+
 def compare_runs(runs, run_dirs):
     """Accuracy differences with 95% intervals: over seeds when there are several, else over
     test images (paired bootstrap on the saved predictions)."""
@@ -181,27 +209,120 @@ def compare_runs(runs, run_dirs):
 
 
 def headline(runs, run_dirs):
-    """The question itself: does <m>_dendritic reach each larger network that was run (a baseline
-    with more parameters than m, and that baseline's _continued control, trained as long again as
-    the dendritic run)? The difference with its interval, and the share of the gap between m and the
-    larger network that the dendrites close (against a control: between m's control and it)."""
+    """The question itself: does <m>_dendritic reach each larger network that was run? One entry per
+    comparison, each from its own step: against the larger baseline (the dendritic run has its
+    extra epochs too), and against that baseline's _continued control (trained as long again as
+    the dendritic run). Each: the difference with its interval, and the share of the gap between
+    the smaller and the larger network that the dendritic run closes."""
     accuracies = Accuracies(runs, run_dirs)
-    params = {run["name"]: run["params"] for run in runs}
     names = list(dict.fromkeys(run["name"] for run in runs))
     entries = []
     for dendritic in (name for name in names if name.endswith("_dendritic")):
         model = dendritic.removesuffix("_dendritic")
-        for large in names:
-            large_model = large.removesuffix("_continued")
-            if (large.endswith("_dendritic") or large_model == model
-                    or params.get(large_model, 0) <= params.get(model, math.inf)):
-                continue
-            small = model + "_continued" if large != large_model and model + "_continued" in params else model
-            entry = accuracies.difference(dendritic, large)
-            if entry and small in params:
-                gap, share = accuracies.gap_closed(dendritic, small, large)
-                entries.append(dict(entry, small=small, gap=gap, gap_closed=share))
+        for large in larger_networks(runs, model):
+            entries.append(against_larger_baseline(accuracies, dendritic, model, large))
+            if large + "_continued" in names:
+                entries.append(against_larger_control(accuracies, dendritic, model, large, names))
+    return [entry for entry in entries if entry]
+
+
+def larger_networks(runs, model):
+    """The baselines of other models with more parameters than model, in the order they were run.
+    Its own width variants (model_w1.5) are left to the width frontier."""
+    params = {run["name"]: run["params"] for run in runs}
+    if model not in params:
+        return []
+    return [name for name in params if baseline_width(name) and family_of(name) != family_of(model)
+            and params[name] > params[model]]
+
+
+def against_larger_baseline(accuracies, dendritic, model, large):
+    """dendritic - large, and the share of the model -> large gap it closes (dendrites and extra
+    epochs together)."""
+    return reach(accuracies, dendritic, large, small=model)
+
+
+def against_larger_control(accuracies, dendritic, model, large, names):
+    """dendritic - large's control, and the share of the gap between model's control and it (beyond
+    equal extra training); without model's control, the gap from model itself."""
+    small = model + "_continued" if model + "_continued" in names else model
+    return reach(accuracies, dendritic, large + "_continued", small)
+
+
+def reach(accuracies, dendritic, large, small):
+    """The headline entry: dendritic - large with its interval, the gap large - small, and the share
+    of it that dendritic closes; None when the runs share no seed."""
+    entry = accuracies.difference(dendritic, large)
+    if not entry:
+        return None
+    gap, share = accuracies.gap_closed(dendritic, small, large)
+    return dict(entry, small=small, gap=gap, gap_closed=share)
+
+
+def frontier_entries(runs, run_dirs):
+    """Each dendritic run against its family's width frontier at its own parameter count, paired by
+    seed (frontier.distance_to_frontier): a t interval over seeds; with one seed, a paired bootstrap
+    over test images of the run against the frontier's two members, weighted as the frontier
+    weighs them. None of this without width variants (fewer than two members: no frontier)."""
+    accuracies = Accuracies(runs, run_dirs)
+    entries = []
+    for name in dict.fromkeys(run["name"] for run in runs if run["dendritic"]):
+        distance = distance_to_frontier(runs, name)
+        if distance is None:
+            continue
+        seeds, per_seed = distance.pop("seeds"), distance.pop("per_seed")
+        differences = [per_seed[seed] for seed in seeds]
+        entry = dict(distance, seeds=seeds, differences=differences, power=power(differences),
+                     outside_seeds=[seed for seed, difference in per_seed.items() if difference is None],
+                     method=f"t interval over {len(seeds)} seeds, each seed's run against that seed's frontier")
+        if len(seeds) == 1:
+            entry.update(one_seed_frontier_interval(accuracies, runs, name, distance["family"], seeds[0]))
+        entries.append(entry)
     return entries
+
+
+def one_seed_frontier_interval(accuracies, runs, name, family, seed):
+    """difference, low, high, method of run - frontier at one seed, from a paired bootstrap over test images."""
+    params = next(run["params"] for run in runs if (run["name"], run["seed"]) == (name, seed))
+    weights = family_frontier(runs, family, seed).weights_at(params)
+    correct_run, images = accuracies.correct(name, seed)
+    difference, low, high = bootstrap_mix_interval(
+        correct_run, [(accuracies.correct(member, seed)[0], weight) for member, weight in weights])
+    return dict(difference=difference, low=low, high=high, distinguishable=low > 0 or high < 0,
+                method=one_seed_method(images, seed))
+
+
+def cycle_curves(runs, run_dirs):
+    """What the dendrites add beyond equal training, cycle by cycle: the best validation accuracy in
+    each cycle of every dendritic run and of its control (the same cycles, no dendrites), every seed,
+    read from their history.csv. x is the dendrite count the dendritic run trained that cycle with;
+    x = 0, where both start from the baseline, is the baseline's validation accuracy."""
+    reported = {(run["name"], run["seed"]): run for run in runs}
+    curves = []
+    for (name, seed), run in reported.items():
+        if not run["dendritic"] or not run.get("cycles"):
+            continue
+        model = name.removesuffix("_dendritic")
+        warm = run.get("start") == "baseline"
+        start = [[0, reported[model, seed]["val_accuracy"]]] if warm and (model, seed) in reported else []
+        for curve_run, kind in ((name, "dendritic"), (model + "_continued", "control")):
+            if (curve_run, seed) in run_dirs:
+                bests = cycle_bests(read_csv(os.path.join(run_dirs[curve_run, seed], "history.csv")), run["cycles"])
+                points = start + [[count + int(warm), best] for count, best in enumerate(bests)]
+                curves.append(dict(run=curve_run, seed=seed, kind=kind, dendritic_run=name, points=points))
+    return curves
+
+
+def cycle_bests(history, cycles):
+    """The best val_accuracy of each cycle (cycles: epochs per cycle, in order) that history reaches."""
+    scores = [float(row["val_accuracy"]) for row in history]
+    bests, first = [], 0
+    for length in cycles:
+        if first >= len(scores):
+            break
+        bests.append(max(scores[first:first + length]))
+        first += length
+    return bests
 
 
 def aggregate(runs):
@@ -209,14 +330,12 @@ def aggregate(runs):
     rows = {}
     for run in runs:
         row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
-                                                dendrite_counts=[], epoch_counts=[], architectures_by_seed=[]))
+                                                dendrite_counts=[], epoch_counts=[]))
         row["accuracies"].append(run["test_accuracy"])
         row["val_accuracies"].append(run["val_accuracy"])
         row["param_counts"].append(run["params"])
         row["dendrite_counts"].append(run["dendrites"])
         row["epoch_counts"].append(run["epochs"])
-        if run.get("architectures"):
-            row["architectures_by_seed"].append(run["architectures"])
     for row in rows.values():
         n = len(row["accuracies"])
         row["test_accuracy"] = sum(row["accuracies"]) / n
@@ -224,6 +343,8 @@ def aggregate(runs):
         row["params"] = sum(row["param_counts"]) / n  # seeds of a dendritic run may keep different dendrites
         row["dendrites"] = spread_text(row["dendrite_counts"])
         row["epochs"] = spread_text(row["epoch_counts"])
+        row["mac_counts"] = [run.get("macs") for run in runs if run["name"] == row["name"]]
+        row["macs"] = sum(row["mac_counts"]) / n if None not in row["mac_counts"] else math.nan  # seeds may differ
         row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
                           if n > 1 else math.nan)
     small, large = rows.get("resnet18"), rows.get("resnet34")
@@ -241,16 +362,17 @@ def spread_text(values):
     return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
-def summary_markdown(runs, headline_entries, comparisons):
-    """summary.md: the question answered first, then the table, every other difference, and what
-    the dendrites contribute."""
+def summary_markdown(runs, headline_entries, comparisons, frontier=()):
+    """summary.md: the question answered first, the width frontier, then the table, every other
+    difference, how many seeds they need, and what the dendrites contribute."""
     seeds = sorted({run["seed"] for run in runs})
     lines = ["# Results", ""]
     if len(seeds) == 1:
         lines += [f"**Preliminary: one seed (seed {seeds[0]}).** Its intervals cover test-set noise for these "
                   "trained weights only, not the spread between seeds, which on CIFAR-100 is about the size "
                   "of the effects in question; run `--seeds 0,1,2` for a result.", ""]
-    lines += headline_lines(headline_entries) + table_lines(runs) + comparison_lines(comparisons)
+    lines += headline_lines(headline_entries) + frontier_lines(frontier) + table_lines(runs)
+    lines += comparison_lines(comparisons) + power_lines([*headline_entries, *frontier, *comparisons])
     lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(method=method_of(runs))]
     return "\n".join(lines) + "\n"
 
@@ -288,6 +410,52 @@ def headline_lines(entries):
     return lines
 
 
+def frontier_lines(entries):
+    """Each dendritic run against its family's width frontier at equal parameters, in words."""
+    lines = []
+    for e in entries:
+        members = ", ".join(f"{name} {params / 1e6:.2f}M {accuracy:.2f}%" for params, accuracy, name in e["frontier"])
+        where = f"{e['run']} ({e['params'] / 1e6:.2f}M parameters)"
+        if e["difference"] is None:
+            lines.append(f"- **{where}** lies outside the {e['family']} width frontier ({members}) in every seed: "
+                         "nothing is extrapolated; train a narrower or wider baseline to place it.")
+            continue
+        side = "above" if e["difference"] > 0 else "below"
+        interval = (f"95% interval [{e['low']:+.2f}, {e['high']:+.2f}] ({e['method']}); " +
+                    ("distinguishable from zero" if e["distinguishable"] else
+                     "not distinguishable from zero (the interval includes 0)") if e["low"] is not None
+                    else f"no interval ({e['method']})")
+        outside = (f" Seed(s) {', '.join(map(str, e['outside_seeds']))} lie outside their seed's frontier and are left "
+                   "out." if e["outside_seeds"] else "")
+        lines.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
+                     f"at equal parameters: {interval}.{outside} The frontier (mean over seeds, linear in "
+                     f"log-parameters between its members): {members}.")
+    return ["## Dendrites or width: against the width frontier", "", *lines, ""] if lines else []
+
+
+def power_lines(entries):
+    """For each paired comparison: the smallest difference its seeds resolve, about how many seeds
+    +-0.5 and +-0.3 points need, and with 6 or more seeds the exact sign-flip p."""
+    lines = []
+    for e in entries:
+        p = e.get("power")
+        if p is None:
+            continue
+        needed = ", ".join(f"±{target} points about {count}" for target, count in p["seeds_needed"].items())
+        sign_flip = (f" Exact sign-flip test: p = {p['sign_flip_p']:.3g}." if p["sign_flip_p"] is not None else
+                     f" (An exact sign-flip test needs {SIGN_FLIP_SEEDS} or more seeds to reach p < 0.05: its "
+                     f"smallest p at {p['seeds']} seeds is {2 / 2 ** p['seeds']:.3g}.)")
+        lines.append(f"- **{e['run']} − {e.get('against', 'the width frontier')}**: per-seed differences have sd "
+                     f"{p['sd']:.2f} points; these {p['seeds']} seeds resolve about ±{p['resolves']:.2f} points; "
+                     f"seeds needed for {needed}.{sign_flip}")
+    if not lines:
+        return []
+    return ["", "## How many seeds each difference needs", "",
+            "From the paired per-seed differences, for 80% power at a two-sided 5% level: "
+            "seeds ≈ ((1.96 + 0.84) × sd / difference)², a normal approximation (with few seeds, rather more).",
+            "", *lines]
+
+
 def closer(entry):
     """What the share of a gap measures: against a baseline the dendritic run has more epochs too."""
     if entry["small"].endswith("_continued"):
@@ -316,21 +484,27 @@ def table_lines(runs):
     lines = [
         "## Every run", "",
         "| run | test acc. (%) | " + ("± sd | seeds | " if several_seeds else "") +
-        "val. acc. (%) | params (M) | dendrites | + params per dendrite (M) | epochs | start | "
+        "val. acc. (%) | params (M) | MACs per image (M) | dendrites | + params per dendrite (M) | epochs | start | "
         "acc. gained vs ResNet-18 (points) | ResNet-18 error removed | params saved vs ResNet-34 |",
-        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in rows:
         spread = (f"{cell(row, 'test_sd', '.2f')} | {', '.join(f'{a:.2f}' for a in row['accuracies'])} | "
                   if several_seeds else "")
         lines.append(
             f"| {row['name']} | {row['test_accuracy']:.2f} | {spread}{row['val_accuracy']:.2f} | "
-            f"{row['params'] / 1e6:.2f} | {row['dendrites']} | {per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
+            f"{row['params'] / 1e6:.2f} | {macs_text(row)} | {row['dendrites']} | {per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} |"
         )
     return lines + ["", "*Error removed*: the share of ResNet-18's test error that the run removes. *Params "
-                    "saved*: how many fewer parameters than ResNet-34."]
+                    "saved*: how many fewer parameters than ResNet-34. *MACs per image*: multiply-accumulates of one "
+                    "inference, convolutions and linear layers (costs.py); a dendrite adds its module's once more."]
+
+
+def macs_text(row):
+    """Millions of multiply-accumulates per image, or n/a for runs that did not record them."""
+    return "n/a" if math.isnan(row["macs"]) else f"{row['macs'] / 1e6:,.1f}"
 
 
 def per_dendrite(row):
@@ -367,50 +541,177 @@ def contribution_lines(runs):
     return ["", "## What the dendrites contribute", "", *lines] if lines else []
 
 
-def comparison_figure(runs, headline_entries=()):
-    """Left: test accuracy against parameters, every seed a dot, the mean with its spread.
-    Right: validation accuracy after each dendrite addition (the library's per-architecture
-    scores) beside the baselines' validation accuracy."""
+RUN_COLOURS = {"dendritic": "tab:green", "control": "tab:orange", "baseline": "tab:blue"}
+
+
+def run_colour(row):
+    return RUN_COLOURS["dendritic" if row["dendritic"] else "control" if row["name"].endswith("_continued") else "baseline"]
+
+
+def comparison_figure(runs, headline_entries=(), frontier=(), curves=()):
+    """Left: test accuracy against parameters, every seed a dot, the mean with its spread, and each
+    family's width frontier where width variants were run (log-parameters then). Middle, when the runs
+    recorded it: test accuracy against compute per image. Right: the best validation accuracy in each
+    cycle of the dendritic run and of its control, every seed: what the dendrites add beyond equal training."""
     plt = pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
-    for row in aggregate(runs):
-        colour = "tab:green" if row["dendritic"] else "tab:orange" if row["name"].endswith("_continued") else "tab:blue"
-        x = row["params"] / 1e6
-        left.scatter([p / 1e6 for p in row["param_counts"]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
-        sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
-        left.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
-        left.annotate(row["name"], (x, row["test_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
-        for seed, architectures in enumerate(row["architectures_by_seed"]):
-            params, scores = zip(*architectures)
-            label = f"{row['name']}, each of {len(row['architectures_by_seed'])} seed(s) (0, 1, 2, ... dendrites)"
-            right.plot([p / 1e6 for p in params], scores, "-o", color=colour, alpha=0.7, linewidth=1, markersize=4,
-                       label=None if seed else label)
-        if not row["architectures_by_seed"] and not row["name"].endswith("_continued"):
-            right.scatter(x, row["val_accuracy"], s=60, color=colour, zorder=3)
-            right.annotate(row["name"], (x, row["val_accuracy"]), textcoords="offset points", xytext=(7, 4), fontsize=9)
-    left.set_title("Test accuracy: baselines (blue), dendrites (green), control (orange)")
-    left.set_ylabel(f"{DATASETS[runs[0].get('dataset', 'cifar100')]['name']} test accuracy (%)")
-    right.set_title("Validation accuracy after each dendrite addition")
-    right.set_ylabel("best validation accuracy (%)")
-    if right.get_legend_handles_labels()[0]:
-        right.legend(fontsize=8, loc="lower right")
-    for axes in (left, right):
-        axes.set_xlabel("parameters (millions)")
+    with_macs = all(run.get("macs") for run in runs)
+    figure, panels = plt.subplots(1, 3 if with_macs else 2, figsize=(18 if with_macs else 12, 5.5),
+                                  layout="constrained")  # room for the two-line title above the panels' own
+    rows = aggregate(runs)
+    accuracy_panel(panels[0], rows, "params", "parameters (millions)")
+    frontier_panel(panels[0], runs, rows, frontier)
+    if with_macs:
+        accuracy_panel(panels[1], rows, "macs", "multiply-accumulates per image, inference (millions)")
+        panels[1].set_title("Test accuracy against compute per image", fontsize=10)
+    cycles_panel(panels[-1], curves, rows, headline_entries)
+    panels[0].set_title("Test accuracy against parameters:\nbaselines (blue), dendrites (green), controls (orange)",
+                        fontsize=10)
+    for axes in panels[:-1]:
+        axes.set_ylabel(f"{DATASETS[runs[0].get('dataset', 'cifar100')]['name']} test accuracy (%)")
+    for axes in panels:
         axes.grid(alpha=0.3)
         axes.margins(x=0.2, y=0.2)
-    if headline_entries:  # the question first: the first dendritic run against the first larger network
-        e = headline_entries[0]
-        share = e["gap_closed"]
-        closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]"
-        figure.suptitle(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
-                        f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}", fontsize=11)
+        axes.autoscale_view()
+        place_labels(axes)
+    figure.suptitle(figure_title(headline_entries, frontier), fontsize=11)
+    separate_labels(figure)
     return figure
 
 
+PER_SEED = {"params": "param_counts", "macs": "mac_counts"}  # aggregate's mean -> its per-seed values
+
+
+def accuracy_panel(axes, rows, key, label):
+    """Test accuracy against rows' key (params or macs, per image): each seed a dot, the mean with its sd."""
+    for row in rows:
+        colour, x = run_colour(row), row[key] / 1e6
+        axes.scatter([value / 1e6 for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
+        sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
+        axes.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
+        add_label(axes, x, row["test_accuracy"], row["name"])
+    axes.set_xlabel(label)
+
+
+def frontier_panel(axes, runs, rows, frontier):
+    """Each family's width frontier through its members' means (straight in log-parameters), and a
+    dotted line from each dendritic run's mean down or up to the frontier at its parameters."""
+    families = {family_of(run["name"]) for run in runs if baseline_width(run["name"])}
+    drawn = False
+    for family in sorted(families):
+        line = family_frontier(runs, family)
+        if line is None:
+            continue
+        params = np.geomspace(*line.params_range, 100)
+        axes.plot(params / 1e6, [line.accuracy_at(p) for p in params], "-", color="tab:blue", alpha=0.5,
+                  linewidth=1.5, zorder=1, label=f"{family} width frontier (mean over seeds)")
+        drawn = True
+    for e in frontier:
+        at = next((row for row in rows if row["name"] == e["run"]), None)
+        if e["of_means"] is not None and at:
+            axes.plot([e["params"] / 1e6] * 2, [at["test_accuracy"], at["test_accuracy"] - e["of_means"]], ":",
+                      color="tab:green", zorder=1)
+    if drawn:
+        from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
+
+        axes.set_xscale("log")
+        for axis in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):  # 20, not 2 x 10^1
+            axis(FuncFormatter(lambda value, _: f"{value:g}"))
+        axes.legend(fontsize=8, loc="lower right")
+
+
+def cycles_panel(axes, curves, rows, headline_entries):
+    """Best validation accuracy per cycle of each dendritic run (green) and its control (orange), a line
+    per seed, and the validation accuracy of each larger network the headline asks about (dashed)."""
+    labelled = set()
+    for curve in curves:
+        xs, ys = zip(*curve["points"])
+        colour = RUN_COLOURS[curve["kind"]]
+        seeds = len({c["seed"] for c in curves if c["run"] == curve["run"]})
+        label = None if curve["run"] in labelled else f"{curve['run']}, each of {seeds} seed(s)"
+        labelled.add(curve["run"])
+        # The control as a wide band under the dendritic run's thin line: where they agree, both stay visible.
+        style = dict(linewidth=5, alpha=0.35, zorder=2) if curve["kind"] == "control" else dict(linewidth=1.2, zorder=3)
+        axes.plot(xs, ys, "-o", color=colour, markersize=4, label=label, **style)
+    by_name = {row["name"]: row for row in rows}
+    for target in dict.fromkeys(e["against"] for e in headline_entries if e["against"] in by_name):
+        if by_name[target]["dendritic"] or target.endswith("_continued"):
+            continue
+        axes.axhline(by_name[target]["val_accuracy"], color="tab:gray", linestyle="--", linewidth=1)
+        axes.annotate(f"{target} (its validation accuracy)", (0.02, by_name[target]["val_accuracy"]),
+                      xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 3), fontsize=8,
+                      color="tab:gray")
+    axes.set_title("Best validation accuracy in each cycle:\ndendrites (green) against equal training (orange)",
+                   fontsize=10)
+    axes.set_xlabel("dendrites the dendritic run trained with (the control: the same cycles, none)")
+    axes.set_ylabel("best validation accuracy in the cycle (%)")
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    if curves:
+        axes.legend(fontsize=8, loc="lower right")
+    else:
+        axes.text(0.5, 0.5, "no dendritic run with its cycles recorded", transform=axes.transAxes, ha="center")
+
+
+def add_label(axes, x, y, text):
+    """A run's name beside its point, placed by place_labels once the axes' limits are final."""
+    axes.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=9, gid="run label")
+
+
+def run_labels(axes):
+    return [text for text in axes.texts if text.get_gid() == "run label"]
+
+
+def place_labels(axes):
+    """Every run label inside the axes: to the left of its point in the right half, below it near the top."""
+    to_axes = axes.transData + axes.transAxes.inverted()
+    for label in run_labels(axes):
+        x, y = to_axes.transform(label.xy)
+        right_half, near_top = x > 0.55, y > 0.9
+        label.set_horizontalalignment("right" if right_half else "left")
+        label.set_verticalalignment("top" if near_top else "bottom")
+        label.set_position((-7 if right_half else 7, -4 if near_top else 4))
+        label.set_in_layout(False)  # the layout makes room for the axes, not for labels inside them
+
+
+def separate_labels(figure):
+    """Labels that would overprint one another stacked downwards, the highest first, in the figure's
+    final layout (drawn once to measure them)."""
+    figure.canvas.draw()
+    renderer, points_per_pixel = figure.canvas.get_renderer(), 72 / figure.dpi
+    for axes in figure.axes:
+        placed = []
+        for label in sorted(run_labels(axes), key=lambda label: -label.get_window_extent(renderer).y1):
+            box = label.get_window_extent(renderer)
+            for other in placed:
+                if box.overlaps(other):
+                    x, y = label.get_position()
+                    label.set_position((x, y - (box.y1 - other.y0 + 2) * points_per_pixel))
+                    box = label.get_window_extent(renderer)
+            placed.append(box)
+
+
+def figure_title(headline_entries, frontier):
+    """The question first: the first dendritic run against the first larger network, and against the width frontier."""
+    lines = []
+    if headline_entries:
+        e = headline_entries[0]
+        share = e["gap_closed"]
+        closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]"
+        lines.append(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
+                     f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}")
+    for e in frontier[:1]:
+        if e["difference"] is not None:
+            interval = f", 95% interval [{e['low']:+.2f}, {e['high']:+.2f}]" if e["low"] is not None else ""
+            lines.append(f"{e['run']} − the {e['family']} width frontier at equal parameters: "
+                         f"{e['difference']:+.2f} points{interval}")
+    return "\n".join(lines)
+
+
 def write_report(results_dir, runs, run_dirs):
-    """summary.json (the runs, the headline question answered, every other difference), summary.md
-    and comparison.png for these runs; run_dirs: {(run name, seed): its folder}. Returns the summary."""
-    summary = {"runs": runs, "headline": headline(runs, run_dirs), "comparisons": compare_runs(runs, run_dirs)}
+    """summary.json (the runs, the headline question answered, the width frontier, every other
+    difference, the cycle-by-cycle validation of each dendritic run and its control), summary.md and
+    comparison.png for these runs; run_dirs: {(run name, seed): its folder}. Returns the summary."""
+    summary = {"runs": runs, "headline": headline(runs, run_dirs), "frontier": frontier_entries(runs, run_dirs),
+               "comparisons": compare_runs(runs, run_dirs), "cycles": cycle_curves(runs, run_dirs)}
     write_json(os.path.join(results_dir, "summary.json"), summary)
     redraw_report(results_dir)
     return summary
@@ -421,7 +722,8 @@ def redraw_report(results_dir):
     summary = read_json(os.path.join(results_dir, "summary.json"))
     if not summary or not summary.get("runs"):
         raise ExperimentError(f"{results_dir}/summary.json is missing or empty: run the experiment first")
-    headline_entries = summary.get("headline", [])
+    headline_entries, frontier = summary.get("headline", []), summary.get("frontier", [])
     write_atomic(os.path.join(results_dir, "summary.md"),
-                 summary_markdown(summary["runs"], headline_entries, summary.get("comparisons", [])))
-    save_figure(comparison_figure(summary["runs"], headline_entries), os.path.join(results_dir, "comparison.png"))
+                 summary_markdown(summary["runs"], headline_entries, summary.get("comparisons", []), frontier))
+    save_figure(comparison_figure(summary["runs"], headline_entries, frontier, summary.get("cycles", [])),
+                os.path.join(results_dir, "comparison.png"))

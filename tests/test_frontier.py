@@ -4,6 +4,7 @@ import math
 import pytest
 
 from dendritic_experiment import frontier
+from dendritic_experiment.utils import ExperimentError
 
 # A family of three widths, parameters 1M, 4M, 16M: each step is x4, so log-linear interpolation puts
 # 2M halfway between the first two members and 8M halfway between the last two.
@@ -71,3 +72,9 @@ def test_a_seed_outside_its_frontier_is_left_out_not_extrapolated():
     assert distance["low"] is None and distance["high"] is None and not distance["distinguishable"]
     # the mean of every seed (63.5 at 11M) lies inside the mean frontier, between 4M and 16M
     assert distance["of_means"] == pytest.approx(63.5 - (66.0 + 5.0 * math.log(11 / 4) / math.log(4)))
+
+
+def test_two_members_of_the_same_size_are_refused_by_name():
+    same_size = runs() + [dict(name="resnet18_w1.01", seed=0, params=1e6, test_accuracy=60.0)]
+    with pytest.raises(ExperimentError, match="resnet18, resnet18_w1.01 have the same parameter count"):
+        frontier.family_frontier(same_size, "resnet18")

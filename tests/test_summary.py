@@ -1,9 +1,10 @@
-"""summary.json and summary.md recomputed from their runs: each difference's sign and pairing by
-seed, the order of the gap share's arguments, and the words the verdict uses."""
+"""summary.json and summary.md recomputed from a small synthetic table of runs, every expected number
+computed by hand (in the comments) rather than by the functions under test: each difference's
+sign and pairing by seed, 2 and 3 seeds, the sd column, the share of error removed, the gap
+share's arguments, how many seeds a difference needs, and the words the verdict uses."""
 import pytest
 
 from dendritic_experiment import report
-from dendritic_experiment.intervals import seed_interval, seed_ratio_interval
 
 SEEDS = (0, 1, 2)
 # Test accuracy by seed. The seeds differ by far more than the runs within a seed, so that a
@@ -17,37 +18,55 @@ ACCURACY = {
 }
 PARAMS = {"resnet18": 11.2e6, "resnet34": 21.3e6, "resnet18_dendritic": 12.4e6, "resnet18_continued": 11.2e6,
           "resnet34_continued": 21.3e6}
+T_975 = {1: 12.706, 2: 4.303}  # Student's t, two-sided 95%, by degrees of freedom (a printed table)
 
 
-def runs():
+def runs(seeds=SEEDS):
     return [dict(name=name, model=name.split("_")[0], dendritic=name.endswith("_dendritic"), seed=seed,
                  test_accuracy=accuracies[seed], val_accuracy=accuracies[seed] - 1, params=PARAMS[name],
-                 dendrites=int(name.endswith("_dendritic")), epochs=10, start="baseline",
-                 architectures=[(11.2e6, 50.0 + seed), (12.4e6, 51.0 + seed)] if name.endswith("_dendritic") else None)
-            for seed in SEEDS for name, accuracies in ACCURACY.items()]
+                 dendrites=int(name.endswith("_dendritic")), epochs=10, start="baseline")
+            for seed in seeds for name, accuracies in ACCURACY.items()]
 
 
-def paired(a, b):
-    return [x - y for x, y in zip(ACCURACY[a], ACCURACY[b])]
+def interval(entry):
+    return entry["difference"], entry["low"], entry["high"]
 
 
-def test_the_headline_is_recomputed_from_the_runs_paired_by_seed():
-    entries = report.headline(runs(), run_dirs={})
-    assert [(e["run"], e["against"], e["small"]) for e in entries] == [
-        ("resnet18_dendritic", "resnet34", "resnet18"), ("resnet18_dendritic", "resnet34_continued", "resnet18_continued")]
-    for entry in entries:
-        difference, low, high = seed_interval(paired("resnet18_dendritic", entry["against"]))
-        assert (entry["difference"], entry["low"], entry["high"]) == pytest.approx((difference, low, high))
-        gap = seed_interval(paired(entry["against"], entry["small"]))
-        assert (entry["gap"]["difference"], entry["gap"]["low"], entry["gap"]["high"]) == pytest.approx(gap)
-        share = seed_ratio_interval(paired("resnet18_dendritic", entry["small"]), paired(entry["against"], entry["small"]))
-        closed = entry["gap_closed"]
-        assert share is None and closed is None or (closed["share"], closed["low"], closed["high"]) == pytest.approx(share)
-    below, above = entries
-    assert below["high"] < 0 and above["low"] > 0  # these numbers were chosen for a verdict each way
-    assert below["gap_closed"]["share"] == pytest.approx((1.0 + 1.5 + 0.5) / (3.0 + 3.6 + 2.4))  # mean gain / mean gap
-    text = report.summary_markdown(runs(), entries, report.compare_runs(runs(), run_dirs={}))
+def test_the_headline_against_hand_computed_intervals_paired_by_seed():
+    below, above = report.headline(runs(), run_dirs={})
+    assert (below["run"], below["against"], below["small"]) == ("resnet18_dendritic", "resnet34", "resnet18")
+    assert (above["against"], above["small"]) == ("resnet34_continued", "resnet18_continued")
+    # dendritic - resnet34 by seed: -2.0, -2.1, -1.9: mean -2, sd 0.1, half width 4.303 * 0.1 / sqrt(3) = 0.24844
+    assert interval(below) == pytest.approx((-2.0, -2.24844, -1.75156), abs=1e-4)
+    # dendritic - resnet34_continued: 1.0, 1.1, 0.9: mean 1, the same half width
+    assert interval(above) == pytest.approx((1.0, 0.75156, 1.24844), abs=1e-4)
+    # the gap resnet34 - resnet18: 3.0, 3.6, 2.4: mean 3, sd 0.6, half width 4.303 * 0.6 / sqrt(3) = 1.49060
+    assert interval(below["gap"]) == pytest.approx((3.0, 1.50940, 4.49060), abs=1e-4)
+    # the share: mean gain (1.0, 1.5, 0.5 -> 1) / mean gap (3): 1/3; Fieller's ends are where the
+    # paired t statistic of gain - r * gap is exactly t_975 (checked on the per-seed numbers here)
+    share = below["gap_closed"]
+    assert share["share"] == pytest.approx(1 / 3)
+    for r in (share["low"], share["high"]):
+        d = [(g - s) - r * (large - s) for g, s, large in
+             zip(ACCURACY["resnet18_dendritic"], ACCURACY["resnet18"], ACCURACY["resnet34"])]
+        mean = sum(d) / 3
+        sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
+        assert abs(mean) / (sd / 3 ** 0.5) == pytest.approx(T_975[2], rel=1e-6)
+    # the control's gap, resnet34_continued - resnet18_continued: -0.5, -0.1, -0.8: mean -0.467, sd 0.351,
+    # half width 0.872: the interval holds 0, so there is no gap to close
+    assert interval(above["gap"]) == pytest.approx((-0.46667, -1.33916, 0.40583), abs=1e-4)
+    assert above["gap_closed"] is None
+    text = report.summary_markdown(runs(), [below, above], report.compare_runs(runs(), run_dirs={}))
     assert "resnet18_dendritic is below resnet34." in text and "resnet18_dendritic is above resnet34_continued." in text
+    assert "**resnet18_dendritic − resnet34**: -2.00 points, 95% interval [-2.25, -1.75] (t interval over 3 seeds)" in text
+    assert "closes**: 33%, 95% interval" in text and "closes**: undefined: the gap itself" in text
+
+
+def test_two_seeds_use_t_with_one_degree_of_freedom():
+    below, _ = report.headline(runs(seeds=(0, 1)), run_dirs={})
+    # -2.0, -2.1: mean -2.05, sd 0.1 / sqrt(2) = 0.070711, half width 12.706 * 0.070711 / sqrt(2) = 0.6353
+    assert interval(below) == pytest.approx((-2.05, -2.6853, -1.4147), abs=1e-4)
+    assert below["method"] == "t interval over 2 seeds"
 
 
 def test_every_comparison_is_run_minus_against_paired_by_seed():
@@ -55,19 +74,53 @@ def test_every_comparison_is_run_minus_against_paired_by_seed():
     assert [(c["run"], c["against"]) for c in comparisons] == [
         ("resnet18_dendritic", "resnet18"), ("resnet18_continued", "resnet18"),
         ("resnet18_dendritic", "resnet18_continued")]
-    for c in comparisons:
-        assert (c["difference"], c["low"], c["high"]) == pytest.approx(seed_interval(paired(c["run"], c["against"])))
-        assert c["distinguishable"] == (c["low"] > 0 or c["high"] < 0)
+    # 1.0, 1.5, 0.5: mean 1, sd 0.5, half 4.303 * 0.5 / sqrt(3) = 1.24217 -> [-0.24217, 2.24217]
+    # 0.5, 0.5, 0.4: mean 0.46667, sd 0.057735, half 0.14343
+    # 0.5, 1.0, 0.1: mean 0.53333, sd 0.450925, half 1.12023
+    expected = [(1.0, -0.24217, 2.24217), (0.46667, 0.32324, 0.61010), (0.53333, -0.58690, 1.65357)]
+    for c, hand in zip(comparisons, expected):
+        assert interval(c) == pytest.approx(hand, abs=1e-4)
         assert c["method"] == "t interval over 3 seeds"
+    assert [c["distinguishable"] for c in comparisons] == [False, True, False]
 
 
-def test_the_table_and_the_picture_use_every_seed():
+def test_the_table_has_each_runs_mean_sd_seeds_and_error_removed():
     rows = {row["name"]: row for row in report.aggregate(runs())}
     dendritic = rows["resnet18_dendritic"]
-    assert dendritic["accuracies"] == list(ACCURACY["resnet18_dendritic"])
-    assert dendritic["accuracy_gained"] == pytest.approx(sum(paired("resnet18_dendritic", "resnet18")) / 3)
+    assert dendritic["accuracies"] == [61.0, 71.5, 80.5]
+    assert dendritic["test_accuracy"] == pytest.approx(71.0)
+    assert rows["resnet18"]["test_sd"] == pytest.approx(10.0)  # 60, 70, 80
+    assert dendritic["test_sd"] == pytest.approx(9.7596, abs=1e-4)  # deviations -10, 0.5, 9.5: sqrt(190.5 / 2)
+    assert dendritic["accuracy_gained"] == pytest.approx(1.0)  # 71 - 70
+    assert dendritic["error_removed"] == pytest.approx(1.0 / 30)  # of ResNet-18's 30 points of error
     assert dendritic["params_saved"] == pytest.approx(1 - 12.4 / 21.3)
-    figure = report.comparison_figure(runs(), report.headline(runs(), run_dirs={}))
-    right = figure.axes[1]
-    assert len([line for line in right.get_lines() if line.get_color() == "tab:green"]) == 3  # a curve per seed
-    assert "each of 3 seed(s)" in right.get_legend().get_texts()[0].get_text()
+    table = report.summary_markdown(runs(), [], [])
+    line = next(line for line in table.splitlines() if line.startswith("| resnet18_dendritic |"))
+    assert line.startswith("| resnet18_dendritic | 71.00 | 9.76 | 61.00, 71.50, 80.50 | 70.00 | 12.40 | n/a | 1 |")
+    assert "| +1.00 | 3.3% | 41.8% |" in line
+
+
+def test_the_table_gives_each_runs_compute_per_image():
+    with_macs = [dict(run, macs=556_000_000 + 1_000_000 * run["seed"]) for run in runs()]
+    line = next(line for line in report.summary_markdown(with_macs, [], []).splitlines()
+                if line.startswith("| resnet18 |"))
+    assert "| 11.20 | 557.0 | 0 |" in line  # 556, 557, 558 million: the mean
+
+
+def test_power_from_the_paired_differences():
+    dendritic_vs_baseline = report.compare_runs(runs(), run_dirs={})[0]["power"]
+    # differences 1.0, 1.5, 0.5: sd 0.5; resolved: 2.8 * 0.5 / sqrt(3) = 0.80829;
+    # seeds for 0.5: (2.8 * 0.5 / 0.5)^2 = 7.84 -> 8; for 0.3: (2.8 * 0.5 / 0.3)^2 = 21.8 -> 22
+    assert dendritic_vs_baseline["sd"] == pytest.approx(0.5)
+    assert dendritic_vs_baseline["resolves"] == pytest.approx(0.80829, abs=1e-5)
+    assert dendritic_vs_baseline["seeds_needed"] == {"0.5": 8, "0.3": 22}
+    assert dendritic_vs_baseline["sign_flip_p"] is None  # 3 seeds: no p below 0.25
+    # six seeds: subsets of (1, 2, 3, 4, 5, 6) flipped to minus reach |sum| >= 17 (the observed, with 2 flipped)
+    # when they sum to at most 2 or at least 19: 3 + 3 of 64 sign patterns
+    assert report.power([1.0, -2.0, 3.0, 4.0, 5.0, 6.0])["sign_flip_p"] == pytest.approx(6 / 64)
+    assert report.power([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])["sign_flip_p"] == pytest.approx(0.03125)
+    assert report.power([1.0, 2.0, 3.0, 4.0, 5.0])["sign_flip_p"] is None and report.power([1.0]) is None
+    text = report.summary_markdown(runs(), [], report.compare_runs(runs(), run_dirs={}))
+    assert ("- **resnet18_dendritic − resnet18**: per-seed differences have sd 0.50 points; these 3 seeds resolve "
+            "about ±0.81 points; seeds needed for ±0.5 points about 8, ±0.3 points about 22. (An exact sign-flip "
+            "test needs 6 or more seeds to reach p < 0.05: its smallest p at 3 seeds is 0.25.)") in text
