@@ -14,8 +14,9 @@ and resnet18_w1.125 trained from scratch for 10 + --cycle epochs, as long as the
 trained in all (a frontier of 10-epoch baselines would credit the dendrites with the cycle's extra
 epochs; the control measures those). The frontier's math is frontier.py's, compute costs.py's.
 
-Writes OUT/study.md: per arm, dendritic - control and dendritic - frontier at equal parameters (test
-accuracy, mean and 95% t interval over seeds), parameters and multiply-accumulates per image that one
+Writes OUT/study.md: per arm, dendritic - control, dendritic - frontier at equal parameters and control -
+frontier (what the warm start and the restarted schedule alone cost or gave; test accuracy, mean and
+95% t interval over seeds; a frontier run not finished yet is left out and said so), parameters and multiply-accumulates per image that one
 dendrite adds, the dendrites' share of their layers' output variance after 4 epochs and at the end,
 seconds per epoch. Every run goes through main.py, one CPU thread each; finished runs are reused
 when run again, and every run stays in OUT (--table-only recomputes the table without training).
@@ -143,9 +144,19 @@ def frontier_runs(out, seeds):
     runs = []
     for name in FRONTIER:
         for seed in seeds:
+            if not os.path.exists(os.path.join(frontier_folder(out, name, seed), run_folder(name, seed), "result.json")):
+                continue  # not finished (yet): the frontier is drawn from the members there are, and the table says so
             result, _ = finished(frontier_folder(out, name, seed), name, seed)
             runs.append(dict(name=name, seed=seed, params=result["params"], test_accuracy=result["test_accuracy"]))
     return runs
+
+
+def frontier_text(runs, run_name, seeds):
+    """run_name's distance to the width frontier at its own parameters (frontier.py), as a table cell."""
+    distance = distance_to_frontier(runs, run_name)
+    text = interval_text([distance["per_seed"][seed] for seed in distance["seeds"]]) if distance else "n/a"
+    outside = seeds - len(distance["seeds"]) if distance else seeds
+    return text + (f" ({outside} seed(s) outside the frontier)" if outside else "")
 
 
 def arm_row(out, name, seeds, frontier):
@@ -163,15 +174,14 @@ def arm_row(out, name, seeds, frontier):
         kept.append(f"{dendritic['dendrites']}d@{dendritic['epochs']}")
         dendritic_runs.append(dict(name="resnet18_dendritic", seed=seed, params=dendritic["params"],
                                    test_accuracy=dendritic["test_accuracy"]))
-    distance = distance_to_frontier(frontier + dendritic_runs, "resnet18_dendritic")
-    to_frontier = interval_text([distance["per_seed"][seed] for seed in distance["seeds"]]) if distance else "n/a"
-    outside = len(seeds) - len(distance["seeds"]) if distance else len(seeds)
-    if outside:
-        to_frontier += f" ({outside} seed(s) outside the frontier)"
+        dendritic_runs.append(dict(name="resnet18_continued", seed=seed, params=control["params"],
+                                   test_accuracy=control["test_accuracy"]))
+    to_frontier, control_to_frontier = (frontier_text(frontier + dendritic_runs, run, len(seeds))
+                                        for run in ("resnet18_dendritic", "resnet18_continued"))
     modules = dendrite_modules_of("resnet18", flags[flags.index("--dendrite-modules") + 1])
     layers = plain_layer_macs("resnet18", 100, 0.125)
     macs_added = dendritic_macs(layers, modules, 1) - sum(layers.values())
-    return (f"| {name} | {interval_text(test)} | {to_frontier} | {dendritic['params_per_dendrite']:,} | "
+    return (f"| {name} | {interval_text(test)} | {to_frontier} | {control_to_frontier} | {dendritic['params_per_dendrite']:,} | "
             f"{macs_added / 1e6:.2f}M ({macs_added / sum(layers.values()):.0%}) | {statistics.mean(share4):.2%} | "
             f"{statistics.mean(share_end):.2%} | {statistics.mean(s for s, _ in seconds):.1f} / "
             f"{statistics.mean(c for _, c in seconds):.1f} | {', '.join(kept)} |")
@@ -184,14 +194,19 @@ def report(out, seeds, cycle):
              "interval over seeds, paired by seed; the frontier: ResNet-18 at 0.875, 1 and 1.125 x the channels, "
              f"trained {BASELINE_EPOCHS + cycle} epochs from scratch, interpolated in log(parameters) at the "
              "dendritic run's own parameter count (frontier.py).", "",
-             "| arm | dendritic - control | dendritic - width frontier at equal parameters | parameters per dendrite | "
+             "| arm | dendritic - control | dendritic - width frontier at equal parameters | control - width frontier "
+             "(the warm start and restarted schedule alone) | parameters per dendrite | "
              "MACs per image per dendrite | share after 4 epochs | share at the end | s/epoch dendritic / control | "
              "kept (dendrites@epoch) per seed |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     lines += [arm_row(out, name, seeds, frontier) for name in ARMS]
     lines += ["", "| width frontier run | parameters | test accuracy per seed | mean |", "|---|---:|---|---:|"]
     for name in FRONTIER:
         members = [run for run in frontier if run["name"] == name]
+        if len(members) < len(seeds):
+            lines.append(f"| {name} | not finished for every seed: left out of the frontier where missing | | |")
+            if not members:
+                continue
         accuracies = [run["test_accuracy"] for run in members]
         lines.append(f"| {name} | {members[0]['params']:,} | {', '.join(f'{a:.2f}' for a in accuracies)} | "
                      f"{statistics.mean(accuracies):.2f} |")
