@@ -13,7 +13,7 @@ augment = True  # random crop with 4-pixel padding and horizontal flip, done in 
 cutout = 8  # side in pixels of the square blanked in each training image (DeVries 2017: 8 on CIFAR-100); 0 = off
 
 # --- runs ---
-experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model, <model>_dendritic, <model>_continued
+experiments = "resnet18,resnet34,resnet18_dendritic"  # comma list of runs: a model, <model>_dendritic, <model>_continued, <model>_w<multiple> (a baseline at another width: resnet18_w1.25)
 results_dir = "results"  # one folder per run, plus summary.json, summary.md, comparison.png
 run_name = ""  # when set, this invocation's runs and summary go to results_dir/run_name/ (e.g. a "baseline mode" study)
 retrain = False  # train every run again even when a finished result with the same settings exists
@@ -48,7 +48,13 @@ gpus_per_run = 1.0  # with parallel_runs: the GPUs each run takes; 0.5 lets two 
 compile = False  # torch.compile each run's model, anew for every run and restructure; off until measured to pay on a GPU
 
 # --- dendrites (perforatedai) ---
-dendrite_modules = "auto"  # conv+bn pairs or linear layers (fc) that get dendrites; auto: models.AUTO_DENDRITE_MODULES
+# The library authors' ResNet recipe is these flags (README, "The library authors' ResNet recipe"; their
+# example examples/base_examples/resnet_knowledge_distillation/train_perforated_resnet_KD.py):
+#   --dendrite-modules layer4.0,layer4.1 (whole blocks of the last stage: their --convert-count 1)
+#   --dendrite-lr-multiplier 1 --dendrite-weight-decay 5e-4 (one optimizer: dendrites learn as the network)
+#   --dendrite-init-scale 0.1 --dendrite-activation relu --dendrite-lr 1.0 (every optimizer after the first at
+#   10 x its rate: 10 x --lr) --switch-mode history --history-epochs 40 --max-dendrites 5 --dendrite-min-gain 0
+dendrite_modules = "auto"  # conv+bn pairs, linear layers (fc) or residual blocks (layer3.0) that get dendrites; auto: models.AUTO_DENDRITE_MODULES
 max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
 switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)

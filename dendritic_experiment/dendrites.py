@@ -13,6 +13,12 @@ checks each internal by name):
 - A BatchNorm next to a wrapped convolution stops in the debugger ("norm layer not accounted
   for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`; a linear layer (the
   classifier) is wrapped alone, and the library finds its output's layout (batch x features) itself.
+  A residual block is wrapped whole too (`PAISequential([block])`): the library converts a wrapped
+  module as one unit without looking inside, so the norm layers inside the block need nothing, and
+  its dendrite is a copy of the whole block, shortcut included, added to the block's output (after
+  its last ReLU). That is where the library authors' ResNet example puts dendrites
+  (examples/base_examples/resnet_knowledge_distillation/train_perforated_resnet_KD.py in
+  PerforatedAI/PerforatedAI: `append_module_names_to_perforate(["BasicBlock", "Bottleneck"])`).
 - Dendrites are trained by ordinary gradient descent, jointly with the network. The correlation-
   trained Perforated Backpropagation is the paid perforatedbp add-on: when it is importable, the
   library's globals module imports perforatedbp.globals_pbp at import, prints "Building dendrites with
@@ -113,10 +119,13 @@ class DendriteTracker:
         GPA, UPA = library()
         self.GPA, self.UPA, self.run_dir, self.settings = GPA, UPA, run_dir, settings
         self.fixed_cycles = settings.switch_mode == "fixed"
-        for name in module_names:  # a conv+bn pair (models.ConvBN) with its norm, or a linear layer alone
+        for name in module_names:
             module = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, GPA.PAISequential(list(module.children()) or [module]))
+            # A conv+bn pair (models.ConvBN, a Sequential) becomes the library's sequential of the two; a
+            # linear layer or a residual block goes in whole, so that its dendrite copies the whole block.
+            parts = list(module) if isinstance(module, torch.nn.Sequential) else [module]
+            setattr(model.get_submodule(parent_name), child, GPA.PAISequential(parts))
         configure(library_settings(), settings, device)
         os.makedirs(run_dir, exist_ok=True)
         if not resuming:

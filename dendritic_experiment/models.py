@@ -2,11 +2,16 @@
 
     python dendritic_experiment/models.py    # every model, layer by layer, with its parameter count
 
-Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is the unit that can
+Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is one unit that can
 get dendrites: perforatedai needs each norm layer wrapped together with the layer it follows
-(dendrites.py does the wrapping). A linear layer (the classifier) can get them too.
+(dendrites.py does the wrapping). A linear layer (the classifier) can get them too, and so can a
+whole residual block (`layer3.0`), as the library authors' ResNet example places them.
+
+A model name may carry a width multiple: `resnet18_w1.25` is ResNet-18 with every channel count
+times 1.25 (on top of the --width setting), a baseline of the width frontier (frontier.py).
 """
 import os
+import re
 import sys
 
 import torch
@@ -61,6 +66,9 @@ class Bottleneck(nn.Module):
     def forward(self, x):
         out = F.relu(self.conv2(F.relu(self.conv1(x))))
         return F.relu(self.conv3(out) + self.shortcut(x))
+
+
+RESIDUAL_BLOCKS = (BasicBlock, Bottleneck)  # a ResNet's blocks: units a dendrite can copy whole
 
 
 class ResNet(nn.Module):
@@ -131,8 +139,9 @@ class CompactNet(nn.Module):
         return torch.flatten(self.head(F.adaptive_avg_pool2d(x, 1)), 1)
 
 
-# Model name -> constructor(num_classes, width). Run names are these, plus "_dendritic" or "_continued".
-# width multiplies every channel count (1: the standard network); see channels().
+# Model name -> constructor(num_classes, width). Run names are these, plus "_dendritic" or "_continued",
+# or a width multiple "_w<multiple>" (a baseline only: model_and_width). width multiplies every channel
+# count (1: the standard network); see channels().
 MODELS = {
     "resnet18": lambda num_classes, width: ResNet([2, 2, 2, 2], num_classes, channels(RESNET_WIDTHS, width)),
     "resnet34": lambda num_classes, width: ResNet([3, 4, 6, 3], num_classes, channels(RESNET_WIDTHS, width)),
@@ -160,19 +169,35 @@ def channels(widths, width):
     return scaled
 
 
+WIDTH_MARK = re.compile(r"^(?P<model>[a-z0-9]+)_w(?P<multiple>\d+(\.\d+)?)$")  # resnet18_w1.25
+
+
+def model_and_width(name):
+    """(model, width multiple) of a model name: 'resnet18' -> ('resnet18', 1.0), 'resnet18_w1.25' ->
+    ('resnet18', 1.25); None when the name is neither a model nor a model at a positive multiple."""
+    if name in MODELS:
+        return name, 1.0
+    match = WIDTH_MARK.match(name)
+    if match and match["model"] in MODELS and float(match["multiple"]) > 0:
+        return match["model"], float(match["multiple"])
+    return None
+
+
 def build_model(name, num_classes=100, width=1.0):
-    return MODELS[name](num_classes, width)
+    """The model a name means (a width multiple in the name multiplies width)."""
+    model, multiple = model_and_width(name)
+    return MODELS[model](num_classes, width * multiple)
 
 
 def dendrite_modules_of(model_name, setting):
-    """The conv+bn names a dendrite_modules setting means for this model."""
+    """The module names (conv+bn pairs, linear layers, residual blocks) a dendrite_modules setting means for this model."""
     return split_list(AUTO_DENDRITE_MODULES.get(model_name, "") if setting == "auto" else setting)
 
 
 def dendrite_slots(model):
-    """Names of the layers that can get dendrites, in model order: every conv+bn pair and linear layer
-    (the ResNets' classifier, fc)."""
-    return [name for name, module in model.named_modules() if isinstance(module, (ConvBN, nn.Linear))]
+    """Names of the modules that can get dendrites, in model order: every conv+bn pair, linear layer
+    (the ResNets' classifier, fc) and residual block (a ResNet's layer3.0: the dendrite copies the whole block)."""
+    return [name for name, module in model.named_modules() if isinstance(module, (ConvBN, nn.Linear) + RESIDUAL_BLOCKS)]
 
 
 def layer_table(model, input_shape=(1, 3, 32, 32)):

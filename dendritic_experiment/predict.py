@@ -30,7 +30,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 
 from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
 from dendritic_experiment.dendrites import DendriteTracker, LibraryInUse, to_device, use_activation  # noqa: E402
-from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of  # noqa: E402
+from dendritic_experiment.models import build_model, dendrite_modules_of, model_and_width  # noqa: E402
 from dendritic_experiment.settings import DENDRITE_SETTINGS, pick_device, valid_device_name  # noqa: E402
 from dendritic_experiment.utils import ExperimentError, read_json, run_cli  # noqa: E402
 
@@ -100,7 +100,7 @@ def read_result(run_dir):
                               "(main.py writes result.json when the run ends)")
     settings = result.get("settings") if isinstance(result, dict) else None
     needed = DENDRITE_SETTINGS if isinstance(settings, dict) and result.get("dendritic") else ()
-    if (not isinstance(settings, dict) or result.get("model") not in MODELS or result.get("dataset") not in DATASETS
+    if (not isinstance(settings, dict) or model_and_width(str(result.get("model"))) is None or result.get("dataset") not in DATASETS
             or not result.get("classes") or any(key not in settings for key in needed)):
         raise ExperimentError(f"{path} does not describe a finished run of this project (model, dataset, classes "
                               "or settings missing or unknown): run main.py again to rewrite it")

@@ -13,7 +13,7 @@ import torch
 from dendritic_experiment import config
 from dendritic_experiment.data import DATASETS
 from dendritic_experiment.dendrites import ACTIVATIONS
-from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of, dendrite_slots
+from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of, dendrite_slots, model_and_width
 from dendritic_experiment.utils import ExperimentError, split_list
 
 # ---------------------------------------------------------------------------------------------
@@ -227,12 +227,19 @@ def check_parallel_runs(settings):
 
 
 def check_runs(settings):
-    """--experiments names known runs, --seeds whole numbers, --width leaves every layer a channel,
-    --dendrite-modules real conv+bn pairs or linear layers."""
+    """--experiments names known runs (a width variant only as a baseline), --seeds whole numbers, --width
+    leaves every layer a channel, --dendrite-modules real conv+bn pairs, linear layers or residual blocks,
+    none inside another."""
     runs = split_list(settings.experiments)
-    valid_runs = [model + suffix for model in MODELS for suffix in ("", "_dendritic", "_continued")]
-    if not runs or any(run not in valid_runs for run in runs):
-        refuse(settings, "experiments", f"use a comma list of {', '.join(valid_runs)}")
+    examples = [model + suffix for model in MODELS for suffix in ("", "_dendritic", "_continued")]
+    if not runs or any(model_and_width(split_run_name(run)[0]) is None for run in runs):
+        refuse(settings, "experiments", f"use a comma list of {', '.join(examples)}, or a baseline at another width "
+               "such as resnet18_w1.25 (every channel count x 1.25)")
+    for run in runs:
+        model, kind = split_run_name(run)
+        if kind != "baseline" and model not in MODELS:
+            refuse(settings, "experiments", f"{run}: a width variant is a baseline of the width frontier only; "
+                   f"use {model_and_width(model)[0]}_{kind} (or change --width for the whole experiment)")
     if any(split_run_name(run)[1] == "continued" for run in runs) and not settings.warm_start:
         refuse(settings, "experiments", "a _continued control needs --warm-start (it continues the baseline)")
     if not re.fullmatch(r"\d+(,\d+)*", settings.seeds.replace(" ", "")):
@@ -250,8 +257,12 @@ def check_runs(settings):
         slots = dendrite_slots(model)
         chosen = dendrite_modules_of(model_name, settings.dendrite_modules)
         if not chosen or any(name not in slots for name in chosen):
-            refuse(settings, "dendrite_modules", f"use auto or name conv+bn pairs or linear layers of {model_name}: "
-                   f"{', '.join(slots)}")
+            refuse(settings, "dendrite_modules", f"use auto or name conv+bn pairs, linear layers or residual blocks "
+                   f"of {model_name}: {', '.join(slots)}")
+        nested = [(outer, inner) for outer in chosen for inner in chosen if inner.startswith(outer + ".")]
+        if nested:
+            refuse(settings, "dendrite_modules", f"{nested[0][1]} is inside {nested[0][0]}: name the block or its "
+                   "layers, not both")
 
 
 # ---------------------------------------------------------------------------------------------

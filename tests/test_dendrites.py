@@ -115,3 +115,32 @@ def test_a_dendrite_is_kept_only_when_its_cycle_gains_more_than_the_threshold(ne
         assert [score for _, score in architecture_scores(dendrites.run_dir, dendrites.settings)] == pytest.approx([50.0, 50.8])
     else:  # removed, the baseline's model back, and the run ends
         assert dendrites.dendrite_count == 0 and complete and tag not in (1, 2, 3)
+
+
+def test_a_blocks_dendrite_is_a_copy_of_the_whole_block_added_to_its_output(tiny, tmp_path):
+    """As the library authors place them on ResNets: the dendrite copies the whole residual block
+    (both convolutions, their BatchNorms and the projection shortcut), and the block's output becomes
+    block(x) + scale * act(copy(x)), by hand here."""
+    from dendritic_experiment.dendrites import DendriteTracker
+    from dendritic_experiment.models import BasicBlock, build_model
+    from dendritic_experiment.settings import parse_settings
+
+    settings = parse_settings(["--dendrite-modules", "layer3.0", "--dendrite-init-scale", "0.5", "--max-dendrites", "2"])
+    with DendriteTracker(build_model("resnet18", width=settings.width), ["layer3.0"], settings, str(tmp_path / "run"),
+                         "cpu") as dendrites:
+        new_optimizer(dendrites)
+        dendrites.learn_shapes(IMAGES[:2], torch.tensor([1, 2]))
+        dendrites.start_from_baseline(50.0, 50.0)
+        block = dendrites.model.get_submodule("layer3.0")
+        (main,), (copy,) = block.main_module.model, block.dendrite_module.layers[0].model
+        assert isinstance(main, BasicBlock) and isinstance(copy, BasicBlock) and copy is not main
+        assert {name for name, _ in copy.named_parameters()} == {name for name, _ in main.named_parameters()}
+        assert "shortcut.0.weight" in dict(copy.named_parameters())
+        assert 0.4 < float(copy.conv2[0].weight.detach().std()) < 0.6  # drawn anew as 0.5 * N(0, 1)
+        with torch.no_grad():
+            scale = torch.linspace(-1, 1, block.dendrites_to_top[-1].shape[1])
+            block.dendrites_to_top[-1][0].copy_(scale)
+            x = torch.randn(4, 16, 8, 8)
+            block.eval()
+            expected = main(x) + scale.view(1, -1, 1, 1) * torch.tanh(copy(x))
+            assert torch.allclose(block(x), expected, atol=1e-6)

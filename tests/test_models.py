@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -5,7 +6,7 @@ import pytest
 import torch
 
 from dendritic_experiment.models import (AUTO_DENDRITE_MODULES, MODELS, build_model, dendrite_modules_of,
-                                         dendrite_slots, layer_table)
+                                         dendrite_slots, layer_table, model_and_width)
 
 from helpers import PACKAGE
 
@@ -70,3 +71,35 @@ def test_a_width_that_leaves_a_layer_without_channels_is_refused(width, message,
     assert main.cli(["--width", str(width), "--results-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: --width {width} is not allowed") and message in error
+
+
+def test_a_width_variant_has_the_parameters_of_a_hand_count():
+    """resnet18_w2 at --width 0.125: ResNet-18 at a quarter of the channels, 16/32/64/128, counted by hand
+    (a 3x3 conv: in x out x 9, a 1x1 projection: in x out, each BatchNorm: 2 x out):
+    stem 3*16*9 + 32 = 464; layer1 2 x 2 x (16*16*9 + 32) = 9,344; layer2 (16*32*9 + 64) + (32*32*9 + 64)
+    + (16*32 + 64) + 2 x (32*32*9 + 64) = 33,088; layer3 likewise 57,728 + 73,984 = 131,712; layer4
+    230,144 + 295,424 = 525,568; fc 128*100 + 100 = 12,900. Total 713,076."""
+    assert sum(p.numel() for p in build_model("resnet18_w2", 100, width=0.125).parameters()) == 713_076
+    assert model_and_width("resnet18_w1.25") == ("resnet18", 1.25) and model_and_width("compactnet") == ("compactnet", 1.0)
+    for name in ("resnet18_w", "resnet18_w0", "resnet18_wide", "resnet99_w1.5", "resnet18_w1.5_dendritic"):
+        assert model_and_width(name) is None, name
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--experiments", "resnet18_w1.25_dendritic"], "a width variant is a baseline of the width frontier only; use resnet18_dendritic"),
+    (["--experiments", "resnet18_wide"], "or a baseline at another width such as resnet18_w1.25"),
+    (["--dendrite-modules", "layer3.0,layer3.0.conv2"], "layer3.0.conv2 is inside layer3.0: name the block or its layers"),
+    (["--dendrite-modules", "layer3"], "residual blocks of resnet18: stem, layer1.0, layer1.0.conv1"),
+])
+def test_a_width_variant_with_dendrites_or_modules_inside_others_are_refused(flags, message):
+    from dendritic_experiment.settings import parse_settings
+    from dendritic_experiment.utils import ExperimentError
+
+    with pytest.raises(ExperimentError, match=re.escape(message)):
+        parse_settings(flags)
+
+
+def test_residual_blocks_are_dendrite_slots():
+    slots = dendrite_slots(build_model("resnet18"))
+    assert {"layer3.0", "layer3.1", "layer4.1"} <= set(slots) and "layer3" not in slots
+    assert "layer3.0" in dendrite_slots(build_model("resnet50"))

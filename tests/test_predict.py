@@ -164,23 +164,33 @@ def test_an_image_that_cannot_be_read_is_one_line_naming_it(results, tmp_path, c
     assert_refused_naming(image, predict.cli([str(results / "resnet18"), str(image)]), capsys)
 
 
-def test_a_dendrite_on_the_classifier_trains_is_saved_reloaded_and_predicts(tiny, data_dir, tmp_path):
+@pytest.mark.parametrize("module, params_per_dendrite, in_millions, copied", [
+    # a copy of fc (64 -> 100, with its bias), and its 100 output scales
+    ("fc", (64 * 100 + 100) + 100, "0.007", "fc.dendrite_module.layers.0.model.0.weight"),
+    # a copy of the whole block layer3.0 (16 -> 32 channels, stride 2): conv1 3x3 and its BatchNorm, conv2 3x3 and
+    # its BatchNorm, the 1x1 projection shortcut and its BatchNorm; and its 32 output scales
+    ("layer3.0", (16 * 32 * 9 + 2 * 32) + (32 * 32 * 9 + 2 * 32) + (16 * 32 + 2 * 32) + 32, "0.015",
+     "layer3.0.dendrite_module.layers.0.model.0.shortcut.0.weight"),
+])
+def test_a_dendrite_on_the_classifier_or_a_whole_block_trains_is_saved_reloaded_and_predicts(
+        tiny, data_dir, tmp_path, module, params_per_dendrite, in_millions, copied):
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), "--seeds", "0", "--val-split", "150",
                "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100", "--experiments", ",".join(RUNS),
-               "--dendrite-modules", "fc", "--dendrite-epochs", "2", "--max-dendrites", "1", "--dendrite-min-gain", "0",
+               "--dendrite-modules", module, "--dendrite-epochs", "2", "--max-dendrites", "1", "--dendrite-min-gain", "0",
                "--no-control"])
     run_dir = results / "resnet18_dendritic"
     result = json.loads((run_dir / "result.json").read_text())
     baseline = json.loads((results / "resnet18" / "result.json").read_text())
     assert result["dendrites"] == 1 and result["params"] == baseline["params"] + result["params_per_dendrite"]
-    assert result["params_per_dendrite"] == (64 * 100 + 100) + 100  # a copy of fc (64 -> 100), and its output scales
+    assert result["params_per_dendrite"] == params_per_dendrite
     assert float(read_history(run_dir)[-1]["dendrite_scale"]) > 0  # it trained
-    assert any(key.startswith("fc.dendrite_module.layers.0") for key in torch.load(run_dir / "model.pt")["model"])
+    assert copied in torch.load(run_dir / "model.pt")["model"]
     predictor = predict.Predictor.load(str(run_dir), device="cpu")
     test_images, _ = data.read_cifar_file(os.path.join(data_dir, "cifar-100-python", "test"))
     images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in test_images]
     top_1 = [predictor.classes.index(top[0][0]) for top in predictor.predict_batch(images, top_k=1)]
     saved = torch.load(run_dir / "test_predictions.pt", weights_only=True)["predicted"].tolist()
     assert sum(a != b for a, b in zip(top_1, saved)) <= 1
-    assert "| resnet18_dendritic |" in (results / "summary.md").read_text() and "| 0.007 |" in (results / "summary.md").read_text()
+    summary = (results / "summary.md").read_text()
+    assert "| resnet18_dendritic |" in summary and f"| {in_millions} |" in summary
