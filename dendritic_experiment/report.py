@@ -266,7 +266,9 @@ def frontier_entries(runs, run_dirs):
     weighs them. None of this without width variants (fewer than two members: no frontier)."""
     accuracies = Accuracies(runs, run_dirs)
     entries = []
-    for name in dict.fromkeys(run["name"] for run in runs if run["dendritic"]):
+    # The control too: a warm-started run trains its baseline's epochs and then its cycles, the frontier's
+    # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is the one to read beside it.
+    for name in dict.fromkeys(run["name"] for run in runs if run["dendritic"] or run["name"].endswith("_continued")):
         distance = distance_to_frontier(runs, name)
         if distance is None:
             continue
@@ -430,6 +432,10 @@ def frontier_lines(entries):
         lines.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
                      f"at equal parameters: {interval}.{outside} The frontier (mean over seeds, linear in "
                      f"log-parameters between its members): {members}.")
+    if any(e["run"].endswith("_continued") for e in entries):
+        lines.append("- A warm-started run trained its baseline's epochs and then its cycles, the frontier's baselines "
+                     "theirs only: read the dendritic run's distance beside its control's (the same extra epochs, no "
+                     "dendrites).")
     return ["## Dendrites or width: against the width frontier", "", *lines, ""] if lines else []
 
 
@@ -609,7 +615,7 @@ def frontier_panel(axes, runs, rows, frontier):
         at = next((row for row in rows if row["name"] == e["run"]), None)
         if e["of_means"] is not None and at:
             axes.plot([e["params"] / 1e6] * 2, [at["test_accuracy"], at["test_accuracy"] - e["of_means"]], ":",
-                      color="tab:green", zorder=1)
+                      color=run_colour(at), zorder=1)
     if drawn:
         from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
 

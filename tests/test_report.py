@@ -65,7 +65,10 @@ def written(tmp_path_factory):
 
 def test_the_dendritic_run_against_the_width_frontier_by_hand(written):
     results, summary = written
-    (entry,) = summary["frontier"]
+    entry, control = summary["frontier"]  # the control too: the same extra epochs as the run, no dendrites
+    assert (entry["run"], control["run"]) == ("resnet18_dendritic", "resnet18_continued")
+    # the control at 10M sits on resnet18's own point: 70.2 - 70, 71 - 71, 72.2 - 72
+    assert control["differences"] == pytest.approx([0.2, 0.0, 0.2])
     # each seed's frontier at 20M: (70 + 74) / 2, (71 + 74) / 2, (72 + 77) / 2 = 72, 72.5, 74.5;
     # run - frontier: 1.0, -0.5, 0.5: mean 1/3, sd 0.763763, half width 4.303 * 0.763763 / sqrt(3) = 1.89744
     assert entry["differences"] == pytest.approx([1.0, -0.5, 0.5])
@@ -78,6 +81,7 @@ def test_the_dendritic_run_against_the_width_frontier_by_hand(written):
     text = (results / "summary.md").read_text()
     assert ("**resnet18_dendritic (20.00M parameters)** is above the resnet18 width frontier by 0.33 points at equal "
             "parameters: 95% interval [-1.56, +2.23] (t interval over 3 seeds") in text
+    assert "read the dendritic run's distance beside its control's" in text
     assert text.index("## Dendrites or width") < text.index("## Every run")  # beside the question, before the table
     assert "- **resnet18_dendritic − the width frontier**: per-seed differences have sd 0.76 points" in text
     # its own wider variant is not one of the larger networks the headline asks about: the frontier answers that
@@ -92,7 +96,7 @@ def test_without_width_variants_there_is_no_frontier():
 
 def test_a_run_outside_the_frontier_is_said_to_be_so_not_extrapolated():
     beyond = [dict(run, params=50e6) if run["name"] == "resnet18_dendritic" else run for run in runs()]
-    (entry,) = report.frontier_entries(beyond, run_dirs={})
+    entry = report.frontier_entries(beyond, run_dirs={})[0]
     assert entry["difference"] is None and entry["outside_seeds"] == [0, 1, 2] and entry["power"] is None
     text = report.summary_markdown(beyond, [], [], [entry])
     assert ("**resnet18_dendritic (50.00M parameters)** lies outside the resnet18 width frontier (resnet18 10.00M "
