@@ -56,6 +56,7 @@ NOT_RESULT_MODULES = {
     "utils": "errors, locks and whole-file writes of the values it is given",
     "cluster": "where runs train (Ray)", "tracking": "logs finished runs to wandb",
     "report": "the report, made anew from the results every time", "intervals": "the report's intervals",
+    "frontier": "the report's width frontier", "costs": "the report's MACs per image, counted from a finished run's model",
     "main": "the command line", "predict": "a separate tool: predictions of a finished run",
     "benchmark": "a separate tool: timing", "projection": "a separate tool: a time estimate",
 }
