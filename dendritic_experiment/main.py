@@ -95,9 +95,10 @@ def main(argv=None):
             redraw_report(settings.results_dir)
             print(f"redrew {settings.results_dir}/summary.md and comparison.png", file=sys.stderr)
             return
-        # stdout is the summary's alone: anything else printed on it (a library's banner) goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            report_dir = run_experiment(settings)
+        # stdout is the summary's alone: the library's prints go to stderr where it is imported and called
+        # (dendrites.library, DendriteTracker.library_call). Not a redirect around the whole run: wandb's
+        # console capture, started inside one, lost the end of its run summary (tests/test_tracking.py).
+        report_dir = run_experiment(settings)
     with open(os.path.join(report_dir, "summary.md")) as f:
         print(f.read())
 
