@@ -70,7 +70,19 @@ class TrainingSetup:
 
     def place(self, model):
         """On the device in the chosen layout (perforatedai restructures undo channels_last)."""
+        if self.memory_format == torch.channels_last and self.device.type == "cpu" and crashes_in_channels_last(model):
+            print("channels_last is off for this run: on the CPU, torch crashes (double free) in the backward of a "
+                  "1x1 stride-2 convolution with fewer than 8 input channels in that layout", file=sys.stderr)
+            self.memory_format = torch.contiguous_format  # the same numbers (settings.NOT_RESULT_SETTINGS)
         return to_device(model, self.device, self.memory_format)
+
+
+def crashes_in_channels_last(model):
+    """Whether model has a convolution that torch's CPU backward cannot run in channels_last: a 1x1
+    stride-2 one with fewer than 8 input channels (torch 2.14.1 frees memory twice: an abort or a
+    segfault). A ResNet's projection shortcut is one below 8 channels in layer1 (--width x multiple < 0.125)."""
+    return any(isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.stride != (1, 1)
+               and module.in_channels < 8 for module in model.modules())
 
 
 def training_step(model, images, labels, optimizer, setup, scaler, generator=None):

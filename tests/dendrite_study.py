@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from dendritic_experiment.costs import dendritic_macs, plain_layer_macs
 from dendritic_experiment.frontier import distance_to_frontier
 from dendritic_experiment.intervals import seed_interval
-from dendritic_experiment.models import dendrite_modules_of, model_and_width
+from dendritic_experiment.models import dendrite_modules_of
 
 from fake_cifar import write_fake_cifar
 from helpers import PACKAGE, read_history, script_environment
@@ -109,12 +109,8 @@ def study(out, seeds, jobs, cycle):
                                   *flags], "main.log")
 
     def frontier_run(name, seed):
-        # torch 2.14.1 on a CPU crashes (double free, segfault) in the backward of a 1x1 stride-2 convolution
-        # with fewer than 8 input channels in channels_last: a ResNet's first projection shortcut below 8 x 8
-        # channels. The layout does not change the result (settings.NOT_RESULT_SETTINGS), so narrow runs go without it.
-        narrow = ["--no-channels-last"] if model_and_width(name)[1] < 1 else []
         main_run(frontier_folder(out, name, seed), data_dir,
-                 [f"--seeds={seed}", "--experiments", name, "--epochs", str(BASELINE_EPOCHS + cycle), *narrow], "main.log")
+                 [f"--seeds={seed}", "--experiments", name, "--epochs", str(BASELINE_EPOCHS + cycle)], "main.log")
 
     jobs_left = []
     for seed in seeds:  # seed by seed, so that a study cut short has whole seeds; in a seed the longest runs first

@@ -1,5 +1,7 @@
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from dendritic_experiment.settings import parse_settings
 from dendritic_experiment.train import TrainingSetup, network_group, training_step, warmup_cosine
 from dendritic_experiment.utils import read_csv
 
-from helpers import TINY_WIDTH, read_history, run_main
+from helpers import TINY_WIDTH, read_history, run_main, script_environment
 
 BASELINE_LEARNS = 8.0  # validation accuracy (%) the 3-epoch tiny baseline below beats: 13.0 measured (2-core CPU), less 5
 
@@ -33,6 +35,24 @@ def test_one_training_step_lowers_the_loss(tiny):
     before.backward()
     optimizer.step()
     assert loss().item() < before.item() - 0.01
+
+
+def test_a_network_narrower_than_8_channels_trains_on_the_cpu_in_its_default_layout(tmp_path):
+    """resnet18_w0.875 at --width 0.125: a 7-channel layer1, whose 1x1 stride-2 shortcut torch's CPU
+    backward cannot run in channels_last (an abort, which would take this test process with it)."""
+    step = ("import torch; from dendritic_experiment.settings import parse_settings; "
+            "from dendritic_experiment.models import build_model; "
+            "from dendritic_experiment.train import TrainingSetup, training_step; "
+            "setup = TrainingSetup(parse_settings([]), torch.device('cpu'), 'fp32'); "
+            "model = setup.place(build_model('resnet18_w0.875', width=0.125)); "
+            "optimizer = torch.optim.SGD(model.parameters(), lr=0.1); "
+            "loss, _ = training_step(model, torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.long), "
+            "optimizer, setup, setup.grad_scaler()); print(setup.memory_format, loss.item() > 0)")
+    process = subprocess.run([sys.executable, "-c", step], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                             env=script_environment())
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.split() == ["torch.contiguous_format", "True"]
+    assert "channels_last is off for this run" in process.stderr
 
 
 def test_schedule_warms_up_then_decays_to_zero():
