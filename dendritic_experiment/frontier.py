@@ -26,30 +26,21 @@ import math
 from dataclasses import dataclass
 
 from dendritic_experiment.intervals import seed_interval
+from dendritic_experiment.models import model_and_width
+from dendritic_experiment.settings import split_run_name
 from dendritic_experiment.utils import ExperimentError
-
-WIDTH_MARK = "_w"  # resnet18_w1.25: resnet18 with every channel count times 1.25
-
 
 def baseline_width(name):
     """(family, width multiple) of a baseline's run name, or None for any other run:
     'resnet18' -> ('resnet18', 1.0), 'resnet18_w1.25' -> ('resnet18', 1.25),
     'resnet18_dendritic' and 'resnet18_continued' -> None."""
-    family, mark, multiple = name.partition(WIDTH_MARK)
-    if "_" in family:
-        return None
-    if not mark:
-        return family, 1.0
-    try:
-        return family, float(multiple)
-    except ValueError:  # resnet18_wide_dendritic, or anything else that is not a number
-        return None
+    model, kind = split_run_name(name)
+    return model_and_width(model) if kind == "baseline" else None
 
 
 def family_of(name):
-    """The model a run belongs to: the part of its name before '_' ('resnet18_w1.25' and
-    'resnet18_dendritic' -> 'resnet18')."""
-    return name.split("_")[0]
+    """The model a run belongs to ('resnet18_w1.25' and 'resnet18_dendritic' -> 'resnet18')."""
+    return model_and_width(split_run_name(name)[0])[0]
 
 
 @dataclass(frozen=True)
@@ -99,12 +90,12 @@ def family_frontier(runs, family, seed=None):
             members.setdefault(run["name"], []).append(run)
     points = sorted((mean(run["params"] for run in member), mean(run["test_accuracy"] for run in member), name)
                     for name, member in members.items())
-    if len({params for params, _, _ in points}) < 2:
-        return None
-    if len({params for params, _, _ in points}) < len(points):
+    if len({params for params, _, _ in points}) < len(points):  # settings.check_runs refuses such a plan
         duplicated = sorted(name for params, _, name in points if [p for p, _, _ in points].count(params) > 1)
         raise ExperimentError(f"{', '.join(duplicated)} have the same parameter count, so they draw no width "
                               "frontier: list width variants whose channel counts differ in --experiments")
+    if len(points) < 2:
+        return None
     return Frontier(family, tuple(points))
 
 

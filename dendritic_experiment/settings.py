@@ -247,11 +247,17 @@ def check_runs(settings):
     if not 0 < settings.width <= 16:
         refuse(settings, "width", "use a multiple of the standard networks' channels above 0 and at most 16")
     dendritic_models = {split_run_name(run)[0] for run in runs if split_run_name(run)[1] == "dendritic"}
+    sizes = {}  # (family, parameters) -> its first model: two of one size draw no width frontier
     for model_name in sorted({split_run_name(run)[0] for run in runs}):
         try:
             model = build_model(model_name, width=settings.width)
         except ValueError as error:
             refuse(settings, "width", str(error))
+        same_size = sizes.setdefault((model_and_width(model_name)[0], sum(p.numel() for p in model.parameters())),
+                                     model_name)
+        if same_size != model_name:
+            refuse(settings, "experiments", f"{same_size} and {model_name} have the same parameter count at --width "
+                   f"{settings.width:g}, so they draw no width frontier: use width multiples whose channel counts differ")
         if model_name not in dendritic_models:
             continue
         slots = dendrite_slots(model)

@@ -78,3 +78,6 @@ def test_two_members_of_the_same_size_are_refused_by_name():
     same_size = runs() + [dict(name="resnet18_w1.01", seed=0, params=1e6, test_accuracy=60.0)]
     with pytest.raises(ExperimentError, match="resnet18, resnet18_w1.01 have the same parameter count"):
         frontier.family_frontier(same_size, "resnet18")
+    two_of_one_size = [run for run in same_size if run["name"] in ("resnet18", "resnet18_w1.01")]
+    with pytest.raises(ExperimentError, match="resnet18, resnet18_w1.01 have the same parameter count"):
+        frontier.family_frontier(two_of_one_size, "resnet18")  # not silently no frontier

@@ -90,6 +90,9 @@ def test_a_width_variant_has_the_parameters_of_a_hand_count():
     (["--experiments", "resnet18_wide"], "or a baseline at another width such as resnet18_w1.25"),
     (["--dendrite-modules", "layer3.0,layer3.0.conv2"], "layer3.0.conv2 is inside layer3.0: name the block or its layers"),
     (["--dendrite-modules", "layer3"], "residual blocks of resnet18: stem, layer1.0, layer1.0.conv1"),
+    # x 1.001 rounds every channel count back to resnet18's (512 x 0.125 x 1.001 = 64.06): one size twice
+    (["--width", "0.125", "--experiments", "resnet18,resnet18_w1.001,resnet18_w2"],
+     "resnet18 and resnet18_w1.001 have the same parameter count at --width 0.125, so they draw no width frontier"),
 ])
 def test_a_width_variant_with_dendrites_or_modules_inside_others_are_refused(flags, message):
     from dendritic_experiment.settings import parse_settings
