@@ -317,12 +317,16 @@ def clock(seconds):
 
 
 def reported_runs(settings, experiment, plan):
-    """(the result of every run --experiments names, for the report, {(name, seed): its folder})."""
-    names = run_names(settings)
+    """(the result of every run --experiments names and of the baselines they start from, for the
+    report, each with the dendritic run it repeats the cycles of when a control; {(name, seed): its folder})."""
+    # The baseline a named run starts from is trained anyway, and the headline compares with it: it goes first.
+    starts_from = {run.name: run.baseline.name for run in plan if run.baseline}
+    names = list(dict.fromkeys(name for run in run_names(settings) for name in (starts_from.get(run), run) if name))
     reported = [run for run in plan if run.name in names]
     reported.sort(key=lambda run: (run.seed, names.index(run.name)))
     from dendritic_experiment.costs import run_macs  # compute per image, counted from the settings each result holds
 
     runs = [dict({k: v for k, v in experiment.results[run].items() if k not in ("settings", "classes")},
-                 macs=run_macs(experiment.results[run])) for run in reported]
+                 macs=run_macs(experiment.results[run]), cycles_from=run.cycles_from and run.cycles_from.name)
+            for run in reported]
     return runs, {(run.name, run.seed): run.folder for run in reported}

@@ -221,7 +221,7 @@ def headline(runs, run_dirs):
         model = dendritic.removesuffix("_dendritic")
         for large in larger_networks(runs, model):
             entries.append(against_larger_baseline(accuracies, dendritic, model, large))
-            if large + "_continued" in names:
+            if repeats_cycles_of(runs, large + "_continued", dendritic):
                 entries.append(against_larger_control(accuracies, dendritic, model, large, names))
     return [entry for entry in entries if entry]
 
@@ -234,6 +234,14 @@ def larger_networks(runs, model):
         return []
     return [name for name in params if baseline_width(name) and family_of(name) != family_of(model)
             and params[name] > params[model]]
+
+
+def repeats_cycles_of(runs, control, dendritic):
+    """Whether control was run and trained as long as dendritic (repeating its cycles): with two
+    dendritic runs, resnet34_continued repeats resnet34_dendritic's, not resnet18_dendritic's.
+    (A summary.json from before cycles_from was recorded: assumed.)"""
+    sources = {run.get("cycles_from", dendritic) for run in runs if run["name"] == control}
+    return sources == {dendritic}
 
 
 def against_larger_baseline(accuracies, dendritic, model, large):
@@ -704,7 +712,7 @@ def figure_title(headline_entries, frontier):
         closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]"
         lines.append(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
                      f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}")
-    for e in frontier[:1]:
+    for e in [e for e in frontier if e["run"].endswith("_dendritic")][:1]:
         if e["difference"] is not None:
             interval = f", 95% interval [{e['low']:+.2f}, {e['high']:+.2f}]" if e["low"] is not None else ""
             lines.append(f"{e['run']} − the {e['family']} width frontier at equal parameters: "

@@ -124,3 +124,34 @@ def test_power_from_the_paired_differences():
     assert ("- **resnet18_dendritic − resnet18**: per-seed differences have sd 0.50 points; these 3 seeds resolve "
             "about ±0.81 points; seeds needed for ±0.5 points about 8, ±0.3 points about 22. (An exact sign-flip "
             "test needs 6 or more seeds to reach p < 0.05: its smallest p at 3 seeds is 0.25.)") in text
+
+
+def test_the_control_of_a_larger_network_counts_only_when_it_trained_as_long():
+    """With resnet34_dendritic run too, resnet34_continued repeats its cycles, not resnet18_dendritic's:
+    no "beyond equal extra training" entry for resnet18_dendritic against it."""
+    table = runs()
+    for run in table:
+        if run["name"].endswith("_continued"):  # the plan without resnet34_dendritic: both repeat resnet18's
+            run["cycles_from"] = "resnet18_dendritic"
+    assert [e["against"] for e in report.headline(table, run_dirs={})] == ["resnet34", "resnet34_continued"]
+    for run in table:
+        if run["name"] == "resnet34_continued":
+            run["cycles_from"] = "resnet34_dendritic"
+    assert [e["against"] for e in report.headline(table, run_dirs={})] == ["resnet34"]
+
+
+def test_the_baseline_a_named_run_starts_from_is_reported_with_it():
+    """--experiments resnet34,resnet18_dendritic trains resnet18 (the warm start) too: without it in
+    the report there would be no gap to close and no headline."""
+    from types import SimpleNamespace
+
+    from dendritic_experiment.experiment import plan_runs, reported_runs
+    from dendritic_experiment.settings import parse_settings
+
+    settings = parse_settings(["--experiments", "resnet34,resnet18_dendritic", "--seeds", "0", "--width", "0.125"])
+    plan = plan_runs(settings)
+    results = {run: dict(name=run.name, model=run.model, classes=range(100), dendrites=0,
+                         settings=dict(width=0.125, dendrite_modules="auto")) for run in plan}
+    reported, _ = reported_runs(settings, SimpleNamespace(results=results), plan)
+    assert [run["name"] for run in reported] == ["resnet34", "resnet18", "resnet18_dendritic", "resnet18_continued"]
+    assert [run["cycles_from"] for run in reported] == [None, None, None, "resnet18_dendritic"]
