@@ -200,3 +200,17 @@ def test_one_seed_against_the_frontier_is_paired_by_test_image(tmp_path):
     assert entry["difference"] == pytest.approx(0.5)
     assert (entry["high"] - entry["low"]) / 2 == pytest.approx(0.62, rel=0.15)
     assert entry["method"].startswith("paired bootstrap over 1,000 test images, seed 0 only")
+
+
+def test_the_misclassified_picture_shows_the_first_wrong_images_under_their_names():
+    images = (torch.arange(5, dtype=torch.uint8) * 50).view(5, 1, 1, 1).expand(5, 3, 32, 32)  # image i: grey 50 i
+    labels, predicted = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 2, 2, 0, 1])  # wrong: images 1, 3 and 4
+    figure = report.misclassified_figure(images, labels, predicted, ["a", "b", "c", "d", "e"], count=2, columns=2)
+    axes = figure.axes[0]
+    assert figure._suptitle.get_text() == "2 of 3 misclassified test images"
+    assert [text.get_text() for text in axes.texts] == ["true: b\npredicted: c", "true: d\npredicted: a"]
+    # Tiles 32 + 4 wide and 32 + 16 high, each image 16 rows down (its names above it) and 2 columns in.
+    mosaic = torch.as_tensor(axes.images[0].get_array())
+    assert mosaic.shape == (48, 72, 3) and mosaic.sum() == 255 * 3 * (48 * 72 - 2 * 32 * 32) + 3 * 32 * 32 * (50 + 150)
+    assert (mosaic[16:48, 2:34] == 50).all() and (mosaic[16:48, 38:70] == 150).all()
+    report.pyplot().close(figure)
