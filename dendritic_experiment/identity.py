@@ -130,8 +130,9 @@ def what_changed(cached, settings, identity):
         dict(cached.get("settings") or {}, **old.get("libraries", {})), dict(settings, **identity["libraries"]))]
     if changes:
         return "changed: " + ", ".join(changes)
-    if old.get("starts_from") != identity["starts_from"]:
-        return f"a run it starts from ({', '.join(identity['starts_from'])}) was trained again"
+    if moved := [kind for kind, _, _ in differences(old.get("starts_from") or {}, identity["starts_from"])]:
+        runs = "run" if len(moved) == 1 else "runs"  # a control may repeat another dendritic run than before
+        return f"the {' and '.join(moved)} {runs} it starts from changed (trained again, or another run)"
     return None
 
 

@@ -69,14 +69,14 @@ def test_a_baseline_trained_again_trains_what_starts_from_it_again(tiny, data_di
     main.main(args)
     log = capsys.readouterr().err
     for run in ("resnet18_dendritic", "resnet18_continued"):
-        assert f"{run} (seed 0): a run it starts from (baseline" in log and f"{run}: reusing" not in log
+        assert f"{run} (seed 0): the baseline" in log and f"{run}: reusing" not in log
 
     before = {run: finished_at(results, run) for run in ("resnet18", "resnet18_continued")}
     (results / "resnet18_dendritic" / "result.json").unlink()  # the dendritic run alone: its control repeats its cycles
     main.main(args)
     log = capsys.readouterr().err
     assert "resnet18: reusing" in log and finished_at(results, "resnet18") == before["resnet18"]
-    assert "resnet18_continued (seed 0): a run it starts from (baseline, dendritic) was trained again" in log
+    assert "resnet18_continued (seed 0): the dendritic run it starts from changed (trained again, or another run)" in log
     assert finished_at(results, "resnet18_continued") != before["resnet18_continued"]
 
 
