@@ -61,9 +61,7 @@ if [ "$DRY_RUN" = 1 ]; then
     BENCHMARK_FLAGS="--quick --batch-size 4 --steps 1 --warmup-steps 1 $WIDTH_FLAGS"
     # --project needs config.py's batch size and validation split: only epoch counts are cut.
     TIMED_FLAGS="--epochs 1 --warmup-epochs 0 --dendrite-epochs 1 --max-dendrites 1"
-    # The GPU's order without resnet34, whose compiled path is resnet18's: the dendritic run's graph
-    # breaks and recompiles are what the dry run checks.
-    COMPILE_FLAGS="--experiments resnet18,resnet18_dendritic $TIMED_FLAGS"
+    COMPILE_FLAGS="--experiments resnet18,resnet18_dendritic,resnet34 $TIMED_FLAGS"   # as the GPU's order
     RESUME_FLAGS="--val-split 200 --batch-size 100 --epochs 2 --warmup-epochs 1 --dendrite-epochs 3"
     SHARE_FLAGS="--experiments resnet18 --val-split 200 --batch-size 100 --epochs 2 --warmup-epochs 1"
     SHARE_ON=small
