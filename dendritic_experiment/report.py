@@ -609,7 +609,7 @@ def accuracy_panel(axes, rows, key, label):
         axes.scatter([value / 1e6 for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
         sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
         axes.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
-        add_label(axes, x, row["test_accuracy"], row["name"])
+        add_label(axes, x, row["test_accuracy"], row["name"], colour)
     axes.set_xlabel(label)
 
 
@@ -672,9 +672,10 @@ def cycles_panel(axes, curves, rows, headline_entries):
         axes.text(0.5, 0.5, "no dendritic run with its cycles recorded", transform=axes.transAxes, ha="center")
 
 
-def add_label(axes, x, y, text):
-    """A run's name beside its point, placed by place_labels once the axes' limits are final."""
-    axes.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=9, gid="run label")
+def add_label(axes, x, y, text, colour):
+    """A run's name beside its point, in its colour (two close points' names may sit on either side of
+    both), placed by place_labels once the axes' limits are final."""
+    axes.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=9, color=colour, gid="run label")
 
 
 def run_labels(axes):
@@ -719,12 +720,19 @@ def figure_title(headline_entries, frontier):
         closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]"
         lines.append(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
                      f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}")
-    for e in [e for e in frontier if e["run"].endswith("_dendritic")][:1]:
-        if e["difference"] is not None:
-            interval = f", 95% interval [{e['low']:+.2f}, {e['high']:+.2f}]" if e["low"] is not None else ""
-            lines.append(f"{e['run']} − the {e['family']} width frontier at equal parameters: "
-                         f"{e['difference']:+.2f} points{interval}")
+    by_run = {e["run"]: e for e in frontier if e["difference"] is not None}
+    for e in [e for e in by_run.values() if e["run"].endswith("_dendritic")][:1]:
+        line = f"{e['run']} − the {e['family']} width frontier at equal parameters: {distance_text(e)}"
+        control = by_run.get(e["run"].removesuffix("_dendritic") + "_continued")
+        if control:  # the frontier's baselines trained fewer epochs: what the dendrites add is the gap between the two
+            line += f"; its control (the same extra epochs, no dendrites): {distance_text(control)}"
+        lines.append(line)
     return "\n".join(lines)
+
+
+def distance_text(entry):
+    interval = f", 95% interval [{entry['low']:+.2f}, {entry['high']:+.2f}]" if entry["low"] is not None else ""
+    return f"{entry['difference']:+.2f} points{interval}"
 
 
 def write_report(results_dir, runs, run_dirs):

@@ -144,7 +144,13 @@ def test_every_panel_places_every_run_and_keeps_its_label_inside(written):
     frontier_line = next(line for line in params_panel.get_lines() if "width frontier" in str(line.get_label()))
     xs, ys = frontier_line.get_data()
     assert (xs[0], ys[0], xs[-1], ys[-1]) == pytest.approx((10.0, 71.0, 40.0, 75.0))
-    assert "the resnet18 width frontier at equal parameters: +0.33 points" in figure._suptitle.get_text()
+    title = figure._suptitle.get_text()
+    assert "the resnet18 width frontier at equal parameters: +0.33 points" in title
+    # the control's [0.2, 0.0, 0.2]: mean 0.1333, sd 0.11547, half width 4.303 * 0.11547 / sqrt(3) = 0.28687
+    assert "; its control (the same extra epochs, no dendrites): +0.13 points, 95% interval [-0.15, +0.42]" in title
+    colours = {label.get_text(): label.get_color() for label in params_panel.texts if label.get_gid() == "run label"}
+    assert colours == {"resnet18": "tab:blue", "resnet18_w2": "tab:blue", "resnet34": "tab:blue",
+                       "resnet18_dendritic": "tab:green", "resnet18_continued": "tab:orange"}  # each its point's
 
 
 def test_the_report_is_redrawn_from_summary_json_alone(written):
