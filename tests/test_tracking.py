@@ -21,7 +21,7 @@ from helpers import PACKAGE, TINY_WIDTH, main_command, script_environment
 wandb = pytest.importorskip("wandb", reason="wandb is not installed: README's test command installs it")
 
 FLAGS = ["--seeds", "0,1", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
-         "--experiments", "resnet18,resnet34,resnet18_dendritic", "--dendrite-epochs", "2", "--max-dendrites", "2",
+         "--experiments", "resnet18,resnet34,resnet18_dendritic", "--dendrite-epochs", "2", "--max-dendrites", "1",
          "--wandb-project", "p"]
 
 
