@@ -96,8 +96,9 @@ def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_f
     from dendritic_experiment.settings import parse_settings
     from dendritic_experiment.train import TrainingSetup
 
-    settings = parse_settings(["--data-dir", data_dir, "--val-split", "200", "--batch-size", "100", "--dendrite-epochs",
-                               "4", "--dendrite-warmup-epochs", "2"])
+    # --smoke: 256 images of each split (3 steps an epoch: fp16 is slow on a CPU)
+    settings = parse_settings(["--smoke", "--data-dir", data_dir, "--val-split", "200", "--batch-size", "100",
+                               "--dendrite-epochs", "4", "--dendrite-warmup-epochs", "2"])
     setup = TrainingSetup(settings, torch.device("cpu"), "fp16")
     data, baseline = load_data(settings, setup.device), build_model("resnet18", width=settings.width).state_dict()
     dendritic = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "run"), baseline)
