@@ -8,6 +8,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -54,11 +55,26 @@ def name(item):
     return item.key or "/".join(item.nested_key)
 
 
+def finished_records(path, timeout=60):
+    """The records of a wandb run file once its last, the exit record, is in: wandb's service process
+    writes the file, and can still be writing it when run.finish() has returned (a run read at once
+    then lacked its last summary keys, now and then)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            written = list(records(path))
+        except Exception:  # a record cut off mid-write
+            written = []
+        if any(record.WhichOneof("record_type") == "exit" for record in written) or time.time() > deadline:
+            return written
+        time.sleep(0.2)
+
+
 def read_back(folder):
     """(history rows, final summary, step metrics) of the one wandb run written under folder."""
     [path] = glob.glob(str(folder / "wandb" / "offline-run-*" / "run-*.wandb"))
     history, summary, steps = [], {}, {}
-    for record in records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             history.append({name(item): json.loads(item.value_json) for item in record.history.item})
