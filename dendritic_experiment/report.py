@@ -86,8 +86,9 @@ def misclassified_figure(images, labels, predicted, classes, count=24, columns=6
     side = images.shape[-1]
     tile_width, tile_height = side + side // 8, side + side // 2  # room between tiles, and above each for its names
     mosaic = torch.full((images.shape[1], rows * tile_height, columns * tile_width), 255, dtype=torch.uint8)
-    figure = plt.figure(figsize=(2 * columns, 2 * columns * rows * tile_height / (columns * tile_width) / 0.93))
-    axes = figure.add_axes((0, 0, 1, 0.93))
+    below_title = 0.93  # of the figure's height; the mosaic fills the width, 2 inches a tile
+    figure = plt.figure(figsize=(2 * columns, 2 * rows * tile_height / tile_width / below_title))
+    axes = figure.add_axes((0, 0, 1, below_title))
     for slot, index in enumerate(wrong):
         top = slot // columns * tile_height + side // 2
         left = slot % columns * tile_width + side // 16
