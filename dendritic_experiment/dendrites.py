@@ -276,8 +276,15 @@ class DendriteTracker:
         return int(self.tracker.member_vars["num_dendrites_added"])
 
     def parameter_count(self):
-        """Parameter count without the hidden copies the library keeps to grow new dendrites."""
-        return int(self.UPA.count_params(self.model))
+        """The parameters that run in a forward pass: what the model rebuilt without the library holds
+        (plain_model.py, whose docstring lists what never runs). Left out: the hidden copy each wrapped
+        module keeps to grow new dendrites, every output scale but the newest (each switch appends a
+        longer copy) and the next dendrite's unused dendrite-to-dendrite weights. (UPA.count_params
+        leaves out the hidden copy only.)"""
+        unused = {id(parameter) for module in wrapped_modules(self.model)
+                  for parameter in [*module.dendrite_module.parent_module.parameters(), *module.dendrites_to_top[:-1],
+                                    *module.dendrite_module.dendrites_to_candidates]}
+        return sum(parameter.numel() for parameter in self.model.parameters() if id(parameter) not in unused)
 
 
 def library():
