@@ -13,7 +13,7 @@ from PIL import Image
 
 from dendritic_experiment import config, data, main, models, predict
 
-from helpers import PACKAGE, TINY_WIDTH, read_history
+from helpers import PACKAGE, TINY_WIDTH, read_history, script_environment
 
 RUNS = ("resnet18", "resnet18_dendritic")
 
@@ -94,6 +94,23 @@ def test_cli_prints_each_image_with_its_top_k(results, tmp_path, capsys):
     for rank, line in enumerate(lines[1:4] + lines[5:8]):
         match = re.fullmatch(r"  (\d)\. (class_\d+) +(\d+\.\d)%", line)
         assert match and int(match.group(1)) == rank % 3 + 1, line
+
+
+def test_a_dendritic_run_predicts_where_perforatedai_cannot_be_imported(results, tmp_path, capsys):
+    """Its dendrites are rebuilt in plain PyTorch (plain_model.py): the same output as in this process."""
+    blocked = tmp_path / "blocked" / "perforatedai"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('perforatedai is not installed here (test)')\n")
+    image = tmp_path / "image.png"
+    random_image(32, 32, seed=7).save(image)
+    args = [str(results / "resnet18_dendritic"), str(image), "--top-k", "3", "--device", "cpu"]
+    environment = script_environment()
+    environment["PYTHONPATH"] = os.pathsep.join([str(tmp_path / "blocked"), environment["PYTHONPATH"]])
+    finished = subprocess.run([sys.executable, os.path.join(PACKAGE, "predict.py"), *args], capture_output=True,
+                              text=True, timeout=120, env=environment)
+    assert finished.returncode == 0, finished.stderr
+    assert predict.cli(args) == 0
+    assert finished.stdout == capsys.readouterr().out
 
 
 def test_help_explains_the_command():
