@@ -84,7 +84,7 @@ def transpose(by_batch):
 # ---------------------------------------------------------------------------------------------
 
 def library_model(model_name, module_names, dendrites, activation="tanh", width=1.0, num_classes=100, seed=0):
-    """perforatedai's model of model_name with `dendrites` dendrites on each of module_names, grown as
+    """perforatedai's model of model_name (of models.MODELS) with `dendrites` dendrites on each of module_names, grown as
     a run grows them (dendrites.DendriteTracker), its weights random and every dendrite's output scale
     and dendrite-to-dendrite weight drawn from N(0, 1), so that each term of the forward counts. Returns
     the tracker, closed: its .model, .checkpoint_state() and .parameter_count() stay usable. Imports the
@@ -94,8 +94,9 @@ def library_model(model_name, module_names, dendrites, activation="tanh", width=
     from dendritic_experiment.settings import parse_settings
 
     torch.manual_seed(seed)
-    settings = parse_settings(["--dendrite-modules", ",".join(module_names), "--max-dendrites", str(dendrites + 1),
-                               "--dendrite-activation", activation, "--width", str(width)])
+    settings = parse_settings(["--experiments", f"{model_name}_dendritic", "--dendrite-modules", ",".join(module_names),
+                               "--max-dendrites", str(dendrites + 1), "--dendrite-activation", activation,
+                               "--width", str(width)])
     images, labels = torch.randn(2, *CIFAR_IMAGE), torch.tensor([0, 1])
     with tempfile.TemporaryDirectory(prefix="latency-") as run_dir, \
             DendriteTracker(build_model(model_name, num_classes, width), module_names, settings, run_dir, "cpu") as tracker:
@@ -140,6 +141,7 @@ def comparison(model_name, module_names, dendrites, activation, batch_sizes, thr
                                 program_size(exported["dendritic"])),
         "dendritic, perforatedai": (library.model, library.parameter_count(), dendritic_macs, None),
         f"{model_name}, eager": (plain, count(plain), plain_macs, None),
+        "dendritic, eager (plain_model)": (dendritic, count(dendritic), dendritic_macs, None),
     }
     latency = measure_latency({name: entry[0] for name, entry in models.items()}, batch_sizes, threads, seconds)
     return [dict(name=name, params=params, macs=macs, size=size, ms=latency[name])
@@ -162,7 +164,7 @@ def print_table(rows, model_name, module_names, dendrites, threads):
     baseline = rows[0]
     batches = list(baseline["ms"])
     print(f"{model_name}, dendritic: {dendrites} dendrite(s) on {','.join(module_names)}; random weights; "
-          f"{threads} thread(s), interleaved, medians; torch {torch.__version__}")
+          f"{threads} thread(s), interleaved, medians; torch {torch.__version__}; {cpu_name()}, {os.cpu_count()} CPUs")
     print("| model | parameters | MACs | MACs / base | .pt2 MB | "
           + " | ".join(f"batch {b} ms | / base" for b in batches) + " |")
     print("|---|---:|---:|---:|---:|" + "---:|---:|" * len(batches))
@@ -178,13 +180,22 @@ def print_table(rows, model_name, module_names, dendrites, threads):
               f"bound 1.2 x MAC ratio = {bound:.3f}: {'within' if ratio <= bound else 'OVER'}")
 
 
+def cpu_name():
+    """The processor's model name (Linux's /proc/cpuinfo, as lscpu shows it), or 'CPU unknown'."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "CPU unknown"
+
+
 def main(argv=None):
     from dendritic_experiment.models import dendrite_modules_of
 
     parser = argparse.ArgumentParser(prog="python dendritic_experiment/latency.py", description=(
         "Time, interleaved on the CPU, a model exported with torch.export, the same model with dendrites "
-        "(rebuilt in plain PyTorch, then exported), perforatedai's own dendritic model and the plain "
-        "model in eager mode, all at full width with random weights; print their parameters, "
+        "(rebuilt in plain PyTorch, then exported), perforatedai's own dendritic model, and both plain "
+        "models in eager mode, all at full width with random weights; print their parameters, "
         "multiply-accumulates, .pt2 sizes and median latencies as a table."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default="resnet18", help="resnet18, resnet34, resnet50 (100 classes)")
