@@ -27,7 +27,7 @@ def main_command(args, worker_hook=None):
 
 def run_main(args, cwd, timeout=600, **environment):
     """main.py in a real process with stdin closed, as CI and nohup run it; environment: extra variables."""
-    command = main_command(args, environment.get("WORKER_SETUP_HOOK"))
+    command = main_command(args, environment.get("WORKER_SETUP_HOOK") or environment.get("SETUP_HOOK"))
     return subprocess.run(command, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
                           env=dict(script_environment(), **environment))
 
@@ -63,6 +63,29 @@ def read_only_folder():
     if (libc.unshare(clone_newns) or libc.mount(b"none", b"/", None, ms_rec | ms_private, None)
             or libc.mount(b"tmpfs", folder, b"tmpfs", ms_rdonly, None)):
         raise OSError(ctypes.get_errno(), "a private read-only mount for the test")
+
+
+def scripted_validation():
+    """A setup hook: every epoch of a dendritic run and of its control scores the validation accuracy
+    that SCRIPTED_VAL_ACCURACY gives for it (a comma list, by epoch), not the model's, so that which epoch
+    scores best, and so which cycles are kept and where the runs roll back, is the same on every CPU
+    (float sums differ between processors). The baseline, the warm start's score of it and every
+    reported accuracy (the final evaluations and the test) stay the models' own."""
+    from dendritic_experiment import runs
+
+    scores = [float(value) for value in os.environ["SCRIPTED_VAL_ACCURACY"].split(",")]
+    real_train_epoch, real_evaluate = runs.train_epoch, runs.evaluate
+    epoch_of_continuation = []  # the epoch being trained, while it is one of a run that continues a baseline
+
+    def train_epoch(run, run_name, epoch, *args):
+        epoch_of_continuation[:] = [epoch] if run.data_stream == "continuation" else []
+        return real_train_epoch(run, run_name, epoch, *args)
+
+    def evaluate(*args, **kwargs):  # runs.py evaluates validation once per epoch, in train_epoch alone
+        result = real_evaluate(*args, **kwargs)
+        return dict(result, accuracy=scores[epoch_of_continuation[0] - 1]) if epoch_of_continuation else result
+
+    runs.train_epoch, runs.evaluate = train_epoch, evaluate
 
 
 def nan_loss():

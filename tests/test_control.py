@@ -20,32 +20,38 @@ def finished(results, run):
 
 
 # The A/A check: dendrites that cannot learn (--dendrite-lr-multiplier 0; each one's output scale stays at
-# zero, so it adds exactly nothing), a seed other than 0, a warm-up epoch per cycle, and a min gain of 0.3
-# points where validation (400 images) moves in steps of 0.25. These data and seed give, by measurement,
-# three fixed cycles (the second kept at its middle epoch, the third rolled back) and, in history mode,
-# two cycles of unequal length (the first kept 2 epochs before its end, the second rolled back).
-A_A = ["--seeds", "2", "--val-split", "400", "--batch-size", "100", "--epochs", "1", "--warmup-epochs", "0",
+# zero, so it adds exactly nothing), a seed other than 0, a warm-up epoch per cycle and a min gain of 0.3
+# points. Both runs' validation scores are scripted (helpers.scripted_validation), so that every CPU keeps
+# the same cycles; a cycle with d dendrites scores its best epoch less 0.3 d, and is kept when that beats
+# the best so far (first the baseline's own score, a few percent).
+A_A = ["--seeds", "2", "--val-split", "200", "--batch-size", "100", "--epochs", "1", "--warmup-epochs", "0",
        "--experiments", "resnet18,resnet18_dendritic", "--dendrite-lr-multiplier", "0", "--dendrite-min-gain", "0.3",
        "--dendrite-warmup-epochs", "1", "--max-dendrites", "3"]
 
 
-@pytest.mark.parametrize("mode, cycles_at_least", [
-    (["--dendrite-epochs", "3"], 3),
-    (["--switch-mode", "history", "--history-epochs", "2"], 2),
+@pytest.mark.parametrize("mode, scores, cycles, kept_epoch", [
+    # Fixed 3-epoch cycles: 51.0 - 0.3 at epoch 2 is kept; 51.8 - 0.6 = 51.2 at epoch 5 beats 50.7, kept;
+    # the third cycle's best, 52.0 - 0.9 = 51.1, does not beat 51.2: rolled back to epoch 5, the run ends.
+    (["--dendrite-epochs", "3"], "50.0,51.0,50.5,51.2,51.8,51.5,52.0,52.0,51.0", [3, 3, 3], 5),
+    # History mode, a switch after 2 epochs without a new best of the cycle: the first cycle peaks at
+    # epoch 2 and ends at 4 (kept: 50.7); the second peaks at once, 51.0 - 0.6 = 50.4, and ends at 7,
+    # below 50.7: rolled back to epoch 2.
+    (["--switch-mode", "history", "--history-epochs", "2"], "50.0,51.0,50.5,50.8,51.0,50.9,50.8", [4, 3], 2),
 ])
-def test_dendrites_that_never_learn_reproduce_the_control(mode, cycles_at_least, data_dir, tmp_path):
+def test_dendrites_that_never_learn_reproduce_the_control(mode, scores, cycles, kept_epoch, data_dir, tmp_path):
     """The dendritic run and its control must then agree in every history column they share, in the
     final weights and in every test prediction, though the dendritic run draws random numbers for its
     dendrites and the library saves, rolls back and restructures its model."""
-    process = run_main(["--data-dir", data_dir, "--results-dir", "out", *A_A, *mode], cwd=tmp_path, **ONE_THREAD)
+    process = run_main(["--data-dir", data_dir, "--results-dir", "out", *A_A, *mode], cwd=tmp_path, **ONE_THREAD,
+                       SETUP_HOOK="helpers.scripted_validation", SCRIPTED_VAL_ACCURACY=scores)
     assert process.returncode == 0, process.stderr
     assert "lr_scheduler.step()" not in process.stderr  # PyTorch's warning, which the control's frozen epochs gave
     dendritic, dendritic_history, dendritic_predictions = finished(tmp_path / "out", "resnet18_dendritic_seed2")
     control, control_history, control_predictions = finished(tmp_path / "out", "resnet18_continued_seed2")
-    # Not vacuous: the cycles asked for, a rollback past the last epoch, and a kept epoch inside its cycle.
-    cycle_ends = list(itertools.accumulate(dendritic["cycles"]))
-    assert len(dendritic["cycles"]) >= cycles_at_least and 0 < dendritic["epochs"] < dendritic["epochs_trained"]
-    assert dendritic["epochs"] not in cycle_ends, (dendritic["epochs"], cycle_ends)
+    # Not vacuous: the cycles scripted, a rollback past the last epoch, and a kept epoch inside its cycle.
+    assert dendritic["cycles"] == cycles and dendritic["epochs"] == kept_epoch
+    assert dendritic["epochs_trained"] == sum(cycles) and dendritic["epochs"] not in itertools.accumulate(cycles)
+    assert [float(row["val_accuracy"]) for row in dendritic_history] == [float(s) for s in scores.split(",")]
     assert max(float(row["dendrite_scale"]) for row in dendritic_history) == 0.0
     shared = (set(dendritic_history[0]) & set(control_history[0])) - {"seconds"}
     assert {"lr", "val_loss", "val_accuracy", "train_loss", "train_accuracy"} <= shared
