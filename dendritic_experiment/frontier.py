@@ -1,25 +1,23 @@
-"""The width frontier: what a network's own family buys with parameters spent as width, and how far
-a dendritic run lies above or below it at its own parameter count.
+"""The width frontier: the best test accuracy a network's own family reaches at a parameter count by
+spending parameters on width, and how far a run lies above or below it at its own count.
 
-A family is a model and its width variants: `resnet18`, `resnet18_w1.25`, `resnet18_w1.5` (a run
-named `<model>_w<multiple>` is `<model>` with every channel count times the multiple). Its
-frontier is one point per member, the member's mean test accuracy over seeds against its
-parameters, joined by straight lines in log(parameters): equal steps in accuracy per equal
-*ratio* of parameters. The points are the members' own means, not an upper hull, so seed noise
-moves the line both ways rather than only up.
+A family is a model and its width variants (`resnet18`, `resnet18_w1.25`: every channel count times
+1.25). Its frontier is an efficiency frontier (docs/method.md, "The width frontier"): it never falls
+as parameters grow. Over the seeds at which every member was run, each member is its mean test
+accuracy; a member that scored below a smaller member is off the frontier (the smaller one is the
+better use of those parameters); the frontier runs through the others, straight in log(parameters)
+between them, and flat from the best of them to the widest member. Outside the members' range there
+is no frontier: nothing is extrapolated.
 
-Outside the members' range of parameters there is no frontier: nothing is extrapolated, and
-`Frontier.accuracy_at` returns None ("outside the frontier"). A family needs two members of
-different sizes to have a frontier at all.
+The distance of a run to the frontier is paired by seed: at each seed, the run's test accuracy at
+its own parameter count (a dendritic run's seeds may keep different numbers of dendrites) minus
+that seed's members weighted as the frontier weighs them there; then the mean with its 95% t
+interval over those seeds. A seed whose run lies outside the members' range is named with the
+reason, never dropped unsaid. Accuracies are in points (percent).
 
-The distance of a dendritic run to the frontier is paired by seed: at each seed, the run's test
-accuracy at its own parameter count (a seed's run may keep a different number of dendrites) minus
-the frontier drawn from that same seed's baselines; then the mean with a 95% t interval over the
-seeds (`intervals.seed_interval`). Accuracies are in points (percent).
-
-    frontier = family_frontier(runs, "resnet18")            # every seed, means per member
-    frontier.accuracy_at(12.4e6)                            # points, or None outside the range
-    distance_to_frontier(runs, "resnet18_dendritic")        # per seed, mean, 95% interval
+    line = family_frontier(runs, "resnet18")      # None without two members of different sizes
+    line.accuracy_at(12.4e6)                      # points, or None outside the range
+    distance_to_frontier(runs, "resnet18_dendritic", line)
 """
 import bisect
 import math
@@ -29,6 +27,7 @@ from dendritic_experiment.intervals import seed_interval
 from dendritic_experiment.models import model_and_width
 from dendritic_experiment.settings import split_run_name
 from dendritic_experiment.utils import ExperimentError
+
 
 def baseline_width(name):
     """(family, width multiple) of a baseline's run name, or None for any other run:
@@ -45,58 +44,88 @@ def family_of(name):
 
 @dataclass(frozen=True)
 class Frontier:
-    """One family's members as points (parameters, mean test accuracy in points, run name),
-    sorted by parameters; at least two, of different sizes."""
+    """A family's members over `seeds`: (parameters, mean test accuracy in points, run name), sorted
+    by parameters; at least two, of different sizes. As data: dict(family, seeds, members)."""
     family: str
-    points: tuple
+    seeds: tuple
+    members: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "members", tuple(tuple(member) for member in self.members))
+        object.__setattr__(self, "seeds", tuple(self.seeds))
 
     @property
     def params_range(self):
-        return self.points[0][0], self.points[-1][0]
+        return self.members[0][0], self.members[-1][0]
+
+    @property
+    def on(self):
+        """The members on the frontier, in order of size: each scores at least as high as every smaller one."""
+        best, on = -math.inf, []
+        for member in self.members:
+            if member[1] >= best:
+                on.append(member)
+                best = member[1]
+        return on
+
+    @property
+    def off(self):
+        """{member off the frontier: the smaller member that scored highest, which beats it}."""
+        on = self.on
+        return {member[2]: max((smaller for smaller in on if smaller[0] < member[0]), key=lambda m: m[1])[2]
+                for member in self.members if member not in on}
 
     def weights_at(self, params):
-        """The frontier at params as a weighted sum of its members' accuracies: ((name, weight), ...)
-        with weights summing to 1 (one member exactly at a point, else the two around params), or
-        None outside the range. The same weights apply to per-image correctness, so the frontier's
-        accuracy is paired with a run's image by image, too."""
-        sizes = [point[0] for point in self.points]
-        if not sizes[0] <= params <= sizes[-1]:
+        """The frontier at params as a weighted sum of members' accuracies, ((name, weight), ...) with
+        weights summing to 1, or None outside the members' range. The same weights apply to each seed's
+        accuracies and to per-image correctness, so a run is paired with the frontier seed by seed and
+        image by image."""
+        low, high = self.params_range
+        if not low <= params <= high:
             return None
+        on = self.on
+        sizes = [member[0] for member in on]
+        if params >= sizes[-1]:  # flat beyond the best member: a wider one scored lower
+            return ((on[-1][2], 1.0),)
         upper = bisect.bisect_left(sizes, params)
         if sizes[upper] == params:
-            return ((self.points[upper][2], 1.0),)
-        (small, _, small_name), (large, _, large_name) = self.points[upper - 1], self.points[upper]
+            return ((on[upper][2], 1.0),)
+        (small, _, small_name), (large, _, large_name) = on[upper - 1], on[upper]
         toward_large = (math.log(params) - math.log(small)) / (math.log(large) - math.log(small))
         return (small_name, 1.0 - toward_large), (large_name, toward_large)
 
     def accuracy_at(self, params):
-        """The frontier's accuracy (points) at params, linear in log(params) between the two members
-        around it; None outside the members' range (no extrapolation)."""
+        """The frontier's accuracy (points) at params; None outside the members' range."""
         weights = self.weights_at(params)
         if weights is None:
             return None
-        accuracy = {name: accuracy for _, accuracy, name in self.points}
-        return sum(weight * accuracy[name] for name, weight in weights)
+        mean_of = {name: accuracy for _, accuracy, name in self.members}
+        return sum(weight * mean_of[name] for name, weight in weights)
+
+    def as_dict(self):
+        return dict(family=self.family, seeds=list(self.seeds), members=[list(member) for member in self.members])
 
 
-def family_frontier(runs, family, seed=None):
-    """The frontier of family's baselines in runs (dicts with name, seed, params, test_accuracy):
-    each member's mean over its seeds (only seed `seed` when given). None when fewer than two members
-    were run; two members of the same size (widths that round to the same channels) are refused."""
+def family_frontier(runs, family):
+    """The frontier of family's baselines in runs (dicts with name, seed, params, test_accuracy), over
+    the seeds at which every member was run. None with fewer than two members or no such seed; two
+    members of the same size (widths that round to the same channels) are refused."""
     members = {}
     for run in runs:
         width = baseline_width(run["name"])
-        if width and width[0] == family and (seed is None or run["seed"] == seed):
-            members.setdefault(run["name"], []).append(run)
-    points = sorted((mean(run["params"] for run in member), mean(run["test_accuracy"] for run in member), name)
-                    for name, member in members.items())
-    if len({params for params, _, _ in points}) < len(points):  # settings.check_runs refuses such a plan
-        duplicated = sorted(name for params, _, name in points if [p for p, _, _ in points].count(params) > 1)
+        if width and width[0] == family:
+            members.setdefault(run["name"], {})[run["seed"]] = run
+    sizes = {name: mean(run["params"] for run in by_seed.values()) for name, by_seed in members.items()}
+    if len(set(sizes.values())) < len(sizes):  # settings.check_runs refuses such a plan before training
+        duplicated = sorted(name for name, size in sizes.items() if list(sizes.values()).count(size) > 1)
         raise ExperimentError(f"{', '.join(duplicated)} have the same parameter count, so they draw no width "
                               "frontier: list width variants whose channel counts differ in --experiments")
-    if len(points) < 2:
+    seeds = sorted(set.intersection(*(set(by_seed) for by_seed in members.values()))) if members else []
+    if len(members) < 2 or not seeds:
         return None
-    return Frontier(family, tuple(points))
+    points = sorted((sizes[name], mean(by_seed[seed]["test_accuracy"] for seed in seeds), name)
+                    for name, by_seed in members.items())
+    return Frontier(family, seeds, points)
 
 
 def mean(values):
@@ -104,34 +133,38 @@ def mean(values):
     return sum(values) / len(values)
 
 
-def distance_to_frontier(runs, run_name):
-    """run_name's test accuracy minus its family's width frontier at its own parameter count, paired by
-    seed: at every seed where run_name and at least two baselines of its family were run, the
-    frontier of that seed's baselines. Returns None when no seed has a frontier, else a dict:
-      per_seed: {seed: difference in points, or None where the run lies outside that seed's frontier},
-      seeds: the seeds with a difference; difference, low, high: their mean and 95% t interval
-      (low and high None with fewer than two), distinguishable: whether the interval excludes 0,
-      of_means: the mean run's accuracy minus the mean frontier at the mean run's parameters
-      (what a picture of the means shows; None outside), params: the run's mean parameters,
-      frontier: the mean frontier's points."""
-    family = family_of(run_name)
-    own = {run["seed"]: run for run in runs if run["name"] == run_name}
-    per_seed = {}
-    for seed, run in sorted(own.items()):
-        frontier = family_frontier(runs, family, seed)
-        if frontier is not None:
-            at_params = frontier.accuracy_at(run["params"])
-            per_seed[seed] = None if at_params is None else run["test_accuracy"] - at_params
-    if not per_seed:
+def distance_to_frontier(runs, run_name, frontier):
+    """run_name's test accuracy minus frontier at its own parameter count, paired by seed over the
+    frontier's seeds. None when run_name has none of them; else a dict:
+      seeds, differences: the seeds inside the frontier and run - frontier at each (points);
+      difference, low, high: their mean and 95% t interval (low and high None with fewer than two);
+      distinguishable: whether the interval excludes 0; outside: {seed: why it is not compared};
+      params, accuracy: the run's mean parameters and test accuracy over `seeds` (the picture draws
+      the difference from there)."""
+    own = {run["seed"]: run for run in runs if run["name"] == run_name and run["seed"] in frontier.seeds}
+    if not own:
         return None
-    seeds = [seed for seed, difference in per_seed.items() if difference is not None]
-    differences = [per_seed[seed] for seed in seeds]
-    difference, low, high = (seed_interval(differences) if len(differences) > 1
-                             else (differences[0] if differences else None, None, None))
-    frontier = family_frontier(runs, family)
-    params = mean(own[seed]["params"] for seed in per_seed)
-    at_mean = frontier.accuracy_at(params)
-    return dict(run=run_name, family=family, per_seed=per_seed, seeds=seeds, difference=difference, low=low,
-                high=high, distinguishable=low is not None and (low > 0 or high < 0),
-                of_means=None if at_mean is None else mean(own[s]["test_accuracy"] for s in per_seed) - at_mean,
-                params=params, frontier=[list(point) for point in frontier.points])
+    accuracy = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
+    differences, outside = {}, {}
+    for seed, run in sorted(own.items()):
+        weights = frontier.weights_at(run["params"])
+        if weights is None:
+            outside[seed] = outside_reason(run, frontier)
+        else:
+            differences[seed] = run["test_accuracy"] - sum(weight * accuracy[name, seed] for name, weight in weights)
+    seeds = sorted(differences)
+    values = [differences[seed] for seed in seeds]
+    difference, low, high = (seed_interval(values) if len(values) > 1 else (values[0] if values else None, None, None))
+    return dict(run=run_name, family=frontier.family, seeds=seeds, differences=values, difference=difference,
+                low=low, high=high, distinguishable=low is not None and (low > 0 or high < 0), outside=outside,
+                params=mean(own[seed]["params"] for seed in seeds) if seeds else None,
+                accuracy=mean(own[seed]["test_accuracy"] for seed in seeds) if seeds else None)
+
+
+def outside_reason(run, frontier):
+    """Why a seed's run lies outside the frontier, in words."""
+    (smallest, _, narrowest), (largest, _, widest) = frontier.members[0], frontier.members[-1]
+    kept = f"kept {run['dendrites']} dendrite(s): " if run.get("dendrites") else ""
+    if run["params"] > largest:
+        return f"{kept}{run['params']:,.0f} parameters, beyond the widest member {widest} ({largest:,.0f})"
+    return f"{kept}{run['params']:,.0f} parameters, below the narrowest member {narrowest} ({smallest:,.0f})"

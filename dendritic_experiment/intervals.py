@@ -1,8 +1,8 @@
-"""95% intervals for the report, with no statistics package: the t interval of a paired difference
-over seeds, Fieller's interval of a ratio of paired differences over seeds (the share of a gap
-closed), and both again from a paired bootstrap over test images when there is one seed; and the
-power of paired seeds: what difference they resolve, how many a difference needs, and an exact
-sign-flip test.
+"""95% intervals for the report: the t interval of a paired difference over seeds, Fieller's
+interval of a ratio of paired differences over seeds (the share of a gap closed), and both again
+from a paired bootstrap over test images when there is one seed; and the power of paired seeds,
+from the same t test as the intervals: what difference they resolve, how many a difference needs,
+and an exact sign-flip test.
 
 Accuracies are in points (percent). A share of a gap is undefined (None) when the gap itself
 cannot be told apart from zero: a ratio over a denominator that may be zero has no interval.
@@ -11,20 +11,16 @@ import itertools
 import math
 
 import numpy as np
+from scipy import optimize, stats
 
-# Two-sided 95% quantiles of Student's t by degrees of freedom (between the listed ones: the next
-# lower, slightly conservative; beyond 30: the value for 30).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-         10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 BOOTSTRAP_RESAMPLES = 10000
-# A two-sided 5% test with 80% power: a true difference d is resolved by about
-# ((Z_975 + Z_80) sd / d)^2 paired seeds (normal approximation: with few seeds, rather more).
-Z_975, Z_80 = 1.96, 0.84
+POWER = 0.8  # the chance that a true difference of the stated size is found (two-sided 5% t test)
 EXACT_SIGN_FLIPS = 16  # up to 2^16 sign patterns are enumerated; beyond, as many are drawn at random
 
 
 def t_975(degrees_of_freedom):
-    return T_975[max(df for df in T_975 if df <= degrees_of_freedom)]
+    """The two-sided 95% quantile of Student's t."""
+    return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
 def mean_and_covariance(xs, ys):
@@ -109,16 +105,41 @@ def bootstrap_mix_interval(correct_run, members, seed=0):
             *percentile_interval(resampled[:, 0] - resampled[:, 1:] @ weights))
 
 
+def bootstrap_error_removed(correct_run, correct_against, seed=0):
+    """(error of against - error of run) / error of against with a paired bootstrap 95% interval over
+    test images: the share of against's remaining error that run removes."""
+    observed, resampled = resampled_accuracies([correct_run, correct_against], seed)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a resample where against gets every image right
+        shares = (resampled[:, 0] - resampled[:, 1]) / (100 - resampled[:, 1])
+    low, high = np.nanpercentile(shares, [2.5, 97.5])
+    return float((observed[0] - observed[1]) / (100 - observed[1])), float(low), float(high)
+
+
+def t_test_power(effect, seeds):
+    """The chance that a two-sided 5% paired t test over `seeds` seeds finds a true mean difference of
+    `effect` standard deviations of the per-seed differences: the noncentral t with seeds - 1 degrees
+    of freedom and noncentrality effect * sqrt(seeds), beyond either critical value (the lower tail
+    as the upper tail of -effect, which scipy computes without underflow)."""
+    df, noncentrality = seeds - 1, effect * math.sqrt(seeds)
+    critical = t_975(df)
+    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(critical, df, -noncentrality))
+
+
 def resolved_difference(sd_difference, seeds):
-    """The difference (points) that this many paired seeds resolve with 80% power at a two-sided 5%
-    level, given the sd of the per-seed differences: (Z_975 + Z_80) sd / sqrt(seeds)."""
-    return (Z_975 + Z_80) * sd_difference / math.sqrt(seeds)
+    """The difference (points) that this many paired seeds find with POWER at a two-sided 5% level,
+    given the sd of the per-seed differences (3.26 sd at 3 seeds, 1.43 at 6, 1.00 at 10)."""
+    effect = optimize.brentq(lambda effect: t_test_power(effect, seeds) - POWER, 0.0, 100.0, xtol=1e-6)
+    return effect * sd_difference
 
 
 def seeds_needed(sd_difference, difference):
-    """About how many paired seeds resolve `difference` points: ((Z_975 + Z_80) sd / difference)^2,
-    rounded up, and at least 2 (an interval needs two)."""
-    return max(2, math.ceil(((Z_975 + Z_80) * sd_difference / difference) ** 2))
+    """The fewest paired seeds (at least 2: an interval needs two) whose t test finds `difference`
+    points with POWER, given the sd of the per-seed differences (0.5 sd: 34 seeds, 1 sd: 10, 1.5 sd: 6)."""
+    effect = difference / sd_difference if sd_difference > 0 else math.inf
+    seeds = 2
+    while t_test_power(effect, seeds) < POWER:
+        seeds += 1
+    return seeds
 
 
 def sign_flip_p(differences, seed=0):

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from dendritic_experiment.data import DATASETS
-from dendritic_experiment.frontier import baseline_width, distance_to_frontier, family_frontier, family_of
-from dendritic_experiment.intervals import (bootstrap_interval, bootstrap_mix_interval, bootstrap_ratio_interval,
-                                            resolved_difference, seed_interval, seed_ratio_interval, seeds_needed,
-                                            sign_flip_p)
+from dendritic_experiment.frontier import Frontier, baseline_width, distance_to_frontier, family_frontier, family_of
+from dendritic_experiment.intervals import (bootstrap_error_removed, bootstrap_interval, bootstrap_mix_interval,
+                                            bootstrap_ratio_interval, resolved_difference, seed_interval,
+                                            seed_ratio_interval, seeds_needed, sign_flip_p)
 from dendritic_experiment.utils import ExperimentError, read_csv, read_json, write_atomic, write_json
 
 # ---------------------------------------------------------------------------------------------
@@ -145,9 +145,10 @@ class Accuracies:
         saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
         return (saved["predicted"] == saved["labels"]).numpy(), len(saved["labels"])
 
-    def difference(self, a, b):
-        """a - b with its 95% interval (paired by seed; one seed: by test image), or None."""
-        seeds = self.seeds(a, b)
+    def difference(self, a, b, seeds=None):
+        """a - b with its 95% interval (paired by seed, over seeds or every seed both were run at; one
+        seed: by test image), or None."""
+        seeds = self.seeds(a, b) if seeds is None else seeds
         if not seeds:
             return None
         differences = [self.by_run[a, s] - self.by_run[b, s] for s in seeds]
@@ -168,7 +169,7 @@ class Accuracies:
         there is then no gap to close). Both from the same seeds, or the same bootstrap draw."""
         seeds = self.seeds(run, small, large)
         if len(seeds) > 1:
-            gap = self.difference(large, small)
+            gap = self.difference(large, small, seeds)
             share = seed_ratio_interval([self.by_run[run, s] - self.by_run[small, s] for s in seeds],
                                         [self.by_run[large, s] - self.by_run[small, s] for s in seeds])
         else:
@@ -177,6 +178,25 @@ class Accuracies:
             gap = dict(self.difference(large, small), difference=difference, low=low, high=high,
                        distinguishable=low > 0 or high < 0)
         return gap, None if share is None else dict(zip(("share", "low", "high"), share))
+
+
+    def error_removed(self, run, against):
+        """The share of against's remaining test error that run removes, (error of against - error of
+        run) / error of against, per seed, with its mean and 95% t interval over seeds; with one seed, a
+        paired bootstrap over test images. None when the two share no seed."""
+        seeds = self.seeds(run, against)
+        if not seeds:
+            return None
+        shares = [(self.by_run[run, s] - self.by_run[against, s]) / (100 - self.by_run[against, s]) for s in seeds]
+        if len(seeds) > 1:
+            share, low, high = seed_interval(shares)
+            method = f"t interval over {len(seeds)} seeds"
+        else:
+            (correct_run, images), (correct_against, _) = self.correct(run, seeds[0]), self.correct(against, seeds[0])
+            share, low, high = bootstrap_error_removed(correct_run, correct_against)
+            method = one_seed_method(images, seeds[0])
+        return dict(run=run, against=against, seeds=seeds, shares=shares, share=share, low=low, high=high,
+                    method=method, distinguishable=low > 0 or high < 0)
 
 
 def one_seed_method(images, seed):
@@ -201,6 +221,17 @@ def power(differences):
 
 POWER_TARGETS = (0.5, 0.3)  # points: differences a user may want resolved
 SIGN_FLIP_SEEDS = 6  # the fewest seeds at which an exact sign-flip test can reach p < 0.05 (2 / 2^6 = 0.031)
+
+
+def error_removed(runs, run_dirs):
+    """Each dendritic run's share of the remaining test error removed, against its own baseline and
+    against its control (the seed project's figure: "eliminated X% of the remaining error")."""
+    accuracies = Accuracies(runs, run_dirs)
+    entries = []
+    for model in dict.fromkeys(run["model"] for run in runs if run["dendritic"]):
+        for against in (model, model + "_continued"):
+            entries.append(accuracies.error_removed(model + "_dendritic", against))
+    return [entry for entry in entries if entry]
 
 
 def compare_runs(runs, run_dirs):
@@ -275,37 +306,42 @@ def reach(accuracies, dendritic, large, small):
     return dict(entry, small=small, gap=gap, gap_closed=share)
 
 
-def frontier_entries(runs, run_dirs):
-    """Each dendritic run against its family's width frontier at its own parameter count, paired by
-    seed (frontier.distance_to_frontier): a t interval over seeds; with one seed, a paired bootstrap
-    over test images of the run against the frontier's two members, weighted as the frontier
-    weighs them. None of this without width variants (fewer than two members: no frontier)."""
+def frontiers(runs):
+    """The width frontier of every family with width variants (frontier.family_frontier)."""
+    families = dict.fromkeys(family_of(run["name"]) for run in runs if baseline_width(run["name"]))
+    return [line for line in (family_frontier(runs, family) for family in families) if line is not None]
+
+
+def frontier_entries(runs, run_dirs, lines=None):
+    """Each dendritic run and each control against its family's width frontier at its own parameter
+    count, paired by seed over the frontier's seeds (frontier.distance_to_frontier): a t interval over
+    seeds; with one seed, a paired bootstrap over test images of the run against the frontier's
+    members, weighted as the frontier weighs them. None of this without width variants."""
+    by_family = {line.family: line for line in (frontiers(runs) if lines is None else lines)}
     accuracies = Accuracies(runs, run_dirs)
     entries = []
     # The control too: a warm-started run trains its baseline's epochs and then its cycles, the frontier's
     # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is the one to read beside it.
     for name in dict.fromkeys(run["name"] for run in runs if run["dendritic"] or run["name"].endswith("_continued")):
-        distance = distance_to_frontier(runs, name)
-        if distance is None:
+        line = by_family.get(family_of(name))
+        distance = line and distance_to_frontier(runs, name, line)
+        if not distance:
             continue
-        seeds, per_seed = distance.pop("seeds"), distance.pop("per_seed")
-        differences = [per_seed[seed] for seed in seeds]
-        entry = dict(distance, seeds=seeds, differences=differences, power=power(differences),
-                     outside_seeds=[seed for seed, difference in per_seed.items() if difference is None],
-                     method=f"t interval over {len(seeds)} seeds, each seed's run against that seed's frontier")
+        seeds = distance["seeds"]
+        entry = dict(distance, power=power(distance["differences"]),
+                     method=f"t interval over {len(seeds)} seeds, each seed's run against that seed's members")
         if len(seeds) == 1:
-            entry.update(one_seed_frontier_interval(accuracies, runs, name, distance["family"], seeds[0]))
+            entry.update(one_seed_frontier_interval(accuracies, runs, name, line, seeds[0]))
         entries.append(entry)
     return entries
 
 
-def one_seed_frontier_interval(accuracies, runs, name, family, seed):
+def one_seed_frontier_interval(accuracies, runs, name, line, seed):
     """difference, low, high, method of run - frontier at one seed, from a paired bootstrap over test images."""
     params = next(run["params"] for run in runs if (run["name"], run["seed"]) == (name, seed))
-    weights = family_frontier(runs, family, seed).weights_at(params)
     correct_run, images = accuracies.correct(name, seed)
     difference, low, high = bootstrap_mix_interval(
-        correct_run, [(accuracies.correct(member, seed)[0], weight) for member, weight in weights])
+        correct_run, [(accuracies.correct(member, seed)[0], weight) for member, weight in line.weights_at(params)])
     return dict(difference=difference, low=low, high=high, distinguishable=low > 0 or high < 0,
                 method=one_seed_method(images, seed))
 
@@ -365,7 +401,7 @@ def aggregate(runs):
         row["macs"] = sum(row["mac_counts"]) / n if None not in row["mac_counts"] else math.nan  # seeds may differ
         row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
                           if n > 1 else math.nan)
-    small, large = rows.get("resnet18"), rows.get("resnet34")
+    small, large = (rows.get(name) for name in reference_networks(runs))
     for row in rows.values():
         if small:
             row["accuracy_gained"] = row["test_accuracy"] - small["test_accuracy"]
@@ -375,21 +411,33 @@ def aggregate(runs):
     return list(rows.values())
 
 
+def reference_networks(runs):
+    """(small, large): the table's reference networks, the model of the first dendritic run and the first
+    larger network the headline asks about (resnet18 and resnet34 by default); None where there is none."""
+    small = next((run["model"] for run in runs if run["dendritic"]), None)
+    large = next(iter(larger_networks(runs, small)), None) if small else None
+    return small, large
+
+
 def spread_text(values):
     """'3' when every seed agrees, else '2-3'."""
     return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
 
 
-def summary_markdown(runs, headline_entries, comparisons, frontier=()):
-    """summary.md: the question answered first, the width frontier, then the table, every other
-    difference, how many seeds they need, and what the dendrites contribute."""
+def summary_markdown(summary):
+    """summary.md from summary.json: the question answered first, the width frontier, then the table,
+    the remaining error removed, every other difference, how many seeds they need, and what the
+    dendrites contribute."""
+    runs, headline_entries, frontier = summary["runs"], summary.get("headline", []), summary.get("frontier", [])
+    comparisons = summary.get("comparisons", [])
     seeds = sorted({run["seed"] for run in runs})
     lines = ["# Results", ""]
     if len(seeds) == 1:
         lines += [f"**Preliminary: one seed (seed {seeds[0]}).** Its intervals cover test-set noise for these "
                   "trained weights only, not the spread between seeds, which on CIFAR-100 is about the size "
                   "of the effects in question; run `--seeds 0,1,2` for a result.", ""]
-    lines += headline_lines(headline_entries) + frontier_lines(frontier) + table_lines(runs)
+    lines += headline_lines(headline_entries) + frontier_lines(frontier, summary.get("frontiers", [])) + table_lines(runs)
+    lines += error_removed_lines(summary.get("error_removed", []))
     lines += comparison_lines(comparisons) + power_lines([*headline_entries, *frontier, *comparisons])
     lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(method=method_of(runs))]
     return "\n".join(lines) + "\n"
@@ -428,31 +476,46 @@ def headline_lines(entries):
     return lines
 
 
-def frontier_lines(entries):
-    """Each dendritic run against its family's width frontier at equal parameters, in words."""
-    lines = []
+def frontier_lines(entries, lines=()):
+    """Each family's width frontier, its members on it and off it, and each dendritic run and control
+    against it at equal parameters, in words."""
+    text = []
+    for line in map(as_frontier, lines):
+        off = line.off
+        members = ", ".join(f"{name} {params / 1e6:.2f}M {accuracy:.2f}%" + (
+            f" (off the frontier: the smaller {off[name]} scored higher)" if name in off else "")
+            for params, accuracy, name in line.members)
+        text.append(f"- **The {line.family} width frontier** over seed(s) {seed_text(line.seeds)} (mean test accuracy; "
+                    f"it never falls as parameters grow: docs/method.md): {members}.")
     for e in entries:
-        members = ", ".join(f"{name} {params / 1e6:.2f}M {accuracy:.2f}%" for params, accuracy, name in e["frontier"])
-        where = f"{e['run']} ({e['params'] / 1e6:.2f}M parameters)"
+        where = f"{e['run']} ({e['params'] / 1e6:.2f}M parameters)" if e["seeds"] else e["run"]
+        outside = "; ".join(f"seed {seed} {why}" for seed, why in e["outside"].items())
         if e["difference"] is None:
-            lines.append(f"- **{where}** lies outside the {e['family']} width frontier ({members}) in every seed: "
-                         "nothing is extrapolated; train a narrower or wider baseline to place it.")
+            text.append(f"- **{e['run']}** lies outside the {e['family']} width frontier in every seed ({outside}): "
+                        "nothing is extrapolated; train a wider (or narrower) width variant to place it.")
             continue
         side = "above" if e["difference"] > 0 else "below"
         interval = (f"95% interval [{e['low']:+.2f}, {e['high']:+.2f}] ({e['method']}); " +
                     ("distinguishable from zero" if e["distinguishable"] else
                      "not distinguishable from zero (the interval includes 0)") if e["low"] is not None
                     else f"no interval ({e['method']})")
-        outside = (f" Seed(s) {', '.join(map(str, e['outside_seeds']))} lie outside their seed's frontier and are left "
-                   "out." if e["outside_seeds"] else "")
-        lines.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
-                     f"at equal parameters: {interval}.{outside} The frontier (mean over seeds, linear in "
-                     f"log-parameters between its members): {members}.")
+        over = (f" Over seed(s) {seed_text(e['seeds'])} only: {outside}, outside the frontier." if outside else "")
+        text.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
+                    f"at equal parameters: {interval}.{over}")
     if any(e["run"].endswith("_continued") for e in entries):
-        lines.append("- A warm-started run trained its baseline's epochs and then its cycles, the frontier's baselines "
-                     "theirs only: read the dendritic run's distance beside its control's (the same extra epochs, no "
-                     "dendrites).")
-    return ["## Dendrites or width: against the width frontier", "", *lines, ""] if lines else []
+        text.append("- A warm-started run trained its baseline's epochs and then its cycles, the frontier's baselines "
+                    "theirs only: read the dendritic run's distance beside its control's (the same extra epochs, no "
+                    "dendrites).")
+    return ["## Dendrites or width: against the width frontier", "", *text, ""] if entries else []
+
+
+def as_frontier(line):
+    """A Frontier from itself or from its summary.json form."""
+    return line if isinstance(line, Frontier) else Frontier(**line)
+
+
+def seed_text(seeds):
+    return ", ".join(map(str, seeds))
 
 
 def power_lines(entries):
@@ -463,18 +526,18 @@ def power_lines(entries):
         p = e.get("power")
         if p is None:
             continue
-        needed = ", ".join(f"±{target} points about {count}" for target, count in p["seeds_needed"].items())
+        needed = ", ".join(f"±{target} points {count}" for target, count in p["seeds_needed"].items())
         sign_flip = (f" Exact sign-flip test: p = {p['sign_flip_p']:.3g}." if p["sign_flip_p"] is not None else
                      f" (An exact sign-flip test needs {SIGN_FLIP_SEEDS} or more seeds to reach p < 0.05: its "
                      f"smallest p at {p['seeds']} seeds is {2 / 2 ** p['seeds']:.3g}.)")
         lines.append(f"- **{e['run']} − {e.get('against', 'the width frontier')}**: per-seed differences have sd "
-                     f"{p['sd']:.2f} points; these {p['seeds']} seeds resolve about ±{p['resolves']:.2f} points; "
+                     f"{p['sd']:.2f} points; these {p['seeds']} seeds resolve ±{p['resolves']:.2f} points; "
                      f"seeds needed for {needed}.{sign_flip}")
     if not lines:
         return []
     return ["", "## How many seeds each difference needs", "",
-            "From the paired per-seed differences, for 80% power at a two-sided 5% level: "
-            "seeds ≈ ((1.96 + 0.84) × sd / difference)², a normal approximation (with few seeds, rather more).",
+            "From the paired per-seed differences and the same t test as the intervals: the difference found with "
+            "80% power at a two-sided 5% level, from the noncentral t with seeds − 1 degrees of freedom.",
             "", *lines]
 
 
@@ -502,12 +565,13 @@ def table_lines(runs):
         return format(row[key], fmt) if key in row and not math.isnan(row[key]) else "n/a"
 
     rows = aggregate(runs)
+    small, large = (name or "n/a" for name in reference_networks(runs))
     several_seeds = any(len(row["accuracies"]) > 1 for row in rows)
     lines = [
         "## Every run", "",
         "| run | test acc. (%) | " + ("± sd | seeds | " if several_seeds else "") +
         "val. acc. (%) | params (M) | MACs per image (M) | dendrites | + params per dendrite (M) | epochs | start | "
-        "acc. gained vs ResNet-18 (points) | ResNet-18 error removed | params saved vs ResNet-34 |",
+        f"acc. gained vs {small} (points) | {small} error removed | params saved vs {large} |",
         "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in rows:
@@ -519,9 +583,22 @@ def table_lines(runs):
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} |"
         )
-    return lines + ["", "*Error removed*: the share of ResNet-18's test error that the run removes. *Params "
-                    "saved*: how many fewer parameters than ResNet-34. *MACs per image*: multiply-accumulates of one "
-                    "inference, convolutions and linear layers (costs.py); a dendrite adds its module's once more."]
+    return lines + ["", f"*Error removed*: the share of {small}'s test error that the run removes (of the means; per "
+                    "seed with an interval below). *Params saved*: how many fewer parameters than "
+                    f"{large}. *MACs per image*: multiply-accumulates of one inference, convolutions and linear layers "
+                    "(costs.py); a dendrite adds its module's once more."]
+
+
+def error_removed_lines(entries):
+    """Each dendritic run's share of the remaining error removed, per seed and with its interval."""
+    lines = []
+    for e in entries:
+        per_seed = ", ".join(f"{share:.1%}" for share in e["shares"])
+        lines.append(f"- **{e['run']} against {e['against']}**: {e['share']:.1%}, 95% interval [{e['low']:.1%}, "
+                     f"{e['high']:.1%}] ({e['method']}); per seed ({seed_text(e['seeds'])}): {per_seed}.")
+    return ["", "## Remaining error removed", "",
+            "(error of the network it is measured against − error of the run) / error of that network, per seed: "
+            "the share of the remaining test error the run removes.", "", *lines] if lines else []
 
 
 def macs_text(row):
@@ -570,22 +647,24 @@ def run_colour(row):
     return RUN_COLOURS["dendritic" if row["dendritic"] else "control" if row["name"].endswith("_continued") else "baseline"]
 
 
-def comparison_figure(runs, headline_entries=(), frontier=(), curves=()):
-    """Left: test accuracy against parameters, every seed a dot, the mean with its spread, and each
-    family's width frontier where width variants were run (log-parameters then). Middle, when the runs
-    recorded it: test accuracy against compute per image. Right: the best validation accuracy in each
-    cycle of the dendritic run and of its control, every seed: what the dendrites add beyond equal training."""
+def comparison_figure(summary):
+    """From summary.json: left, test accuracy against parameters, every seed a dot, the mean with its
+    spread, and each family's width frontier where width variants were run (log-parameters then).
+    Middle, when the runs recorded it: test accuracy against compute per image. Right: the best
+    validation accuracy in each cycle of the dendritic run and of its control, every seed: what the
+    dendrites add beyond equal training."""
+    runs, headline_entries, frontier = summary["runs"], summary.get("headline", []), summary.get("frontier", [])
     plt = pyplot()
     with_macs = all(run.get("macs") for run in runs)
     figure, panels = plt.subplots(1, 3 if with_macs else 2, figsize=(18 if with_macs else 12, 5.5),
                                   layout="constrained")  # room for the two-line title above the panels' own
     rows = aggregate(runs)
     accuracy_panel(panels[0], rows, "params", "parameters (millions)")
-    frontier_panel(panels[0], runs, rows, frontier)
+    frontier_panel(panels[0], summary.get("frontiers", []), frontier)
     if with_macs:
         accuracy_panel(panels[1], rows, "macs", "multiply-accumulates per image, inference (millions)")
         panels[1].set_title("Test accuracy against compute per image", fontsize=10)
-    cycles_panel(panels[-1], curves, rows, headline_entries)
+    cycles_panel(panels[-1], summary.get("cycles", []), rows, headline_entries)
     panels[0].set_title("Test accuracy against parameters:\nbaselines (blue), dendrites (green), controls (orange)",
                         fontsize=10)
     for axes in panels[:-1]:
@@ -614,25 +693,20 @@ def accuracy_panel(axes, rows, key, label):
     axes.set_xlabel(label)
 
 
-def frontier_panel(axes, runs, rows, frontier):
-    """Each family's width frontier through its members' means (straight in log-parameters), and a
-    dotted line from each dendritic run's mean down or up to the frontier at its parameters."""
-    families = {family_of(run["name"]) for run in runs if baseline_width(run["name"])}
-    drawn = False
-    for family in sorted(families):
-        line = family_frontier(runs, family)
-        if line is None:
-            continue
+def frontier_panel(axes, lines, entries):
+    """Each family's width frontier (frontier.py: never falling, straight in log-parameters between the
+    members on it), and from each run's mean over the frontier's seeds a dotted line the length of its
+    reported distance: it ends on the frontier where the run's seeds share its parameter count."""
+    for line in map(as_frontier, lines):
         params = np.geomspace(*line.params_range, 100)
         axes.plot(params / 1e6, [line.accuracy_at(p) for p in params], "-", color="tab:blue", alpha=0.5,
-                  linewidth=1.5, zorder=1, label=f"{family} width frontier (mean over seeds)")
-        drawn = True
-    for e in frontier:
-        at = next((row for row in rows if row["name"] == e["run"]), None)
-        if e["of_means"] is not None and at:
-            axes.plot([e["params"] / 1e6] * 2, [at["test_accuracy"], at["test_accuracy"] - e["of_means"]], ":",
-                      color=run_colour(at), zorder=1)
-    if drawn:
+                  linewidth=1.5, zorder=1, label=f"{line.family} width frontier (seeds {seed_text(line.seeds)})")
+    for e in entries:
+        if e["difference"] is not None:
+            axes.plot([e["params"] / 1e6] * 2, [e["accuracy"], e["accuracy"] - e["difference"]], ":",
+                      color=RUN_COLOURS["dendritic" if e["run"].endswith("_dendritic") else "control"], zorder=1,
+                      gid="distance to the frontier")
+    if lines:
         from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
 
         axes.set_xscale("log")
@@ -737,10 +811,13 @@ def distance_text(entry):
 
 
 def write_report(results_dir, runs, run_dirs):
-    """summary.json (the runs, the headline question answered, the width frontier, every other
-    difference, the cycle-by-cycle validation of each dendritic run and its control), summary.md and
-    comparison.png for these runs; run_dirs: {(run name, seed): its folder}. Returns the summary."""
-    summary = {"runs": runs, "headline": headline(runs, run_dirs), "frontier": frontier_entries(runs, run_dirs),
+    """summary.json (the runs, the headline question answered, the width frontiers and each run against
+    them, the remaining error removed, every other difference, the cycle-by-cycle validation of each
+    dendritic run and its control), summary.md and comparison.png for these runs; run_dirs: {(run
+    name, seed): its folder}. Returns the summary."""
+    lines = frontiers(runs)
+    summary = {"runs": runs, "headline": headline(runs, run_dirs), "frontiers": [line.as_dict() for line in lines],
+               "frontier": frontier_entries(runs, run_dirs, lines), "error_removed": error_removed(runs, run_dirs),
                "comparisons": compare_runs(runs, run_dirs), "cycles": cycle_curves(runs, run_dirs)}
     write_json(os.path.join(results_dir, "summary.json"), summary)
     redraw_report(results_dir)
@@ -752,8 +829,5 @@ def redraw_report(results_dir):
     summary = read_json(os.path.join(results_dir, "summary.json"))
     if not summary or not summary.get("runs"):
         raise ExperimentError(f"{results_dir}/summary.json is missing or empty: run the experiment first")
-    headline_entries, frontier = summary.get("headline", []), summary.get("frontier", [])
-    write_atomic(os.path.join(results_dir, "summary.md"),
-                 summary_markdown(summary["runs"], headline_entries, summary.get("comparisons", []), frontier))
-    save_figure(comparison_figure(summary["runs"], headline_entries, frontier, summary.get("cycles", [])),
-                os.path.join(results_dir, "comparison.png"))
+    write_atomic(os.path.join(results_dir, "summary.md"), summary_markdown(summary))
+    save_figure(comparison_figure(summary), os.path.join(results_dir, "comparison.png"))

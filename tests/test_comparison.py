@@ -16,23 +16,25 @@ DENDRITIC_RUN = ["--seeds", "0", "--val-split", "150", "--epochs", "1", "--warmu
 
 def test_seed_interval_is_the_t_interval():
     mean, low, high = seed_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and high - mean == pytest.approx(4.303 * 1.0 / 3 ** 0.5, rel=1e-3)
+    assert mean == 2.0 and high - mean == pytest.approx(4.302653 * 1.0 / 3 ** 0.5, rel=1e-6)
     assert low == pytest.approx(2 * mean - high)
 
 
 def test_gap_share_over_seeds_is_fiellers_interval():
     # A gap of exactly 4 points in every seed: the share is the t interval of the gain, divided by 4.
     share, low, high = seed_ratio_interval([1.0, 2.0, 3.0], [4.0, 4.0, 4.0])
-    assert share == 0.5 and low == pytest.approx(0.5 - 4.303 / 3 ** 0.5 / 4, abs=1e-4)
-    assert high == pytest.approx(0.5 + 4.303 / 3 ** 0.5 / 4, abs=1e-4)
+    assert share == 0.5 and low == pytest.approx(0.5 - 4.302653 / 3 ** 0.5 / 4, abs=1e-5)
+    assert high == pytest.approx(0.5 + 4.302653 / 3 ** 0.5 / 4, abs=1e-5)
     # A gap that varies with the gain: at each end r, the t statistic of gain - r * gap is t_975 itself.
+    # gain - r * gap = (1 - 3r, 2 - 4r, 3 - 5r): mean 2 - 4r, sd |1 - r|, so sqrt(3) |2 - 4r| = t |1 - r|:
+    # r = (t - 2 sqrt(3)) / (t - 4 sqrt(3)) = -0.319377 and (t + 2 sqrt(3)) / (t + 4 sqrt(3)) = 0.691557
     share, low, high = seed_ratio_interval([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])
-    assert share == 0.5 and (low, high) == (pytest.approx(-0.3196, abs=1e-4), pytest.approx(0.6916, abs=1e-4))
+    assert share == 0.5 and (low, high) == (pytest.approx(-0.319377, abs=1e-5), pytest.approx(0.691557, abs=1e-5))
     for r in (low, high):
         d = [a - r * b for a, b in zip([1.0, 2.0, 3.0], [3.0, 4.0, 5.0])]
         mean = sum(d) / 3
         sd = (sum((x - mean) ** 2 for x in d) / 2) ** 0.5
-        assert abs(mean) / (sd / 3 ** 0.5) == pytest.approx(4.303, rel=1e-6)
+        assert abs(mean) / (sd / 3 ** 0.5) == pytest.approx(4.302653, rel=1e-6)
 
 
 def test_gap_share_is_undefined_when_the_gap_cannot_be_told_from_zero():

@@ -1,4 +1,4 @@
-"""The width frontier and a dendritic run's distance to it, against values computed by hand."""
+"""The width frontier and a run's distance to it, against values computed by hand."""
 import math
 
 import pytest
@@ -15,13 +15,14 @@ ACCURACY = {  # by seed 0, 1
     "resnet18_w4": (70.0, 72.0),
     "resnet18_dendritic": (64.0, 63.0),
 }
+T_975_1 = 12.7062  # Student's t, 97.5% quantile, 1 degree of freedom (tables)
 
 
-def runs(dendritic_params=(2e6, 8e6)):
-    table = [dict(name=name, seed=seed, params=params, test_accuracy=ACCURACY[name][seed])
+def runs(dendritic_params=(2e6, 8e6), accuracy=ACCURACY):
+    table = [dict(name=name, seed=seed, params=params, test_accuracy=accuracy[name][seed])
              for name, params in PARAMS.items() for seed in (0, 1)]
-    return table + [dict(name="resnet18_dendritic", seed=seed, params=dendritic_params[seed],
-                         test_accuracy=ACCURACY["resnet18_dendritic"][seed]) for seed in (0, 1)]
+    return table + [dict(name="resnet18_dendritic", seed=seed, params=dendritic_params[seed], dendrites=seed + 1,
+                         test_accuracy=accuracy["resnet18_dendritic"][seed]) for seed in (0, 1)]
 
 
 def test_names_split_into_family_and_width():
@@ -34,7 +35,8 @@ def test_names_split_into_family_and_width():
 
 def test_the_frontier_is_the_members_means_interpolated_in_log_parameters():
     line = frontier.family_frontier(runs(), "resnet18")
-    assert [name for _, _, name in line.points] == ["resnet18", "resnet18_w2", "resnet18_w4"]
+    assert [name for _, _, name in line.members] == ["resnet18", "resnet18_w2", "resnet18_w4"]
+    assert line.seeds == (0, 1) and line.off == {}
     # means over seeds: 61, 66, 71
     assert line.accuracy_at(1e6) == pytest.approx(61.0) and line.accuracy_at(4e6) == pytest.approx(66.0)
     assert line.accuracy_at(2e6) == pytest.approx(63.5)  # halfway in log(parameters): (61 + 66) / 2
@@ -43,35 +45,74 @@ def test_the_frontier_is_the_members_means_interpolated_in_log_parameters():
     assert line.accuracy_at(math.sqrt(2) * 1e6) == pytest.approx(61.0 + 0.25 * 5.0)
     assert line.accuracy_at(0.99e6) is None and line.accuracy_at(17e6) is None  # no extrapolation
     assert line.weights_at(2e6) == (("resnet18", pytest.approx(0.5)), ("resnet18_w2", pytest.approx(0.5)))
-    assert frontier.family_frontier(runs(), "resnet18", seed=1).accuracy_at(8e6) == pytest.approx((66.0 + 72.0) / 2)
+    assert frontier.Frontier(**line.as_dict()) == line  # summary.json's form draws the same line
+
+
+def test_a_wider_member_that_scored_lower_is_off_the_frontier_which_stays_flat():
+    # means 61, 66, 64: resnet18_w4 scored below the smaller resnet18_w2, so from 4M to 16M the frontier
+    # is resnet18_w2's 66, never the falling line towards 64.
+    dip = dict(ACCURACY, resnet18_w4=(63.0, 65.0), resnet18_dendritic=(66.5, 68.0))
+    line = frontier.family_frontier(runs(dendritic_params=(8e6, 8e6), accuracy=dip), "resnet18")
+    assert line.off == {"resnet18_w4": "resnet18_w2"}
+    assert [name for _, _, name in line.on] == ["resnet18", "resnet18_w2"]
+    assert line.accuracy_at(8e6) == pytest.approx(66.0) and line.accuracy_at(16e6) == pytest.approx(66.0)
+    assert line.weights_at(8e6) == (("resnet18_w2", 1.0),)
+    params = [1e6 * 1.1 ** k for k in range(30)]  # 1M to 15.9M
+    assert all(line.accuracy_at(a) <= line.accuracy_at(b) for a, b in zip(params, params[1:]))
+    distance = frontier.distance_to_frontier(runs(dendritic_params=(8e6, 8e6), accuracy=dip), "resnet18_dendritic", line)
+    # each seed against its own resnet18_w2: 66.5 - 66, 68 - 66 = 0.5, 2.0 (the falling line would say 1.75, 2.5)
+    assert distance["differences"] == [pytest.approx(0.5), pytest.approx(2.0)]
+    assert distance["difference"] == pytest.approx(1.25)
+    # sd of (0.5, 2.0) = 1.5 / sqrt(2); half width 12.706 * sd / sqrt(2) = 12.706 * 0.75
+    assert (distance["low"], distance["high"]) == (pytest.approx(1.25 - T_975_1 * 0.75, abs=1e-3),
+                                                   pytest.approx(1.25 + T_975_1 * 0.75, abs=1e-3))
+
+
+def test_a_member_in_the_middle_that_dips_is_bridged():
+    # means 61, 58, 71: resnet18_w2 is beaten by resnet18; the frontier runs from 1M straight to 16M,
+    # and at 4M (halfway in log-parameters) it is (61 + 71) / 2 = 66.
+    dip = dict(ACCURACY, resnet18_w2=(57.0, 59.0))
+    line = frontier.family_frontier(runs(accuracy=dip), "resnet18")
+    assert line.off == {"resnet18_w2": "resnet18"}
+    assert line.accuracy_at(4e6) == pytest.approx(66.0)
+    assert line.weights_at(4e6) == (("resnet18", pytest.approx(0.5)), ("resnet18_w4", pytest.approx(0.5)))
 
 
 def test_one_member_is_no_frontier():
     only_resnet18 = [run for run in runs() if run["name"] in ("resnet18", "resnet18_dendritic")]
     assert frontier.family_frontier(only_resnet18, "resnet18") is None
-    assert frontier.distance_to_frontier(only_resnet18, "resnet18_dendritic") is None
 
 
 def test_the_distance_is_paired_by_seed_at_each_seeds_own_parameters():
-    distance = frontier.distance_to_frontier(runs(), "resnet18_dendritic")
+    table = runs()
+    distance = frontier.distance_to_frontier(table, "resnet18_dendritic", frontier.family_frontier(table, "resnet18"))
     # seed 0 at 2M: 64 - (60 + 66) / 2 = +1; seed 1 at 8M: 63 - (66 + 72) / 2 = -6
-    assert distance["per_seed"] == {0: pytest.approx(1.0), 1: pytest.approx(-6.0)}
-    assert distance["difference"] == pytest.approx(-2.5)
+    assert distance["seeds"] == [0, 1] and distance["differences"] == [pytest.approx(1.0), pytest.approx(-6.0)]
+    assert distance["difference"] == pytest.approx(-2.5) and distance["outside"] == {}
     # t interval over 2 seeds: sd of (1, -6) = 7 / sqrt(2), half width 12.706 * sd / sqrt(2) = 12.706 * 3.5
-    assert (distance["low"], distance["high"]) == (pytest.approx(-2.5 - 12.706 * 3.5), pytest.approx(-2.5 + 12.706 * 3.5))
+    assert (distance["low"], distance["high"]) == (pytest.approx(-2.5 - T_975_1 * 3.5, abs=1e-3),
+                                                   pytest.approx(-2.5 + T_975_1 * 3.5, abs=1e-3))
     assert not distance["distinguishable"]
-    # the picture's version: mean run (63.5 at 5M) against the mean frontier at 5M
-    at_5m = 66.0 + (71.0 - 66.0) * math.log(5 / 4) / math.log(4)
-    assert distance["params"] == 5e6 and distance["of_means"] == pytest.approx(63.5 - at_5m)
+    # where the picture draws it from: the run's mean over these seeds
+    assert (distance["params"], distance["accuracy"]) == (5e6, 63.5)
 
 
-def test_a_seed_outside_its_frontier_is_left_out_not_extrapolated():
-    distance = frontier.distance_to_frontier(runs(dendritic_params=(2e6, 20e6)), "resnet18_dendritic")
-    assert distance["per_seed"] == {0: pytest.approx(1.0), 1: None}
+def test_a_seed_outside_the_frontier_is_named_with_its_reason():
+    table = runs(dendritic_params=(2e6, 20e6))
+    distance = frontier.distance_to_frontier(table, "resnet18_dendritic", frontier.family_frontier(table, "resnet18"))
     assert distance["seeds"] == [0] and distance["difference"] == pytest.approx(1.0)
+    assert distance["outside"] == {1: "kept 2 dendrite(s): 20,000,000 parameters, beyond the widest member "
+                                      "resnet18_w4 (16,000,000)"}
     assert distance["low"] is None and distance["high"] is None and not distance["distinguishable"]
-    # the mean of every seed (63.5 at 11M) lies inside the mean frontier, between 4M and 16M
-    assert distance["of_means"] == pytest.approx(63.5 - (66.0 + 5.0 * math.log(11 / 4) / math.log(4)))
+    assert distance["params"] == 2e6  # the mean over the seeds compared, as the difference is
+
+
+def test_the_frontier_is_over_the_seeds_every_member_was_run_at():
+    table = [run for run in runs() if (run["name"], run["seed"]) != ("resnet18_w4", 1)]
+    line = frontier.family_frontier(table, "resnet18")
+    assert line.seeds == (0,) and line.accuracy_at(16e6) == pytest.approx(70.0)
+    distance = frontier.distance_to_frontier(table, "resnet18_dendritic", line)
+    assert distance["seeds"] == [0] and distance["outside"] == {}
 
 
 def test_two_members_of_the_same_size_are_refused_by_name():

@@ -45,7 +45,7 @@ def test_summary_lists_every_run_and_compares_them(tiny, data_dir, tmp_path):
                 "seconds"} <= set(run)
         assert 0 <= run["test_accuracy"] <= 100 and run["dendrites"] == 0
     table = (results / "summary.md").read_text()
-    assert "| resnet34 |" in table and "params saved vs ResNet-34" in table
+    assert "| resnet34 |" in table and "params saved vs resnet34" in table
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -2,6 +2,7 @@
 frontier in summary.md, summary.json and comparison.png, the right panel drawn from the control's
 own history, every label inside its axes, and the one-seed bootstrap paired by test image."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -70,14 +71,16 @@ def test_the_dendritic_run_against_the_width_frontier_by_hand(written):
     # the control at 10M sits on resnet18's own point: 70.2 - 70, 71 - 71, 72.2 - 72
     assert control["differences"] == pytest.approx([0.2, 0.0, 0.2])
     # each seed's frontier at 20M: (70 + 74) / 2, (71 + 74) / 2, (72 + 77) / 2 = 72, 72.5, 74.5;
-    # run - frontier: 1.0, -0.5, 0.5: mean 1/3, sd 0.763763, half width 4.303 * 0.763763 / sqrt(3) = 1.89744
+    # run - frontier: 1.0, -0.5, 0.5: mean 1/3, sd 0.763763, half width 4.30265 * 0.763763 / sqrt(3) = 1.89729
     assert entry["differences"] == pytest.approx([1.0, -0.5, 0.5])
-    assert (entry["difference"], entry["low"], entry["high"]) == pytest.approx((1 / 3, -1.56411, 2.23077), abs=1e-4)
-    # the means: 73.33 against (71 + 75) / 2 = 73 at 20M
-    assert entry["of_means"] == pytest.approx(1 / 3)
-    # seeds needed: (2.8 * 0.763763 / 0.5)^2 = 18.29 -> 19; (2.8 * 0.763763 / 0.3)^2 = 50.8 -> 51
-    assert entry["power"]["seeds_needed"] == {"0.5": 19, "0.3": 51}
-    assert entry["power"]["resolves"] == pytest.approx(2.8 * 0.763763 / 3 ** 0.5)
+    assert (entry["difference"], entry["low"], entry["high"]) == pytest.approx((1 / 3, -1.56396, 2.23062), abs=1e-4)
+    # drawn from the run's mean over these seeds, at its parameters
+    assert (entry["params"], entry["accuracy"]) == (20e6, pytest.approx(220 / 3))
+    # power from the noncentral t with 2 degrees of freedom: 3 seeds find 3.264 sd (G*Power's value);
+    # 0.5 points is 0.655 sd and 0.3 points 0.393 sd: between the 0.8 sd (15 seeds) and 0.5 sd (34 seeds)
+    # reference values, and beyond 0.5 sd's 34
+    assert entry["power"]["resolves"] == pytest.approx(3.264 * 0.763763, rel=1e-3)
+    assert 15 < entry["power"]["seeds_needed"]["0.5"] < 34 < entry["power"]["seeds_needed"]["0.3"]
     text = (results / "summary.md").read_text()
     assert ("**resnet18_dendritic (20.00M parameters)** is above the resnet18 width frontier by 0.33 points at equal "
             "parameters: 95% interval [-1.56, +2.23] (t interval over 3 seeds") in text
@@ -90,18 +93,23 @@ def test_the_dendritic_run_against_the_width_frontier_by_hand(written):
 
 def test_without_width_variants_there_is_no_frontier():
     no_variants = [run for run in runs() if run["name"] != "resnet18_w2"]
-    assert report.frontier_entries(no_variants, run_dirs={}) == []
-    assert "width frontier" not in report.summary_markdown(no_variants, [], [], [])
+    assert report.frontiers(no_variants) == [] and report.frontier_entries(no_variants, run_dirs={}) == []
+    assert "width frontier" not in report.summary_markdown(dict(runs=no_variants))
 
 
 def test_a_run_outside_the_frontier_is_said_to_be_so_not_extrapolated():
     beyond = [dict(run, params=50e6) if run["name"] == "resnet18_dendritic" else run for run in runs()]
     entry = report.frontier_entries(beyond, run_dirs={})[0]
-    assert entry["difference"] is None and entry["outside_seeds"] == [0, 1, 2] and entry["power"] is None
-    text = report.summary_markdown(beyond, [], [], [entry])
-    assert ("**resnet18_dendritic (50.00M parameters)** lies outside the resnet18 width frontier (resnet18 10.00M "
-            "71.00%, resnet18_w2 40.00M 75.00%) in every seed: nothing is extrapolated") in text
-    report.comparison_figure(beyond, [], [entry])  # draws without a distance
+    assert entry["difference"] is None and entry["seeds"] == [] and entry["power"] is None
+    why = "kept 1 dendrite(s): 50,000,000 parameters, beyond the widest member resnet18_w2 (40,000,000)"
+    assert entry["outside"] == {0: why, 1: why, 2: why}
+    summary = dict(runs=beyond, frontier=[entry], frontiers=[line.as_dict() for line in report.frontiers(beyond)])
+    text = report.summary_markdown(summary)
+    assert f"**resnet18_dendritic** lies outside the resnet18 width frontier in every seed (seed 0 {why}; " in text
+    assert ("**The resnet18 width frontier** over seed(s) 0, 1, 2 (mean test accuracy; it never falls as parameters "
+            "grow: docs/method.md): resnet18 10.00M 71.00%, resnet18_w2 40.00M 75.00%.") in text
+    params_panel = report.comparison_figure(json.loads(json.dumps(summary))).axes[0]
+    assert [line.get_gid() for line in params_panel.get_lines()].count("distance to the frontier") == 0
 
 
 def test_the_right_panel_is_the_dendritic_run_and_its_control_from_their_histories(written):
@@ -111,7 +119,7 @@ def test_the_right_panel_is_the_dendritic_run_and_its_control_from_their_histori
     assert curves["resnet18_dendritic", 0] == [[0, 60.0], [1, 63.0], [2, 64.0]]
     assert curves["resnet18_continued", 0] == [[0, 60.0], [1, 61.5], [2, 62.5]]
     assert curves["resnet18_continued", 2] == [[0, 62.0], [1, 64.0]]  # it stopped after one cycle
-    figure = report.comparison_figure(summary["runs"], summary["headline"], summary["frontier"], summary["cycles"])
+    figure = report.comparison_figure(summary)
     right = figure.axes[-1]
     drawn = {(line.get_color(), tuple(line.get_ydata())) for line in right.get_lines() if len(line.get_ydata()) > 1}
     assert {ys for colour, ys in drawn if colour == "tab:orange"} == {(60.0, 61.5, 62.5), (61.0, 61.5, 62.0),
@@ -124,7 +132,7 @@ def test_the_right_panel_is_the_dendritic_run_and_its_control_from_their_histori
 
 def test_every_panel_places_every_run_and_keeps_its_label_inside(written):
     _, summary = written
-    figure = report.comparison_figure(summary["runs"], summary["headline"], summary["frontier"], summary["cycles"])
+    figure = report.comparison_figure(summary)
     params_panel, macs_panel, _ = figure.axes
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
@@ -151,6 +159,24 @@ def test_every_panel_places_every_run_and_keeps_its_label_inside(written):
     colours = {label.get_text(): label.get_color() for label in params_panel.texts if label.get_gid() == "run label"}
     assert colours == {"resnet18": "tab:blue", "resnet18_w2": "tab:blue", "resnet34": "tab:blue",
                        "resnet18_dendritic": "tab:green", "resnet18_continued": "tab:orange"}  # each its point's
+
+
+def test_the_summary_and_the_figure_give_the_same_frontier_numbers(written):
+    """Both read from what the report wrote: summary.md's distances are the dotted lines' lengths, and
+    each line ends on the frontier drawn, at the run's parameters."""
+    results, _ = written
+    summary = json.loads((results / "summary.json").read_text())
+    text = (results / "summary.md").read_text()
+    params_panel = report.comparison_figure(summary).axes[0]
+    dotted = [line.get_data() for line in params_panel.get_lines() if line.get_gid() == "distance to the frontier"]
+    frontier_line = next(line for line in params_panel.get_lines() if "width frontier" in str(line.get_label()))
+    assert len(dotted) == len(summary["frontier"]) == 2
+    for entry, (xs, ys) in zip(summary["frontier"], dotted):
+        stated = float(re.search(rf"\*\*{entry['run']} \([\d.]+M parameters\)\*\* is (?:above|below) the resnet18 width "
+                                 r"frontier by ([\d.]+) points", text).group(1))
+        assert ys[0] - ys[1] == pytest.approx(entry["difference"]) and abs(ys[0] - ys[1]) == pytest.approx(stated, abs=0.005)
+        on_line = np.interp(np.log(xs[0]), np.log(frontier_line.get_xdata()), frontier_line.get_ydata())
+        assert ys[1] == pytest.approx(on_line, abs=1e-3)
 
 
 def test_the_report_is_redrawn_from_summary_json_alone(written):
