@@ -37,7 +37,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dendritic_experiment import config  # noqa: E402
-from dendritic_experiment.data import DATASETS, prepare_batch  # noqa: E402
+from dendritic_experiment.data import DATASETS, epoch_draws, prepare_batch  # noqa: E402
 from dendritic_experiment.dendrites import DendriteTracker  # noqa: E402
 from dendritic_experiment.models import build_model, dendrite_modules_of  # noqa: E402
 from dendritic_experiment.projection import project  # noqa: E402
@@ -206,10 +206,11 @@ def measure_training(model, optimizer, images, labels, setup, args, name):
     """Median step time and peak memory of training_step on random batches, as an epoch draws them."""
     scaler = setup.grad_scaler()
     model.train()
+    draws = batch_draws(images, setup, args)
 
     def step():
         index = torch.randint(0, len(images), (args.batch_size,), device=images.device)
-        training_step(model, images[index], labels[index], optimizer, setup, scaler)
+        training_step(model, images[index], labels[index], optimizer, setup, scaler, draws)
 
     seconds = median_seconds(step, args, f"{name} training")
     return {"train_step_ms_median": 1000 * seconds, "train_images_per_s": args.batch_size / seconds,
@@ -233,12 +234,19 @@ def measure_evaluation(model, images, setup, args, name):
 def measure_augmentation(images, setup, args):
     """Indexing a random batch and augmenting it alone: the data path's cost inside a step."""
     settings = setup.settings
+    draws = batch_draws(images, setup, args)
 
     def step():
         index = torch.randint(0, len(images), (args.batch_size,), device=images.device)
-        prepare_batch(images[index], settings.augment, settings.cutout, setup.memory_format, settings.dataset)
+        prepare_batch(images[index], settings.augment, settings.cutout, setup.memory_format, settings.dataset,
+                      draws=draws)
 
     return 1000 * median_seconds(step, args, "augmentation")
+
+
+def batch_draws(images, setup, args):
+    """One batch's crops, flips and cutouts on the device, as an epoch's are (drawn once per epoch)."""
+    return epoch_draws(images, args.batch_size, 1, setup.settings.augment, setup.settings.cutout)[1]
 
 
 def measure_model(name, model, params, optimizer, images, labels, setup, args):

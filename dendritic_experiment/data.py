@@ -1,5 +1,7 @@
 """CIFAR-100 and CIFAR-10: the python-pickle folders read into uint8 tensors on the training
-device, and each batch augmented and normalised there in one go (no per-image Python)."""
+device, and each batch augmented and normalised there in one go (no per-image Python). The random
+numbers of the batches (order, crops, flips, cutouts) are drawn on the CPU, once per epoch, whatever
+device trains: a seed gives the same batches on every device (docs/method.md, "The control")."""
 import collections
 import functools
 import hashlib
@@ -127,10 +129,35 @@ def normalisation(dataset, device):
     return tuple(torch.tensor(DATASETS[dataset][key], device=device) * 255 for key in ("mean", "std"))
 
 
+def augmentation_draws(count, augment, cutout, generator=None, shape=(32, 32)):
+    """The random numbers that augment count images of shape (height, width): crop offsets and flips
+    (augment), cutout centres (cutout), each count x 1 x 1, drawn on the CPU from generator (None: the
+    global one)."""
+    height, width = shape
+    draws = {}
+    if augment:
+        draws["top"] = torch.randint(0, 9, (count, 1, 1), generator=generator)
+        draws["left"] = torch.randint(0, 9, (count, 1, 1), generator=generator)
+        draws["flip"] = torch.rand(count, 1, 1, generator=generator) < 0.5
+    if cutout:
+        draws["cutout_top"] = torch.randint(0, height, (count, 1, 1), generator=generator) - cutout // 2
+        draws["cutout_left"] = torch.randint(0, width, (count, 1, 1), generator=generator) - cutout // 2
+    return draws
+
+
+def epoch_draws(images, batch_size, steps, augment, cutout, generator=None):
+    """One epoch's batch order and each image slot's augmentation draws, drawn on the CPU in the order
+    training uses them (the order, then batch by batch) and copied to the images' device once."""
+    order = torch.randperm(len(images), generator=generator)
+    batches = [augmentation_draws(batch_size, augment, cutout, generator, images.shape[-2:]) for _ in range(steps)]
+    draws = {key: torch.cat([batch[key] for batch in batches]) for key in batches[0]} if batches else {}
+    return order.to(images.device), {key: value.to(images.device) for key, value in draws.items()}
+
+
 def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100",
-                  generator=None):
-    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented, drawing its
-    random numbers from generator (on the images' device; None: the global one).
+                  generator=None, draws=None):
+    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented with draws
+    (augmentation_draws on the images' device; None: drawn now from generator).
 
     Crop and flip index whole batches at once (no per-image Python); cutout zeroes a square of
     cutout x cutout pixels around a random centre, clipped at the border (DeVries and Taylor
@@ -138,21 +165,21 @@ def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_
     """
     n, _, height, width = images.shape
     device = images.device
+    if (augment or cutout) and draws is None:
+        draws = {key: value.to(device) for key, value in
+                 augmentation_draws(n, augment, cutout, generator, (height, width)).items()}
     pixels = images.permute(0, 2, 3, 1)  # crop and flip gather whole pixels (NHWC)
     if augment:
         padded = F.pad(pixels, (0, 0, 4, 4, 4, 4))
-        top = torch.randint(0, 9, (n, 1, 1), device=device, generator=generator)
-        left = torch.randint(0, 9, (n, 1, 1), device=device, generator=generator)
+        top, left = draws["top"], draws["left"]
         rows = top + torch.arange(height, device=device).view(1, -1, 1)
         cols = left + torch.arange(width, device=device).view(1, 1, -1)
-        flip = torch.rand(n, 1, 1, device=device, generator=generator) < 0.5
-        cols = torch.where(flip, 2 * left + width - 1 - cols, cols)  # mirror inside the crop
+        cols = torch.where(draws["flip"], 2 * left + width - 1 - cols, cols)  # mirror inside the crop
         pixels = padded[torch.arange(n, device=device).view(-1, 1, 1), rows, cols]
     mean, std = normalisation(dataset, device)
     x = ((pixels.float() - mean) / std).permute(0, 3, 1, 2)
     if cutout:
-        top = torch.randint(0, height, (n, 1, 1), device=device, generator=generator) - cutout // 2
-        left = torch.randint(0, width, (n, 1, 1), device=device, generator=generator) - cutout // 2
+        top, left = draws["cutout_top"], draws["cutout_left"]
         ys = torch.arange(height, device=device).view(1, -1, 1)
         xs = torch.arange(width, device=device).view(1, 1, -1)
         inside = (ys >= top) & (ys < top + cutout) & (xs >= left) & (xs < left + cutout)

@@ -113,9 +113,10 @@ class Run(abc.ABC):
 
     def epoch_generator(self, epoch):
         """The random numbers of an epoch's batches (order, crops, flips, cutouts): a stream of their
-        own, seeded by the run's seed, its data_stream and the epoch. Nothing drawn for weights (a
-        new dendrite's) shifts it, and a resumed epoch draws what an uninterrupted one would."""
-        generator = torch.Generator(device=self.data.train_images.device)
+        own, seeded by the run's seed, its data_stream and the epoch, on the CPU whatever device trains
+        (the same batches everywhere: a run and its control from two devices still share them). Nothing
+        drawn for weights (a new dendrite's) shifts it, and a resumed epoch draws what an uninterrupted one would."""
+        generator = torch.Generator()
         key = hashlib.sha256(f"{self.seed}/{self.data_stream}/{epoch}".encode()).digest()
         return generator.manual_seed(int.from_bytes(key[:8], "little"))
 

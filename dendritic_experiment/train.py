@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dendritic_experiment.data import prepare_batch
+from dendritic_experiment.data import epoch_draws, prepare_batch
 from dendritic_experiment.dendrites import to_device
 from dendritic_experiment.models import build_model
 from dendritic_experiment.utils import save_torch
@@ -85,11 +85,11 @@ def crashes_in_channels_last(model):
                and module.in_channels < 8 for module in model.modules())
 
 
-def training_step(model, images, labels, optimizer, setup, scaler, generator=None):
-    """Augment a uint8 batch on its device (random numbers from generator), then one optimizer step.
-    Returns (loss, logits), unsynced."""
+def training_step(model, images, labels, optimizer, setup, scaler, draws=None):
+    """Augment a uint8 batch on its device (with draws: data.augmentation_draws on that device; None:
+    drawn now), then one optimizer step. Returns (loss, logits), unsynced."""
     settings = setup.settings
-    x = prepare_batch(images, settings.augment, settings.cutout, setup.memory_format, settings.dataset, generator)
+    x = prepare_batch(images, settings.augment, settings.cutout, setup.memory_format, settings.dataset, draws=draws)
     with setup.autocast():
         logits = setup.forward_module(model)(x)
         loss = F.cross_entropy(logits, labels, label_smoothing=settings.label_smoothing)
@@ -120,22 +120,25 @@ def steps_per_epoch(num_images, batch_size):
 def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_scheduler=None, description="",
                     generator=None):
     """One pass over the shuffled training set, batch_scheduler stepped after every batch; the order,
-    crops, flips and cutouts drawn from generator (on the images' device; None: the global one).
+    crops, flips and cutouts drawn from generator (a CPU generator; None: the global one) at the start,
+    copied to the device in one go (data.epoch_draws).
     Returns {'train_loss', 'train_accuracy', 'first_bad_step'} (the first step whose loss was not
     finite, 1-based; -1 when none)."""
     batch_size = min(setup.settings.batch_size, len(images))
     steps = steps_per_epoch(len(images), batch_size)
     model.train()
-    order = torch.randperm(len(images), device=images.device, generator=generator)
+    order, draws = epoch_draws(images, batch_size, steps, setup.settings.augment, setup.settings.cutout, generator)
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     first_bad_step = torch.full((), -1, device=images.device)  # kept on the device: no sync per step
     interactive = sys.stderr.isatty()
     bar = tqdm(range(steps), desc=description, leave=False, disable=not interactive, dynamic_ncols=True)
     for step in bar:
-        index = order[step * batch_size:(step + 1) * batch_size]
+        batch = slice(step * batch_size, (step + 1) * batch_size)
+        index = order[batch]
         y = labels[index]
-        loss, logits = training_step(model, images[index], y, optimizer, setup, scaler, generator)
+        loss, logits = training_step(model, images[index], y, optimizer, setup, scaler,
+                                     {key: value[batch] for key, value in draws.items()})
         if batch_scheduler is not None:
             batch_scheduler.step()
         loss_sum += loss.detach().float() * len(y)

@@ -166,7 +166,7 @@ def test_each_label_stays_with_its_image_through_loading_the_split_and_shuffling
         return torch.zeros(()), torch.zeros(len(labels), 100)
 
     monkeypatch.setattr(train, "training_step", record_batch)
-    settings = SimpleNamespace(batch_size=100)
+    settings = SimpleNamespace(batch_size=100, augment=True, cutout=8)
     setup = SimpleNamespace(settings=settings)
     train_one_epoch(torch.nn.Identity(), splits.train_images, splits.train_labels, None, setup, None,
                     generator=torch.Generator().manual_seed(3))
@@ -248,3 +248,26 @@ def test_each_epoch_draws_its_own_stream_shared_by_a_dendritic_run_and_its_contr
     assert not torch.equal(order(dendritic, 1), order(dendritic, 2))  # by epoch
     assert not torch.equal(order(dendritic, 1), order(DendriticRun("resnet18", data_, setup, 2, "unused"), 1))  # by seed
     assert not torch.equal(order(dendritic, 1), order(BaselineRun("resnet18", data_, setup, 1), 1))  # not the baseline's
+
+
+def test_an_epochs_batches_are_drawn_on_the_cpu_whatever_device_holds_the_images():
+    """A dendritic run reused from one device and its control trained on another share their batches:
+    the order, crops, flips and cutouts come from the run's CPU stream and are copied to the images'
+    device. (No GPU here: PyTorch's meta device stands for it; a draw made there would leave the CPU
+    stream where it was, and one drawn there has no values to copy.)"""
+    from dendritic_experiment.runs import BaselineRun
+
+    def run_on(device):
+        images = torch.zeros(10, 3, 32, 32, dtype=torch.uint8, device=device)
+        setup = SimpleNamespace(settings=None)
+        return BaselineRun("resnet18", data.Data(images, None, images, None, images, None, []), setup, 1), images
+
+    (on_cpu, cpu_images), (on_meta, meta_images) = run_on("cpu"), run_on("meta")
+    assert on_meta.epoch_generator(1).device == torch.device("cpu")
+    cpu_stream, meta_stream = on_cpu.epoch_generator(1), on_meta.epoch_generator(1)
+    order, draws = data.epoch_draws(cpu_images, 4, 2, augment=True, cutout=8, generator=cpu_stream)
+    meta_order, meta_draws = data.epoch_draws(meta_images, 4, 2, augment=True, cutout=8, generator=meta_stream)
+    assert meta_order.device.type == "meta" and {value.device.type for value in meta_draws.values()} == {"meta"}
+    assert torch.equal(cpu_stream.get_state(), meta_stream.get_state())  # both drew the same numbers on the CPU
+    assert sorted(order.tolist()) == list(range(10)) and draws.keys() == meta_draws.keys()
+    assert all(len(value) == 8 for value in draws.values())  # two batches of 4
