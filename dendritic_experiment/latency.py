@@ -32,8 +32,9 @@ def measure_latency(models, batch_sizes=(1, 64), threads=1, seconds=1.0, warmup_
     torch using `threads` threads (set back afterwards). For each batch size: warmup_rounds untimed
     rounds (the first call of a shape builds its kernels), then timed rounds, each one forward of every
     model, until `seconds` have passed and at least min_rounds are done, or max_rounds are. It takes
-    about (warmup_rounds + min_rounds) x the sum of one forward of each at least: for full-width
-    ResNets at batch 64 on one thread (0.45 s for a ResNet-18) a few seconds per model."""
+    (warmup_rounds + min_rounds) x the sum of one forward of each at least: four full-width ResNets
+    (two ResNet-18s, a dendritic one, a ResNet-34) on one thread took 21 s at batches 1 and 64 (0.6 to
+    1 s per forward at 64), 6 s at batches 1 and 16 (docs/performance.md, "Latency and export")."""
     names = list(models)
     for model in models.values():
         to_eval_mode(model)
