@@ -4,8 +4,9 @@ A run's result.json holds its "settings" (settings.result_settings) and its "ide
 
     format       RESULT_FORMAT: bumped when what is recorded or compared changes
     data         a fingerprint of the data files read (data.data_fingerprint), not their path
-    code         a fingerprint of each module whose code can change the run's numbers (RESULT_MODULES),
-                 comments, docstrings and formatting aside (code_fingerprint)
+    code         a fingerprint of each module whose code can change the run's numbers (RESULT_MODULES)
+                 and of each such function of another module (RESULT_FUNCTIONS), comments,
+                 docstrings and formatting aside (code_fingerprint)
     libraries    torch (major.minor); for a dendritic run also perforatedai and the dendrite method the
                  run trains with (gradient descent: the run stops if the library runs anything else)
     starts_from  when each run it starts from finished: a baseline trained again is another start
@@ -24,8 +25,9 @@ import subprocess
 
 from dendritic_experiment.dendrites import GRADIENT_DESCENT
 
-RESULT_FORMAT = 3  # 1: before identities; 2: one acceptance rule, 8 x 8 cutout; 3: code and trained precision
-# compared, and the control replays the dendritic run's learning rates (it needs the dendritic result's "lrs")
+RESULT_FORMAT = 4  # 1: before identities; 2: one acceptance rule, 8 x 8 cutout; 3: code and trained precision
+# compared, and the control replays the dendritic run's learning rates (it needs the dendritic result's "lrs");
+# 4: batches drawn on the CPU whatever the device, and the functions of RESULT_FUNCTIONS compared
 NO_IDENTITY = "its result.json predates result identities (format 1)"
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,6 +42,12 @@ RESULT_MODULES = {
     "continued": BASELINE_MODULES + ("continuation", "keep_rule"),
     "dendritic": BASELINE_MODULES + ("continuation", "keep_rule", "dendrites", "contribution"),
 }
+# Functions of modules otherwise listed below whose code can change a run's numbers: fingerprinted alone.
+RESULT_FUNCTIONS = {
+    "baseline": ("experiment.Experiment.new_run",),
+    "continued": ("experiment.Experiment.new_run", "experiment.Experiment.starting_weights"),
+    "dendritic": ("experiment.Experiment.new_run", "experiment.Experiment.starting_weights", "utils.split_list"),
+}
 NOT_RESULT_FOR = {
     "baseline": {"keep_rule": "imported with dendrites.py; a baseline keeps its last epoch, no cycle",
                  "dendrites": "train.py places a model with its to_device: where tensors live, not what they hold"},
@@ -51,9 +59,9 @@ NOT_RESULT_MODULES = {
     "config": "the settings' defaults: a result compares the settings themselves",
     "settings": "flags into settings: a result compares the settings (result_settings) and the precision it resolves",
     "identity": "what is compared: a change to what it records trains again through the comparison itself",
-    "experiment": "which runs, where, reused or trained; what a run computes is in the modules above",
+    "experiment": "which runs, where, reused or trained (new_run and starting_weights: RESULT_FUNCTIONS)",
     "checkpoint": "saves and resumes a run in progress: a resumed run ends as an uninterrupted one (tests/test_resume.py)",
-    "utils": "errors, locks and whole-file writes of the values it is given",
+    "utils": "errors, locks and whole-file writes of the values it is given (split_list: RESULT_FUNCTIONS)",
     "cluster": "where runs train (Ray)", "tracking": "logs finished runs to wandb",
     "report": "the report, made anew from the results every time", "intervals": "the report's intervals",
     "frontier": "the report's width frontier", "costs": "the report's MACs per image, counted from a finished run's model",
@@ -77,20 +85,21 @@ def run_identity(run, data, upstream_results):
 
 
 def code_fingerprint(kind):
-    """{module: fingerprint} of the modules whose code can change a number of this kind of run."""
+    """{module or module.function: fingerprint} of the code that can change a number of this kind of run."""
     fingerprints = {}
-    for name in RESULT_MODULES[kind]:
-        path = os.path.join(PACKAGE, name + ".py")
+    for name in RESULT_MODULES[kind] + RESULT_FUNCTIONS[kind]:
+        module, _, function = name.partition(".")
+        path = os.path.join(PACKAGE, module + ".py")
         status = os.stat(path)
-        fingerprints[name] = module_fingerprint(path, status.st_mtime_ns, status.st_size)
+        fingerprints[name] = module_fingerprint(path, status.st_mtime_ns, status.st_size, function)
     return fingerprints
 
 
 @functools.lru_cache(maxsize=None)
-def module_fingerprint(path, mtime_ns, size):
-    """The first 16 hex digits of a sha256 of the module's syntax tree without its docstrings: comments,
-    docstrings and formatting do not change it, any other change does. Once per version of the file
-    (mtime_ns, size) and process."""
+def module_fingerprint(path, mtime_ns, size, function=""):
+    """The first 16 hex digits of a sha256 of the module's syntax tree (or of one function's, such as
+    'Experiment.new_run') without its docstrings: comments, docstrings and formatting do not change
+    it, any other change does. Once per version of the file (mtime_ns, size) and process."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read())
     for node in ast.walk(tree):
@@ -99,6 +108,11 @@ def module_fingerprint(path, mtime_ns, size):
                 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
             node.body = body[1:]
+    for name in function.split(".") if function else ():
+        tree = next((node for node in tree.body if isinstance(node, (ast.ClassDef, ast.FunctionDef))
+                     and node.name == name), None)
+        if tree is None:  # renamed or moved: RESULT_FUNCTIONS must name it anew
+            raise LookupError(f"identity.RESULT_FUNCTIONS names {function} in {path}, which has no such function")
     return hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
 
 
@@ -127,7 +141,7 @@ def what_changed(cached, settings, identity):
         return f"the result format changed ({old.get('format')} -> {identity['format']}: a change of behaviour)"
     if old.get("data") != identity["data"]:
         return f"the data changed (fingerprint {old.get('data')} -> {identity['data']})"
-    if code := [f"{name}.py" for name, _, _ in differences(old.get("code") or {}, identity["code"])]:
+    if code := [name if "." in name else f"{name}.py" for name, _, _ in differences(old.get("code") or {}, identity["code"])]:
         return f"the code changed ({', '.join(code)})"
     changes = [f"{name} {old_value!r} -> {new_value!r}" for name, old_value, new_value in differences(
         dict(cached.get("settings") or {}, **old.get("libraries", {})), dict(settings, **identity["libraries"]))]

@@ -65,12 +65,16 @@ def test_a_real_dendritic_model_costs_what_the_count_says(new_tracker):
     dendrites.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.LambdaLR,
                               dict(lr_lambda=lambda epoch: 1.0))
     dendrites.learn_shapes(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
-    assert costs.model_macs(dendrites.model) == costs.dendritic_macs(plain, [], 0) == sum(plain.values())
+    # By hand, ResNet-18 at 1/8 width (8, 16, 32, 64 channels at 32, 16, 8, 4 pixels a side): the stem
+    # 8 * 32 * 32 * 27 = 221,184; layer1's four 3x3 convs 4 * 8 * 32 * 32 * 8 * 9 = 2,359,296; layers 2-4 each
+    # 294,912 (the striding conv) + 3 * 589,824 + 32,768 (the 1x1 shortcut) = 2,097,152; fc 100 * 64 = 6,400.
+    resnet18 = 221_184 + 2_359_296 + 3 * 2_097_152 + 6_400
+    assert costs.model_macs(dendrites.model) == sum(plain.values()) == resnet18 == 8_878_336
     dendrites.start_from_baseline(50.0, 50.0)
     assert dendrites.dendrite_count == 1
     modules = models.dendrite_modules_of("resnet18", "auto")
     assert costs.model_macs(dendrites.model) == costs.dendritic_macs(plain, modules, 1) == \
-        sum(plain.values()) + 2 * 32 * 8 * 8 * 32 * 9  # layer3's two 32-channel 3x3 convs at 8 x 8, once more
+        resnet18 + 2 * 32 * 8 * 8 * 32 * 9  # layer3's two 32-channel 3x3 convs at 8 x 8, once more
 
 
 def test_a_runs_macs_come_from_the_settings_its_result_holds():

@@ -216,27 +216,48 @@ def lookup(flags, run, capsys, experiment=None):
     return result, capsys.readouterr().err
 
 
+def reused(looked_up, result):
+    """Whether a lookup reused the finished result, and said so."""
+    cached, said = looked_up
+    return cached is not None and cached["finished_at"] == result["finished_at"] and "resnet18: reusing" in said
+
+
 def test_a_comment_keeps_a_result_and_a_code_change_trains_it_again_naming_the_module(finished, tmp_path,
                                                                                    monkeypatch, capsys):
     flags, run, result = finished
     clone = tmp_path / "dendritic_experiment"
     shutil.copytree(identity.PACKAGE, clone, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(identity, "PACKAGE", str(clone))
-    train_py = clone / "train.py"
+    train_py, experiment_py = clone / "train.py", clone / "experiment.py"
 
-    def edit(path, old, new):
+    def edited(path, old, new):
+        """The lookup with one edit made to the clone's code (undone after it)."""
         text = path.read_text()
-        assert old in text
-        path.write_text(text.replace(old, new, 1))
-        return lookup(flags, run, capsys)
+        assert text.count(old) == 1
+        path.write_text(text.replace(old, new))
+        try:
+            return lookup(flags, run, capsys)
+        finally:
+            path.write_text(text)
 
-    assert lookup(flags, run, capsys)[0] == result  # the same code elsewhere
-    assert edit(clone / "report.py", "import io\n", "import io\nimport json\n")[0] == result  # not a result's code
-    edit(train_py, "import contextlib\n", "# a comment\nimport contextlib  # and another\n")
-    edit(train_py, "Training steps:", "The training steps:")  # the module's docstring
-    assert edit(train_py, "REFRESH_STEPS = 25", "REFRESH_STEPS  =  (\n    25)")[0] == result  # formatting
-    cached, said = edit(train_py, "\nclass TrainingSetup:", "\ndef unused():\n    return 1\n\n\nclass TrainingSetup:")
-    assert cached is None and said.strip() == "resnet18 (seed 0): the code changed (train.py); training it again"
+    def trains_again(looked_up, changed):
+        cached, said = looked_up
+        return cached is None and said.strip() == f"resnet18 (seed 0): the code changed ({changed}); training it again"
+
+    assert reused(lookup(flags, run, capsys), result)  # the same code elsewhere
+    assert reused(edited(clone / "report.py", "import io\n", "import io\nimport json\n"), result)  # not a result's code
+    assert reused(edited(train_py, "import contextlib\n", "# a comment\nimport contextlib  # and another\n"), result)
+    assert reused(edited(train_py, "Training steps:", "The training steps:"), result)  # the module's docstring
+    assert reused(edited(train_py, "REFRESH_STEPS = 25", "REFRESH_STEPS  =  (\n    25)"), result)  # formatting
+    assert trains_again(edited(train_py, "\nclass TrainingSetup:", "\ndef unused():\n    return 1\n\n\nclass TrainingSetup:"),
+                        "train.py")
+    assert trains_again(edited(train_py, "return num_images // min(batch_size, num_images)",  # inside a function
+                               "return num_images // max(1, min(batch_size, num_images))"), "train.py")
+    # experiment.py is not a result's module, but a function of it is (identity.RESULT_FUNCTIONS)
+    assert reused(edited(experiment_py, "return f\"{seconds // 3600}", "return f\"{int(seconds) // 3600}"), result)
+    assert trains_again(edited(experiment_py, "return BaselineRun(run.model, self.data, setup, run.seed)",
+                               "return BaselineRun(run.model, self.data, setup, int(run.seed))"),
+                        "experiment.Experiment.new_run")
 
 
 def test_every_module_is_part_of_a_result_or_listed_as_unable_to_change_one():
@@ -266,6 +287,8 @@ def test_every_module_is_part_of_a_result_or_listed_as_unable_to_change_one():
         return seen
 
     modules = {name[:-3] for name in os.listdir(identity.PACKAGE) if name.endswith(".py")}
+    for kind in identity.RESULT_FUNCTIONS:  # each function named exists (a renamed one would fingerprint nothing)
+        assert set(identity.code_fingerprint(kind)) == set(identity.RESULT_MODULES[kind] + identity.RESULT_FUNCTIONS[kind])
     in_results = set().union(*identity.RESULT_MODULES.values())
     assert not in_results & set(identity.NOT_RESULT_MODULES)
     assert modules == in_results | set(identity.NOT_RESULT_MODULES), "a module is in neither list"
@@ -306,7 +329,7 @@ def test_a_data_file_whose_modification_time_alone_changed_is_reused(finished, d
     shutil.copytree(data_dir, copy)
     for path in copy.rglob("*"):
         os.utime(path, (1e9, 1e9))
-    assert lookup([*flags, "--data-dir", str(copy)], run, capsys)[0] == result
+    assert reused(lookup([*flags, "--data-dir", str(copy)], run, capsys), result)
 
 
 def test_a_changed_library_version_and_a_result_from_before_identities_train_again(finished, tmp_path, monkeypatch,
@@ -364,7 +387,7 @@ def test_changing_every_dendrite_setting_leaves_a_baselines_history_bit_identica
             words = {"dendrite_modules": "fc", "switch_mode": "history", "dendrite_activation": "relu"}
             changed += [flag, str(words[name] if isinstance(value, str) else value + 1 if isinstance(value, int)
                                   else value / 2 or 0.1)]
-    assert lookup([*flags, *changed], run, capsys)[0] == result
+    assert reused(lookup([*flags, *changed], run, capsys), result)
     results = tmp_path / "results"
     main.main([*flags, *changed, "--results-dir", str(results)])
     columns = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731

@@ -1,4 +1,5 @@
 """Kill main.py with SIGKILL mid-run, run it again: it must finish exactly as if never killed."""
+import json
 import os
 import shutil
 import signal
@@ -10,28 +11,32 @@ import torch
 
 from helpers import assert_same_run, main_command, read_history, run_main, script_environment
 
-# A baseline of 4 epochs, then 3-epoch dendrite cycles whose first 2 epochs train the dendrites alone
-# (every gain keeps its dendrite, so the dendritic run goes on into a second cycle) and the control;
-# a checkpoint after every epoch.
+# A baseline of 4 epochs, then two 4-epoch dendrite cycles whose first 2 epochs train the dendrites alone,
+# and the control; a checkpoint after every epoch. The dendritic run and the control score scripted
+# validation accuracies that rise every epoch (helpers.scripted_validation), so that both cycles are kept
+# on every CPU.
 FLAGS = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--warmup-epochs", "1", "--checkpoint-seconds", "0",
-         "--experiments", "resnet18,resnet18_dendritic", "--epochs", "4", "--dendrite-epochs", "3", "--max-dendrites", "3",
+         "--experiments", "resnet18,resnet18_dendritic", "--epochs", "4", "--dendrite-epochs", "4", "--max-dendrites", "2",
          "--dendrite-min-gain", "0", "--dendrite-warmup-epochs", "2"]
+SCRIPTED = dict(SETUP_HOOK="helpers.scripted_validation", SCRIPTED_VAL_ACCURACY="50,51,52,53,54,55,56,57")
 
 
 @pytest.fixture(scope="module")
 def straight(data_dir, tmp_path_factory):
     """The runs trained once without interruption: what every killed run must end as."""
     folder = tmp_path_factory.mktemp("straight")
-    process = run_main(["--data-dir", data_dir, *FLAGS, "--results-dir", str(folder)], cwd=folder)
+    process = run_main(["--data-dir", data_dir, *FLAGS, "--results-dir", str(folder)], cwd=folder, **SCRIPTED)
     assert process.returncode == 0, process.stderr
+    assert json.loads((folder / "resnet18_dendritic" / "result.json").read_text())["cycles"] == [4, 4]  # both kept
     return folder
 
 
-def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
+def kill_after_epochs(args, cwd, history_path, epochs, timeout=300, **environment):
     """Start main.py (tiny models) and SIGKILL it once history.csv shows `epochs` finished epochs and a
     checkpoint is there."""
-    process = subprocess.Popen(main_command(args), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=script_environment())
+    process = subprocess.Popen(main_command(args, environment.get("SETUP_HOOK")), cwd=cwd, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=dict(script_environment(), **environment))
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         run_dir = os.path.dirname(history_path)  # a checkpoint is written just after the history: wait for one
@@ -46,18 +51,18 @@ def kill_after_epochs(args, cwd, history_path, epochs, timeout=300):
 
 @pytest.mark.parametrize("run, finished_before, epochs, only", [
     ("resnet18", (), 2, ["--experiments", "resnet18"]),
-    ("resnet18_dendritic", ("resnet18",), 4, ["--no-control"]),  # after a restructure, mid-way through a warm-up
-    ("resnet18_continued", ("resnet18", "resnet18_dendritic"), 1, []),  # mid-way through its frozen epochs
+    ("resnet18_dendritic", ("resnet18",), 5, ["--no-control"]),  # after a restructure, mid-way through a warm-up
+    ("resnet18_continued", ("resnet18", "resnet18_dendritic"), 3, []),  # mid-cycle, after its first optimizer steps
 ])
 def test_a_killed_run_resumes_to_the_same_result(run, finished_before, epochs, only, straight, data_dir, tmp_path):
     killed = tmp_path / "killed"
     for finished in finished_before:  # the same finished runs it starts from
         shutil.copytree(straight / finished, killed / finished)
     args = ["--data-dir", data_dir, *FLAGS, *only, "--results-dir", str(killed)]  # no run after this one
-    kill_after_epochs(args, tmp_path, killed / run / "history.csv", epochs)
+    kill_after_epochs(args, tmp_path, killed / run / "history.csv", epochs, **SCRIPTED)
     assert (killed / run / "checkpoint.pt").exists() and not (killed / run / "result.json").exists()
 
-    again = run_main(args, cwd=tmp_path)
+    again = run_main(args, cwd=tmp_path, **SCRIPTED)
     assert again.returncode == 0, again.stderr
     assert f"{run}: resuming after epoch" in again.stderr
     assert all(f"{finished}: reusing" in again.stderr for finished in finished_before)
