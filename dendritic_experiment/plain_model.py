@@ -35,7 +35,6 @@ from torch import nn
 from dendritic_experiment.data import DATASETS
 from dendritic_experiment.dendrites import ACTIVATIONS  # plain torch functions: imports no library
 from dendritic_experiment.models import build_model, dendrite_modules_of, model_and_width
-from dendritic_experiment.settings import DENDRITE_SETTINGS
 from dendritic_experiment.utils import ExperimentError, read_json
 
 
@@ -128,7 +127,7 @@ def read_result(run_dir):
         raise ExperimentError(f"{path} is missing or unreadable: give the folder of a finished run "
                               "(main.py writes result.json when the run ends)")
     settings = result.get("settings") if isinstance(result, dict) else None
-    needed = DENDRITE_SETTINGS if isinstance(settings, dict) and result.get("dendritic") else ()
+    needed = ("dendrite_modules", "dendrite_activation") if isinstance(settings, dict) and result.get("dendritic") else ()
     if (not isinstance(settings, dict) or model_and_width(str(result.get("model"))) is None or result.get("dataset") not in DATASETS
             or not result.get("classes") or any(key not in settings for key in needed)
             or (result.get("dendritic") and not isinstance(result.get("dendrites"), int))):

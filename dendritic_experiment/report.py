@@ -412,9 +412,10 @@ def aggregate(runs):
 
 
 def reference_networks(runs):
-    """(small, large): the table's reference networks, the model of the first dendritic run and the first
-    larger network the headline asks about (resnet18 and resnet34 by default); None where there is none."""
-    small = next((run["model"] for run in runs if run["dendritic"]), None)
+    """(small, large): the table's reference networks, the model of the first dendritic run (else the first
+    run's) and the first larger network of another family (resnet18 and resnet34 by default); None where
+    there is none."""
+    small = next((run["model"] for run in runs if run["dendritic"]), runs[0]["model"] if runs else None)
     large = next(iter(larger_networks(runs, small)), None) if small else None
     return small, large
 

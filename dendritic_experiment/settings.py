@@ -3,6 +3,7 @@ the settings each run's result depends on, the device and the precision. Nothing
 file system (main.py checks the results folder); experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -14,6 +15,7 @@ from dendritic_experiment import config
 from dendritic_experiment.data import DATASETS
 from dendritic_experiment.dendrites import ACTIVATIONS
 from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of, dendrite_slots, model_and_width
+from dendritic_experiment.plain_model import dendritic_params
 from dendritic_experiment.utils import ExperimentError, split_list
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +271,37 @@ def check_runs(settings):
         if nested:
             refuse(settings, "dendrite_modules", f"{nested[0][1]} is inside {nested[0][0]}: name the block or its "
                    "layers, not both")
+        check_frontier_reach(settings, runs, model_name, chosen)
+
+
+WIDTH_STEP = 0.05  # the width multiples named when a width frontier must reach further
+
+
+def check_frontier_reach(settings, runs, model, chosen):
+    """A dendritic run whose width variants draw a width frontier must stay within it at every dendrite
+    count it may keep (frontier.py extrapolates nothing): refused before training when max_dendrites
+    dendrites on the chosen modules outgrow the widest variant, naming the narrowest that covers them."""
+    classes = DATASETS[settings.dataset]["classes"]
+    members = {run for run in runs if split_run_name(run)[1] == "baseline" and model_and_width(run)[0] == model}
+    members |= {model} if settings.warm_start else set()  # the baseline it starts from is reported with it
+    if len(members) < 2:
+        return
+
+    def params(name):
+        return dendritic_params(name, classes, settings.width, [], 0)
+
+    widest = max(members, key=params)
+    reach = dendritic_params(model, classes, settings.width, chosen, settings.max_dendrites)
+    if reach <= params(widest):
+        return
+    step = math.floor(model_and_width(widest)[1] / WIDTH_STEP) + 1
+    while params(f"{model}_w{step * WIDTH_STEP:g}") < reach and settings.width * step * WIDTH_STEP <= 16:
+        step += 1
+    multiple = round(step * WIDTH_STEP, 6)
+    refuse(settings, "experiments", f"{model}_dendritic can reach {reach:,} parameters with --max-dendrites "
+           f"{settings.max_dendrites}, beyond its widest width variant {widest} ({params(widest):,}), so its seeds "
+           f"would lie outside the {model} width frontier: add {model}_w{multiple:g} (the narrowest multiple of "
+           f"{WIDTH_STEP:g} that covers it) or lower --max-dendrites")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,3 +25,31 @@ def test_smoke_shrinks_only_the_settings_no_flag_gave_and_says_which(capsys):
     assert "--epochs" not in said and "--dendrite-epochs" not in said
     # A warm-up alone: smoke's dendrite cycles grow to leave the network an epoch.
     assert parse_settings(["--smoke", "--dendrite-warmup-epochs", "2"]).dendrite_epochs == 3
+
+
+def test_a_dendritic_run_that_can_outgrow_its_widest_width_variant_is_refused_before_training(tmp_path):
+    """Its seeds would lie outside the width frontier, known only after all the training. By hand, at
+    --width 0.125 (8-64 channels): ResNet-18 has 182,252 parameters; layer4.0 holds 18,432 + 36,864 +
+    2,048 conv weights and 3 x 128 BatchNorm ones (57,728), layer4.1 2 x (36,864 + 128) = 73,984; one
+    dendrite copies both and adds 64 output scales to each: 182,252 + 131,712 + 128 = 314,092."""
+    from dendritic_experiment import main
+    from dendritic_experiment.models import build_model
+
+    plan = ["--width", "0.125", "--results-dir", str(tmp_path / "results"), "--data-dir", str(tmp_path / "none"),
+            "--experiments", "resnet18,resnet18_w1.25,resnet18_dendritic", "--max-dendrites", "1"]
+    with pytest.raises(ExperimentError) as refused:
+        main.main([*plan, "--dendrite-modules", "layer4.0,layer4.1"])
+    message = str(refused.value)
+    assert "resnet18_dendritic can reach 314,092 parameters with --max-dendrites 1, beyond its widest width " \
+           "variant resnet18_w1.25 (282,270)" in message and "\n" not in message
+    named = float(message.split("add resnet18_w")[1].split(" ")[0])
+    assert "(the narrowest multiple of 0.05 that covers it)" in message
+
+    def params(multiple):
+        return sum(p.numel() for p in build_model(f"resnet18_w{multiple:g}", 100, 0.125).parameters())
+
+    assert params(named) >= 314_092 > params(round(named - 0.05, 2))
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())  # nothing trained
+    assert main.cli([*plan, "--dendrite-modules", "layer4.0,layer4.1"]) == 2
+    # On layer3's two blocks (14,528 + 18,560 parameters and 2 x 32 scales) it stays within: 215,404 < 282,270
+    assert parse_settings([*plan, "--dendrite-modules", "layer3.0,layer3.1"])
