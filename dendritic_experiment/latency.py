@@ -81,6 +81,62 @@ def transpose(by_batch):
 
 
 # ---------------------------------------------------------------------------------------------
+# The experiment's runs: each one's model timed beside the others, cached while none changes.
+# ---------------------------------------------------------------------------------------------
+
+RUN_BATCH_SIZES = (1, 32)  # one image, as a device classifies a camera frame, and a batch for throughput
+RUN_THREADS = 1
+CACHE = "latency.json"  # in the results folder: the table and what it was measured for
+
+
+def run_latencies(runs, run_dirs, results_dir):
+    """{run name: {batch size as text: median ms}} of each run's model on this machine's CPU (its first
+    seed's; dendrites rebuilt in plain PyTorch, plain_model.load), on RUN_THREADS thread(s), every
+    architecture timed once and side by side with the others. Reused from results_dir/latency.json
+    while the runs' architectures, the batch sizes, the threads, the CPU and torch are the same (a run
+    trained again with the same architecture runs as fast); else measured anew, all together, so that
+    the ratios hold (a few seconds for the default plan's full-width models)."""
+    from dendritic_experiment import plain_model
+    from dendritic_experiment.utils import read_json, write_json
+
+    first = {}  # name: the result.json of its first seed
+    for run in runs:
+        if run["name"] not in first:
+            first[run["name"]] = plain_model.read_result(run_dirs[run["name"], run["seed"]])
+    architectures = {name: architecture(result) for name, result in first.items()}
+    key = dict(cpu=cpu_name(), torch=torch.__version__, threads=RUN_THREADS, batch_sizes=list(RUN_BATCH_SIZES),
+               architectures=architectures)
+    cache_path = os.path.join(results_dir, CACHE)
+    cached = read_json(cache_path) or {}
+    if cached.get("key") == key:
+        return cached["latency_ms"]
+    started = time.perf_counter()
+    timed = {}  # one model per architecture: its runs share its times
+    for name, result in first.items():
+        if architectures[name] not in timed:
+            timed[architectures[name]] = plain_model.load(run_dirs[name, result["seed"]], result)
+    by_architecture = measure_latency({str(i): model for i, model in enumerate(timed.values())}, RUN_BATCH_SIZES,
+                                      RUN_THREADS, seconds=0.5, warmup_rounds=1, min_rounds=3)
+    index = {arch: str(i) for i, arch in enumerate(timed)}
+    latency = {name: {str(batch): ms for batch, ms in by_architecture[index[arch]].items()}
+               for name, arch in architectures.items()}
+    write_json(cache_path, dict(key=key, latency_ms=latency))
+    print(f"latency: {len(timed)} model(s) timed side by side on the CPU in {time.perf_counter() - started:.1f} s "
+          f"(batch {' and '.join(map(str, RUN_BATCH_SIZES))}, {RUN_THREADS} thread)", file=sys.stderr)
+    return latency
+
+
+def architecture(result):
+    """What a finished run's forward pass computes, as text: its model, width and classes, and for a
+    dendritic run its dendrite modules, dendrites and activation (weights and seeds do not change its time)."""
+    settings = result["settings"]
+    parts = [result["model"], f"width {settings.get('width')}", f"{len(result['classes'])} classes"]
+    if result.get("dendrites"):
+        parts += [settings["dendrite_modules"], f"{result['dendrites']} dendrites", settings["dendrite_activation"]]
+    return ", ".join(map(str, parts))
+
+
+# ---------------------------------------------------------------------------------------------
 # The entry point: exported ResNets with and without dendrites, and the library's own model.
 # ---------------------------------------------------------------------------------------------
 

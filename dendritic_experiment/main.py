@@ -19,6 +19,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 
 from dendritic_experiment.dendrites import perforatedbp_note  # noqa: E402
 from dendritic_experiment.experiment import Experiment, plan_runs, reported_runs, train_in_order  # noqa: E402
+from dendritic_experiment.latency import run_latencies  # noqa: E402
 from dendritic_experiment.report import redraw_report, write_report  # noqa: E402
 from dendritic_experiment.settings import parse_settings, seed_list  # noqa: E402
 from dendritic_experiment.tracking import Tracking, check_sweep_trial, sweep_trial  # noqa: E402
@@ -76,7 +77,8 @@ def run_experiment(settings):
         else:
             train_in_order(settings, experiment, plan, tracking)
         runs, run_dirs = reported_runs(settings, experiment, plan)
-        summary = write_report(report_dir, runs, run_dirs)
+        latency = run_latencies(runs, run_dirs, report_dir)  # measured together: the report's times compare
+        summary = write_report(report_dir, [dict(run, latency_ms=latency[run["name"]]) for run in runs], run_dirs)
         if tracking:
             tracking.experiment_finished(summary, report_dir, run_dirs)
     return report_dir

@@ -401,6 +401,8 @@ def aggregate(runs):
         row["macs"] = sum(row["mac_counts"]) / n if None not in row["mac_counts"] else math.nan  # seeds may differ
         row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
                           if n > 1 else math.nan)
+        row["latency"] = (row.get("latency_ms") or {}).get("1", math.nan)  # the first seed's model, timed once
+        row["latencies"] = [row["latency"]] * n
     small, large = (rows.get(name) for name in reference_networks(runs))
     for row in rows.values():
         if small:
@@ -572,9 +574,11 @@ def table_lines(runs):
         "## Every run", "",
         "| run | test acc. (%) | " + ("± sd | seeds | " if several_seeds else "") +
         "val. acc. (%) | params (M) | MACs per image (M) | dendrites | + params per dendrite (M) | epochs | start | "
-        f"acc. gained vs {small} (points) | {small} error removed | params saved vs {large} |",
-        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        f"acc. gained vs {small} (points) | {small} error removed | params saved vs {large} | "
+        "CPU latency, batch 1 / 32 (ms) | latency vs its baseline |",
+        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
+    latency_of = {row["name"]: row["latency"] for row in rows}
     for row in rows:
         spread = (f"{cell(row, 'test_sd', '.2f')} | {', '.join(f'{a:.2f}' for a in row['accuracies'])} | "
                   if several_seeds else "")
@@ -582,12 +586,25 @@ def table_lines(runs):
             f"| {row['name']} | {row['test_accuracy']:.2f} | {spread}{row['val_accuracy']:.2f} | "
             f"{row['params'] / 1e6:.2f} | {macs_text(row)} | {row['dendrites']} | {per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
-            f"{cell(row, 'params_saved', '.1%')} |"
+            f"{cell(row, 'params_saved', '.1%')} | {latency_text(row)} | "
+            f"{latency_ratio(row, latency_of.get(family_of(row['name']), math.nan))} |"
         )
     return lines + ["", f"*Error removed*: the share of {small}'s test error that the run removes (of the means; per "
                     "seed with an interval below). *Params saved*: how many fewer parameters than "
                     f"{large}. *MACs per image*: multiply-accumulates of one inference, convolutions and linear layers "
-                    "(costs.py); a dendrite adds its module's once more."]
+                    "(costs.py); a dendrite adds its module's once more. *CPU latency*: median time of one forward "
+                    f"pass of the run's model on this machine's CPU, 1 thread ({LATENCY_NOTE}, dendrites rebuilt in "
+                    "plain PyTorch as export.py exports them: latency.py); *vs its baseline*: at batch 1, against its "
+                    "family's plain network."]
+
+
+def latency_text(row):
+    times = row.get("latency_ms")
+    return "n/a" if not times else " / ".join(f"{ms:.1f}" for ms in times.values())
+
+
+def latency_ratio(row, baseline):
+    return "n/a" if math.isnan(row["latency"]) or math.isnan(baseline) else f"{row['latency'] / baseline:.2f}x"
 
 
 def error_removed_lines(entries):
@@ -651,20 +668,27 @@ def run_colour(row):
 def comparison_figure(summary):
     """From summary.json: left, test accuracy against parameters, every seed a dot, the mean with its
     spread, and each family's width frontier where width variants were run (log-parameters then).
-    Middle, when the runs recorded it: test accuracy against compute per image. Right: the best
-    validation accuracy in each cycle of the dendritic run and of its control, every seed: what the
-    dendrites add beyond equal training."""
+    Then, when the runs recorded them: test accuracy against compute per image, and against CPU
+    latency at batch 1 (what a user choosing a model for a device reads). Last: the best validation
+    accuracy in each cycle of the dendritic run and of its control, every seed: what the dendrites add
+    beyond equal training."""
     runs, headline_entries, frontier = summary["runs"], summary.get("headline", []), summary.get("frontier", [])
     plt = pyplot()
-    with_macs = all(run.get("macs") for run in runs)
-    figure, panels = plt.subplots(1, 3 if with_macs else 2, figsize=(18 if with_macs else 12, 5.5),
+    with_macs, with_latency = (all(run.get(key) for run in runs) for key in ("macs", "latency_ms"))
+    count = 2 + with_macs + with_latency
+    figure, panels = plt.subplots(*((2, 2) if count == 4 else (1, count)),
+                                  figsize=(16, 11) if count == 4 else (6 * count, 5.5),
                                   layout="constrained")  # room for the two-line title above the panels' own
+    panels = list(np.ravel(panels))
     rows = aggregate(runs)
     accuracy_panel(panels[0], rows, "params", "parameters (millions)")
     frontier_panel(panels[0], summary.get("frontiers", []), frontier)
     if with_macs:
         accuracy_panel(panels[1], rows, "macs", "multiply-accumulates per image, inference (millions)")
         panels[1].set_title("Test accuracy against compute per image", fontsize=10)
+    if with_latency:
+        accuracy_panel(panels[-2], rows, "latency", f"CPU latency, batch 1, 1 thread (ms; {LATENCY_NOTE})", scale=1)
+        panels[-2].set_title("Test accuracy against inference time on this machine's CPU", fontsize=10)
     cycles_panel(panels[-1], summary.get("cycles", []), rows, headline_entries)
     panels[0].set_title("Test accuracy against parameters:\nbaselines (blue), dendrites (green), controls (orange)",
                         fontsize=10)
@@ -680,14 +704,16 @@ def comparison_figure(summary):
     return figure
 
 
-PER_SEED = {"params": "param_counts", "macs": "mac_counts"}  # aggregate's mean -> its per-seed values
+PER_SEED = {"params": "param_counts", "macs": "mac_counts", "latency": "latencies"}  # aggregate's mean -> per seed
+LATENCY_NOTE = "each run's model timed beside the others"
 
 
-def accuracy_panel(axes, rows, key, label):
-    """Test accuracy against rows' key (params or macs, per image): each seed a dot, the mean with its sd."""
+def accuracy_panel(axes, rows, key, label, scale=1e6):
+    """Test accuracy against rows' key (params, macs or latency, per image) over scale: each seed a dot,
+    the mean with its sd."""
     for row in rows:
-        colour, x = run_colour(row), row[key] / 1e6
-        axes.scatter([value / 1e6 for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
+        colour, x = run_colour(row), row[key] / scale
+        axes.scatter([value / scale for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
         sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
         axes.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
         add_label(axes, x, row["test_accuracy"], row["name"], colour)

@@ -114,6 +114,19 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
     assert (results / "comparison.png").read_bytes().startswith(b"\x89PNG")
     assert (results / "resnet18_dendritic" / "PAI.png").read_bytes().startswith(b"\x89PNG")
     assert process.stdout.strip() == summary.strip()  # stdout is the summary alone (no library banner)
+    # CPU latency: each architecture timed once, side by side (resnet18_continued is resnet18's network,
+    # and so is the dendritic run's if it kept no dendrite)
+    architectures = 3 if runs["resnet18_dendritic"]["dendrites"] else 2
+    assert f"latency: {architectures} model(s) timed side by side on the CPU" in process.stderr
+    assert all(set(run["latency_ms"]) == {"1", "32"} and min(run["latency_ms"].values()) > 0 for run in runs.values())
+    assert runs["resnet18_continued"]["latency_ms"] == runs["resnet18"]["latency_ms"]
+    row = next(line for line in summary.splitlines() if line.startswith("| resnet18 |"))
+    assert row.endswith(f"| {runs['resnet18']['latency_ms']['1']:.1f} / {runs['resnet18']['latency_ms']['32']:.1f} | 1.00x |")
+    ratio = runs["resnet18_dendritic"]["latency_ms"]["1"] / runs["resnet18"]["latency_ms"]["1"]
+    assert next(line for line in summary.splitlines() if line.startswith("| resnet18_dendritic |")).endswith(f"| {ratio:.2f}x |")
+    again = run_main(["--smoke", "--val-split", "200", "--data-dir", data_dir, "--results-dir", "out"], cwd=tmp_path)
+    assert again.returncode == 0 and "latency:" not in again.stderr  # nothing changed: the times are reused
+    assert json.loads((results / "summary.json").read_text())["runs"] == list(runs.values())
 
     os.remove(results / "comparison.png")
     redraw = run_main(["--smoke", "--plot-only", "--results-dir", "out"], cwd=tmp_path)

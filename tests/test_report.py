@@ -246,3 +246,18 @@ def test_the_misclassified_picture_shows_the_first_wrong_images_under_their_name
     assert mosaic.shape == (48, 72, 3) and mosaic.sum() == 255 * 3 * (48 * 72 - 2 * 32 * 32) + 3 * 32 * 32 * (50 + 150)
     assert (mosaic[16:48, 2:34] == 50).all() and (mosaic[16:48, 38:70] == 150).all()
     report.pyplot().close(figure)
+
+
+def test_runs_with_their_cpu_latency_get_a_panel_of_accuracy_against_it(written):
+    _, summary = written
+    latency = {"resnet18": 10.0, "resnet18_w2": 30.0, "resnet34": 20.0, "resnet18_dendritic": 12.5,
+               "resnet18_continued": 10.0}
+    timed = dict(summary, runs=[dict(run, latency_ms={"1": latency[run["name"]], "32": 8 * latency[run["name"]]})
+                                for run in summary["runs"]])
+    figure = report.comparison_figure(timed)
+    assert len(figure.axes) == 4  # parameters, MACs, latency, cycles
+    labels = {text.get_text(): text.xy for text in figure.axes[2].texts if text.get_gid() == "run label"}
+    assert labels["resnet18_dendritic"] == pytest.approx((12.5, 220 / 3))
+    table = report.summary_markdown(timed)
+    assert "| 12.5 / 100.0 | 1.25x |" in next(line for line in table.splitlines() if line.startswith("| resnet18_dendritic |"))
+    assert next(line for line in table.splitlines() if line.startswith("| resnet18_w2 |")).endswith("| 30.0 / 240.0 | 3.00x |")
