@@ -54,8 +54,10 @@ checks each internal by name):
 - A first score never counts as the best to beat unless `initial_history_after_switches` is -1
   for that call (see DendriteTracker.start_from_baseline).
 - A leftover <save_name>/<save_name>_config.json silently overrides settings: a new run starts clean.
-- `UPA.count_params` counts parameters without the hidden copy (`parent_module`) each wrapped
-  module keeps to grow new dendrites, which a plain sum would count.
+- A wrapped module holds parameters that never run: the hidden copy (`parent_module`) it keeps to
+  grow new dendrites, every output scale but the newest, and the next dendrite's scaffold.
+  parameter_count leaves them out (`UPA.count_params` leaves out the hidden copy only), as the model
+  rebuilt without the library does (plain_model.py, which export.py exports).
 - A saved model is restored by converting the same architecture with the same settings and
   `UPA.load_net_from_dict`; a plain load_state_dict fails (the dendrites do not exist yet), and a
   state that does not fit stops in the debugger.
@@ -362,12 +364,6 @@ def configure(pc, settings, device):
 def wrapped_modules(model):
     """The library's modules that hold dendrites (or can grow them), in model order."""
     return [module for module in model.modules() if hasattr(module, "dendrites_to_top")]
-
-
-def use_activation(name):
-    """perforatedai reads a dendrite's output function from one process-wide setting at every
-    forward: set it to a model's own before running that model, where a process holds several."""
-    library()[0].pc.set_pai_forward_function(ACTIVATIONS[name])
 
 
 def library_version():

@@ -5,7 +5,7 @@
 measure_latency times every model in one process, interleaved (one forward of each in turn, the
 first model changing every round), so that a machine busy with other work slows all of them alike
 and their ratios hold; on a shared machine, models timed one after the other compared 41% apart
-where interleaved timings gave 18% (issue 39). The entry point builds full-width models with random
+where interleaved timings gave 18%. The entry point builds full-width models with random
 weights (latency does not depend on their values) and prints the table of docs/performance.md,
 "Latency and export".
 """
