@@ -64,6 +64,7 @@ NOT_RESULT_MODULES = {
     "utils": "errors, locks and whole-file writes of the values it is given (split_list: RESULT_FUNCTIONS)",
     "cluster": "where runs train (Ray)", "tracking": "logs finished runs to wandb",
     "report": "the report, made anew from the results every time", "intervals": "the report's intervals",
+    "comparisons": "the report's numbers", "markdown": "the report's words", "figures": "the pictures, drawn after a run",
     "frontier": "the report's width frontier", "costs": "the report's MACs per image, counted from a finished run's model",
     "main": "the command line", "predict": "a separate tool: predictions of a finished run",
     "benchmark": "a separate tool: timing", "projection": "a separate tool: a time estimate",

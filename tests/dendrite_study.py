@@ -35,7 +35,7 @@ from dendritic_experiment.costs import dendritic_macs, plain_layer_macs
 from dendritic_experiment.frontier import distance_to_frontier, family_frontier
 from dendritic_experiment.intervals import seed_interval
 from dendritic_experiment.models import dendrite_modules_of
-from dendritic_experiment.report import power
+from dendritic_experiment.comparisons import power
 
 from fake_cifar import write_fake_cifar
 from helpers import PACKAGE, read_history, script_environment

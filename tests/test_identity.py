@@ -123,11 +123,11 @@ def test_the_method_is_read_as_the_library_runs_it_and_a_run_that_finds_perforat
 
 def test_a_dendritic_result_records_the_method_in_its_result_summary_and_picture(tiny, data_dir, tmp_path,
                                                                                   monkeypatch):
-    from dendritic_experiment import report
+    from dendritic_experiment import figures
     from dendritic_experiment.dendrites import GRADIENT_DESCENT
 
-    titles, real_save = {}, report.save_figure
-    monkeypatch.setattr(report, "save_figure", lambda figure, path: (
+    titles, real_save = {}, figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda figure, path: (
         titles.__setitem__(path, figure._suptitle.get_text() if figure._suptitle else ""), real_save(figure, path)))
     results = tmp_path / "results"
     main.main(["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18,resnet18_dendritic",
@@ -245,7 +245,7 @@ def test_a_comment_keeps_a_result_and_a_code_change_trains_it_again_naming_the_m
         return cached is None and said.strip() == f"resnet18 (seed 0): the code changed ({changed}); training it again"
 
     assert reused(lookup(flags, run, capsys), result)  # the same code elsewhere
-    assert reused(edited(clone / "report.py", "import io\n", "import io\nimport json\n"), result)  # not a result's code
+    assert reused(edited(clone / "report.py", "import os\n", "import io\nimport os\n"), result)  # not a result's code
     assert reused(edited(train_py, "import contextlib\n", "# a comment\nimport contextlib  # and another\n"), result)
     assert reused(edited(train_py, "Training steps:", "The training steps:"), result)  # the module's docstring
     assert reused(edited(train_py, "REFRESH_STEPS = 25", "REFRESH_STEPS  =  (\n    25)"), result)  # formatting

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dendritic_experiment import report
+from dendritic_experiment import comparisons, figures, markdown, report
 from dendritic_experiment.utils import write_csv
 
 SEEDS = (0, 1, 2)
@@ -93,22 +93,22 @@ def test_the_dendritic_run_against_the_width_frontier_by_hand(written):
 
 def test_without_width_variants_there_is_no_frontier():
     no_variants = [run for run in runs() if run["name"] != "resnet18_w2"]
-    assert report.frontiers(no_variants) == [] and report.frontier_entries(no_variants, run_dirs={}) == []
-    assert "width frontier" not in report.summary_markdown(dict(runs=no_variants))
+    assert comparisons.frontiers(no_variants) == [] and comparisons.frontier_entries(no_variants, run_dirs={}) == []
+    assert "width frontier" not in markdown.summary_markdown(dict(runs=no_variants))
 
 
 def test_a_run_outside_the_frontier_is_said_to_be_so_not_extrapolated():
     beyond = [dict(run, params=50e6) if run["name"] == "resnet18_dendritic" else run for run in runs()]
-    entry = report.frontier_entries(beyond, run_dirs={})[0]
+    entry = comparisons.frontier_entries(beyond, run_dirs={})[0]
     assert entry["difference"] is None and entry["seeds"] == [] and entry["power"] is None
     why = "kept 1 dendrite(s): 50,000,000 parameters, beyond the widest member resnet18_w2 (40,000,000)"
     assert entry["outside"] == {0: why, 1: why, 2: why}
-    summary = dict(runs=beyond, frontier=[entry], frontiers=[line.as_dict() for line in report.frontiers(beyond)])
-    text = report.summary_markdown(summary)
+    summary = dict(runs=beyond, frontier=[entry], frontiers=[line.as_dict() for line in comparisons.frontiers(beyond)])
+    text = markdown.summary_markdown(summary)
     assert f"**resnet18_dendritic** lies outside the resnet18 width frontier in every seed (seed 0 {why}; " in text
     assert ("**The resnet18 width frontier** over seed(s) 0, 1, 2 (mean test accuracy; it never falls as parameters "
             "grow: docs/method.md): resnet18 10.00M 71.00%, resnet18_w2 40.00M 75.00%.") in text
-    params_panel = report.comparison_figure(json.loads(json.dumps(summary))).axes[0]
+    params_panel = figures.comparison_figure(json.loads(json.dumps(summary))).axes[0]
     assert [line.get_gid() for line in params_panel.get_lines()].count("distance to the frontier") == 0
 
 
@@ -119,7 +119,7 @@ def test_the_right_panel_is_the_dendritic_run_and_its_control_from_their_histori
     assert curves["resnet18_dendritic", 0] == [[0, 60.0], [1, 63.0], [2, 64.0]]
     assert curves["resnet18_continued", 0] == [[0, 60.0], [1, 61.5], [2, 62.5]]
     assert curves["resnet18_continued", 2] == [[0, 62.0], [1, 64.0]]  # it stopped after one cycle
-    figure = report.comparison_figure(summary)
+    figure = figures.comparison_figure(summary)
     right = figure.axes[-1]
     drawn = {(line.get_color(), tuple(line.get_ydata())) for line in right.get_lines() if len(line.get_ydata()) > 1}
     assert {ys for colour, ys in drawn if colour == "tab:orange"} == {(60.0, 61.5, 62.5), (61.0, 61.5, 62.0),
@@ -132,7 +132,7 @@ def test_the_right_panel_is_the_dendritic_run_and_its_control_from_their_histori
 
 def test_every_panel_places_every_run_and_keeps_its_label_inside(written):
     _, summary = written
-    figure = report.comparison_figure(summary)
+    figure = figures.comparison_figure(summary)
     params_panel, macs_panel, _ = figure.axes
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
@@ -167,7 +167,7 @@ def test_the_summary_and_the_figure_give_the_same_frontier_numbers(written):
     results, _ = written
     summary = json.loads((results / "summary.json").read_text())
     text = (results / "summary.md").read_text()
-    params_panel = report.comparison_figure(summary).axes[0]
+    params_panel = figures.comparison_figure(summary).axes[0]
     dotted = [line.get_data() for line in params_panel.get_lines() if line.get_gid() == "distance to the frontier"]
     frontier_line = next(line for line in params_panel.get_lines() if "width frontier" in str(line.get_label()))
     assert len(dotted) == len(summary["frontier"]) == 2
@@ -205,7 +205,7 @@ def test_one_seed_is_paired_by_test_image(tmp_path):
     images = np.arange(1000)
     folders = {("a", 0): predictions(tmp_path / "a", images < 520), ("b", 0): predictions(tmp_path / "b", images < 500)}
     table = [dict(name=name, seed=0, test_accuracy=accuracy) for name, accuracy in (("a", 52.0), ("b", 50.0))]
-    entry = report.Accuracies(table, folders).difference("a", "b")
+    entry = comparisons.Accuracies(table, folders).difference("a", "b")
     assert entry["difference"] == pytest.approx(2.0) and entry["power"] is None
     assert (entry["high"] - entry["low"]) / 2 == pytest.approx(0.868, rel=0.15)
     assert entry["method"].startswith("paired bootstrap over 1,000 test images, seed 0 only")
@@ -213,7 +213,7 @@ def test_one_seed_is_paired_by_test_image(tmp_path):
     shuffled = torch.randperm(1000, generator=torch.Generator().manual_seed(0))
     b_correct = torch.as_tensor(images < 500)[shuffled]
     folders["b", 0] = predictions(tmp_path / "b_shuffled", b_correct, (torch.arange(1000) % 10)[shuffled])
-    unpaired = report.Accuracies(table, folders).difference("a", "b")
+    unpaired = comparisons.Accuracies(table, folders).difference("a", "b")
     assert unpaired["difference"] == pytest.approx(2.0)
     assert (unpaired["high"] - unpaired["low"]) / 2 == pytest.approx(4.38, rel=0.15)
 
@@ -228,7 +228,7 @@ def test_one_seed_against_the_frontier_is_paired_by_test_image(tmp_path):
                for name, right in (("resnet18", 700), ("resnet18_w2", 740), ("resnet18_dendritic", 725))}
     table = [dict(name=name, seed=0, params=PARAMS[name], test_accuracy=accuracy, dendritic=name.endswith("dendritic"))
              for name, accuracy in (("resnet18", 70.0), ("resnet18_w2", 74.0), ("resnet18_dendritic", 72.5))]
-    (entry,) = report.frontier_entries(table, folders)
+    (entry,) = comparisons.frontier_entries(table, folders)
     assert entry["difference"] == pytest.approx(0.5)
     assert (entry["high"] - entry["low"]) / 2 == pytest.approx(0.62, rel=0.15)
     assert entry["method"].startswith("paired bootstrap over 1,000 test images, seed 0 only")
@@ -237,7 +237,7 @@ def test_one_seed_against_the_frontier_is_paired_by_test_image(tmp_path):
 def test_the_misclassified_picture_shows_the_first_wrong_images_under_their_names():
     images = (torch.arange(5, dtype=torch.uint8) * 50).view(5, 1, 1, 1).expand(5, 3, 32, 32)  # image i: grey 50 i
     labels, predicted = torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 2, 2, 0, 1])  # wrong: images 1, 3 and 4
-    figure = report.misclassified_figure(images, labels, predicted, ["a", "b", "c", "d", "e"], count=2, columns=2)
+    figure = figures.misclassified_figure(images, labels, predicted, ["a", "b", "c", "d", "e"], count=2, columns=2)
     axes = figure.axes[0]
     assert figure._suptitle.get_text() == "2 of 3 misclassified test images"
     assert [text.get_text() for text in axes.texts] == ["true: b\npredicted: c", "true: d\npredicted: a"]
@@ -245,7 +245,7 @@ def test_the_misclassified_picture_shows_the_first_wrong_images_under_their_name
     mosaic = torch.as_tensor(axes.images[0].get_array())
     assert mosaic.shape == (48, 72, 3) and mosaic.sum() == 255 * 3 * (48 * 72 - 2 * 32 * 32) + 3 * 32 * 32 * (50 + 150)
     assert (mosaic[16:48, 2:34] == 50).all() and (mosaic[16:48, 38:70] == 150).all()
-    report.pyplot().close(figure)
+    figures.pyplot().close(figure)
 
 
 def test_runs_with_their_cpu_latency_get_a_panel_of_accuracy_against_it(written):
@@ -254,10 +254,10 @@ def test_runs_with_their_cpu_latency_get_a_panel_of_accuracy_against_it(written)
                "resnet18_continued": 10.0}
     timed = dict(summary, runs=[dict(run, latency_ms={"1": latency[run["name"]], "32": 8 * latency[run["name"]]})
                                 for run in summary["runs"]])
-    figure = report.comparison_figure(timed)
+    figure = figures.comparison_figure(timed)
     assert len(figure.axes) == 4  # parameters, MACs, latency, cycles
     labels = {text.get_text(): text.xy for text in figure.axes[2].texts if text.get_gid() == "run label"}
     assert labels["resnet18_dendritic"] == pytest.approx((12.5, 220 / 3))
-    table = report.summary_markdown(timed)
+    table = markdown.summary_markdown(timed)
     assert "| 12.5 / 100.0 | 1.25x |" in next(line for line in table.splitlines() if line.startswith("| resnet18_dendritic |"))
     assert next(line for line in table.splitlines() if line.startswith("| resnet18_w2 |")).endswith("| 30.0 / 240.0 | 3.00x |")

@@ -4,7 +4,7 @@ sign and pairing by seed, 2 and 3 seeds, the sd column, the share of error remov
 share's arguments, how many seeds a difference needs, and the words the verdict uses."""
 import pytest
 
-from dendritic_experiment import report
+from dendritic_experiment import comparisons, markdown
 
 SEEDS = (0, 1, 2)
 # Test accuracy by seed. The seeds differ by far more than the runs within a seed, so that a
@@ -33,7 +33,7 @@ def interval(entry):
 
 
 def test_the_headline_against_hand_computed_intervals_paired_by_seed():
-    below, above = report.headline(runs(), run_dirs={})
+    below, above = comparisons.headline(runs(), run_dirs={})
     assert (below["run"], below["against"], below["small"]) == ("resnet18_dendritic", "resnet34", "resnet18")
     assert (above["against"], above["small"]) == ("resnet34_continued", "resnet18_continued")
     # dendritic - resnet34 by seed: -2.0, -2.1, -1.9: mean -2, sd 0.1, half width 4.302653 * 0.1 / sqrt(3) = 0.248414
@@ -56,37 +56,37 @@ def test_the_headline_against_hand_computed_intervals_paired_by_seed():
     # half width 0.872: the interval holds 0, so there is no gap to close
     assert interval(above["gap"]) == pytest.approx((-0.46667, -1.33916, 0.40583), abs=1e-3)
     assert above["gap_closed"] is None
-    text = report.summary_markdown(dict(runs=runs(), headline=[below, above],
-                                        comparisons=report.compare_runs(runs(), run_dirs={})))
+    text = markdown.summary_markdown(dict(runs=runs(), headline=[below, above],
+                                        comparisons=comparisons.compare_runs(runs(), run_dirs={})))
     assert "resnet18_dendritic is below resnet34." in text and "resnet18_dendritic is above resnet34_continued." in text
     assert "**resnet18_dendritic − resnet34**: -2.00 points, 95% interval [-2.25, -1.75] (t interval over 3 seeds)" in text
     assert "closes**: 33%, 95% interval" in text and "closes**: undefined: the gap itself" in text
 
 
 def test_two_seeds_use_t_with_one_degree_of_freedom():
-    below, _ = report.headline(runs(seeds=(0, 1)), run_dirs={})
+    below, _ = comparisons.headline(runs(seeds=(0, 1)), run_dirs={})
     # -2.0, -2.1: mean -2.05, sd 0.1 / sqrt(2) = 0.070711, half width 12.7062 * 0.070711 / sqrt(2) = 0.635313
     assert interval(below) == pytest.approx((-2.05, -2.685313, -1.414687), abs=1e-5)
     assert below["method"] == "t interval over 2 seeds"
 
 
 def test_every_comparison_is_run_minus_against_paired_by_seed():
-    comparisons = report.compare_runs(runs(), run_dirs={})
-    assert [(c["run"], c["against"]) for c in comparisons] == [
+    entries = comparisons.compare_runs(runs(), run_dirs={})
+    assert [(c["run"], c["against"]) for c in entries] == [
         ("resnet18_dendritic", "resnet18"), ("resnet18_continued", "resnet18"),
         ("resnet18_dendritic", "resnet18_continued")]
     # 1.0, 1.5, 0.5: mean 1, sd 0.5, half 4.302653 * 0.5 / sqrt(3) = 1.242069 -> [-0.242069, 2.242069]
     # 0.5, 0.5, 0.4: mean 0.466667, sd 0.057735, half 0.143422
     # 0.5, 1.0, 0.1: mean 0.533333, sd 0.450925, half 1.120160
     expected = [(1.0, -0.242069, 2.242069), (0.466667, 0.323245, 0.610089), (0.533333, -0.586827, 1.653493)]
-    for c, hand in zip(comparisons, expected):
+    for c, hand in zip(entries, expected):
         assert interval(c) == pytest.approx(hand, abs=1e-4)
         assert c["method"] == "t interval over 3 seeds"
-    assert [c["distinguishable"] for c in comparisons] == [False, True, False]
+    assert [c["distinguishable"] for c in entries] == [False, True, False]
 
 
 def test_the_table_has_each_runs_mean_sd_seeds_and_error_removed():
-    rows = {row["name"]: row for row in report.aggregate(runs())}
+    rows = {row["name"]: row for row in comparisons.aggregate(runs())}
     dendritic = rows["resnet18_dendritic"]
     assert dendritic["accuracies"] == [61.0, 71.5, 80.5]
     assert dendritic["test_accuracy"] == pytest.approx(71.0)
@@ -95,7 +95,7 @@ def test_the_table_has_each_runs_mean_sd_seeds_and_error_removed():
     assert dendritic["accuracy_gained"] == pytest.approx(1.0)  # 71 - 70
     assert dendritic["error_removed"] == pytest.approx(1.0 / 30)  # of ResNet-18's 30 points of error
     assert dendritic["params_saved"] == pytest.approx(1 - 12.4 / 21.3)
-    table = report.summary_markdown(dict(runs=runs()))
+    table = markdown.summary_markdown(dict(runs=runs()))
     line = next(line for line in table.splitlines() if line.startswith("| resnet18_dendritic |"))
     assert line.startswith("| resnet18_dendritic | 71.00 | 9.76 | 61.00, 71.50, 80.50 | 70.00 | 12.40 | n/a | 1 |")
     assert "| +1.00 | 3.3% | 41.8% |" in line
@@ -105,7 +105,7 @@ def test_the_table_has_each_runs_mean_sd_seeds_and_error_removed():
 def test_the_remaining_error_removed_per_seed_with_its_interval():
     """The seed project's figure, (error of the baseline - error of the run) / error of the baseline,
     per seed: against resnet18 (40, 30, 20 points of error) 1 / 40, 1.5 / 30, 0.5 / 20."""
-    against_baseline, against_control = report.error_removed(runs(), run_dirs={})
+    against_baseline, against_control = comparisons.error_removed(runs(), run_dirs={})
     assert (against_baseline["run"], against_baseline["against"]) == ("resnet18_dendritic", "resnet18")
     assert against_baseline["shares"] == pytest.approx([0.025, 0.05, 0.025])
     # mean 0.033333, deviations -0.008333, 0.016667, -0.008333: sd sqrt(4.16667e-4 / 2) = 0.0144338,
@@ -115,20 +115,20 @@ def test_the_remaining_error_removed_per_seed_with_its_interval():
     # against the control (39.5, 29.5, 19.6 points of error): 0.5 / 39.5, 1 / 29.5, 0.1 / 19.6
     assert against_control["against"] == "resnet18_continued"
     assert against_control["shares"] == pytest.approx([0.5 / 39.5, 1 / 29.5, 0.1 / 19.6])
-    text = report.summary_markdown(dict(runs=runs(), error_removed=[against_baseline, against_control]))
+    text = markdown.summary_markdown(dict(runs=runs(), error_removed=[against_baseline, against_control]))
     assert ("- **resnet18_dendritic against resnet18**: 3.3%, 95% interval [-0.3%, 6.9%] (t interval over 3 seeds); "
             "per seed (0, 1, 2): 2.5%, 5.0%, 2.5%.") in text
 
 
 def test_the_table_gives_each_runs_compute_per_image():
     with_macs = [dict(run, macs=556_000_000 + 1_000_000 * run["seed"]) for run in runs()]
-    line = next(line for line in report.summary_markdown(dict(runs=with_macs)).splitlines()
+    line = next(line for line in markdown.summary_markdown(dict(runs=with_macs)).splitlines()
                 if line.startswith("| resnet18 |"))
     assert "| 11.20 | 557.0 | 0 |" in line  # 556, 557, 558 million: the mean
 
 
 def test_power_from_the_paired_differences():
-    dendritic_vs_baseline = report.compare_runs(runs(), run_dirs={})[0]["power"]
+    dendritic_vs_baseline = comparisons.compare_runs(runs(), run_dirs={})[0]["power"]
     # differences 1.0, 1.5, 0.5: sd 0.5. The paired t test's power (two-sided 5%, 80%), from G*Power's
     # noncentral t: 3 seeds find 3.264 sd; 1 sd needs 10 seeds.
     assert dendritic_vs_baseline["sd"] == pytest.approx(0.5)
@@ -136,13 +136,13 @@ def test_power_from_the_paired_differences():
     assert dendritic_vs_baseline["seeds_needed"]["0.5"] == 10
     assert dendritic_vs_baseline["sign_flip_p"] is None  # 3 seeds: no p below 0.25
     # sd 0.2: 0.3 points is 1.5 sd (6 seeds); 0.5 points is 2.5 sd, more than 4 seeds find (2.128 sd), less than 3 (3.264)
-    assert report.power([1.0, 1.2, 0.8])["seeds_needed"] == {"0.5": 4, "0.3": 6}
+    assert comparisons.power([1.0, 1.2, 0.8])["seeds_needed"] == {"0.5": 4, "0.3": 6}
     # six seeds: subsets of (1, 2, 3, 4, 5, 6) flipped to minus reach |sum| >= 17 (the observed, with 2 flipped)
     # when they sum to at most 2 or at least 19: 3 + 3 of 64 sign patterns
-    assert report.power([1.0, -2.0, 3.0, 4.0, 5.0, 6.0])["sign_flip_p"] == pytest.approx(6 / 64)
-    assert report.power([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])["sign_flip_p"] == pytest.approx(0.03125)
-    assert report.power([1.0, 2.0, 3.0, 4.0, 5.0])["sign_flip_p"] is None and report.power([1.0]) is None
-    text = report.summary_markdown(dict(runs=runs(), comparisons=report.compare_runs(runs(), run_dirs={})))
+    assert comparisons.power([1.0, -2.0, 3.0, 4.0, 5.0, 6.0])["sign_flip_p"] == pytest.approx(6 / 64)
+    assert comparisons.power([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])["sign_flip_p"] == pytest.approx(0.03125)
+    assert comparisons.power([1.0, 2.0, 3.0, 4.0, 5.0])["sign_flip_p"] is None and comparisons.power([1.0]) is None
+    text = markdown.summary_markdown(dict(runs=runs(), comparisons=comparisons.compare_runs(runs(), run_dirs={})))
     assert ("- **resnet18_dendritic − resnet18**: per-seed differences have sd 0.50 points; these 3 seeds resolve "
             "±1.63 points; seeds needed for ±0.5 points 10, ±0.3 points ") in text
     assert "test needs 6 or more seeds to reach p < 0.05: its smallest p at 3 seeds is 0.25.)" in text
@@ -167,11 +167,11 @@ def test_the_control_of_a_larger_network_counts_only_when_it_trained_as_long():
     for run in table:
         if run["name"].endswith("_continued"):  # the plan without resnet34_dendritic: both repeat resnet18's
             run["cycles_from"] = "resnet18_dendritic"
-    assert [e["against"] for e in report.headline(table, run_dirs={})] == ["resnet34", "resnet34_continued"]
+    assert [e["against"] for e in comparisons.headline(table, run_dirs={})] == ["resnet34", "resnet34_continued"]
     for run in table:
         if run["name"] == "resnet34_continued":
             run["cycles_from"] = "resnet34_dendritic"
-    assert [e["against"] for e in report.headline(table, run_dirs={})] == ["resnet34"]
+    assert [e["against"] for e in comparisons.headline(table, run_dirs={})] == ["resnet34"]
 
 
 def test_the_baseline_a_named_run_starts_from_is_reported_with_it():

@@ -1,0 +1,320 @@
+"""The numbers of the report: every comparison between runs, each with its 95% interval, and the
+power of its seeds, computed from the runs' results and their saved test predictions; summary.json
+holds them (report.py), summary.md says them (markdown.py) and comparison.png draws them (figures.py).
+How the statistics work: docs/method.md, "Seeds and intervals" and "The width frontier"."""
+import math
+import os
+
+import torch
+
+from dendritic_experiment.frontier import baseline_width, distance_to_frontier, family_frontier, family_of
+from dendritic_experiment.intervals import (bootstrap_error_removed, bootstrap_interval, bootstrap_mix_interval,
+                                            bootstrap_ratio_interval, resolved_difference, seed_interval,
+                                            seed_ratio_interval, seeds_needed, sign_flip_p)
+from dendritic_experiment.utils import read_csv
+
+# (run, against, what the difference measures), for every model that has a dendritic run.
+COMPARISONS = (
+    ("{m}_dendritic", "{m}", "what dendrites and extra epochs gave together"),
+    ("{m}_continued", "{m}", "what the extra epochs alone gave"),
+    ("{m}_dendritic", "{m}_continued", "what the dendrites gave beyond the extra epochs"),
+)
+
+
+class Accuracies:
+    """Test accuracy of every (run, seed), and each run's per-image correctness when one seed is all
+    there is to pair on."""
+
+    def __init__(self, runs, run_dirs):
+        self.by_run = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
+        self.run_dirs = run_dirs
+
+    def seeds(self, *names):
+        """The seeds at which every one of names was run."""
+        return sorted(seed for name, seed in self.by_run if name == names[0]
+                      and all((other, seed) in self.by_run for other in names))
+
+    def correct(self, name, seed):
+        saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
+        return (saved["predicted"] == saved["labels"]).numpy(), len(saved["labels"])
+
+    def difference(self, a, b, seeds=None):
+        """a - b with its 95% interval (paired by seed, over seeds or every seed both were run at; one
+        seed: by test image), or None."""
+        seeds = self.seeds(a, b) if seeds is None else seeds
+        if not seeds:
+            return None
+        differences = [self.by_run[a, s] - self.by_run[b, s] for s in seeds]
+        if len(seeds) > 1:
+            difference, low, high = seed_interval(differences)
+            method = f"t interval over {len(seeds)} seeds"
+        else:
+            (correct_a, images), (correct_b, _) = self.correct(a, seeds[0]), self.correct(b, seeds[0])
+            difference, low, high = bootstrap_interval(correct_a, correct_b)
+            method = one_seed_method(images, seeds[0])
+        return dict(run=a, against=b, difference=difference, low=low, high=high, method=method,
+                    distinguishable=low > 0 or high < 0, seeds=seeds, differences=differences,
+                    power=power(differences))
+
+    def gap_closed(self, run, small, large):
+        """(the gap large - small with its interval, the share of it that run closes: (run - small) /
+        (large - small) with its 95% interval, or None where the gap cannot be told apart from zero:
+        there is then no gap to close). Both from the same seeds, or the same bootstrap draw."""
+        seeds = self.seeds(run, small, large)
+        if len(seeds) > 1:
+            gap = self.difference(large, small, seeds)
+            share = seed_ratio_interval([self.by_run[run, s] - self.by_run[small, s] for s in seeds],
+                                        [self.by_run[large, s] - self.by_run[small, s] for s in seeds])
+        else:
+            (difference, low, high), share = bootstrap_ratio_interval(
+                *(self.correct(name, seeds[0])[0] for name in (run, small, large)))
+            gap = dict(self.difference(large, small), difference=difference, low=low, high=high,
+                       distinguishable=low > 0 or high < 0)
+        return gap, None if share is None else dict(zip(("share", "low", "high"), share))
+
+
+    def error_removed(self, run, against):
+        """The share of against's remaining test error that run removes, (error of against - error of
+        run) / error of against, per seed, with its mean and 95% t interval over seeds; with one seed, a
+        paired bootstrap over test images. None when the two share no seed."""
+        seeds = self.seeds(run, against)
+        if not seeds:
+            return None
+        shares = [(self.by_run[run, s] - self.by_run[against, s]) / (100 - self.by_run[against, s]) for s in seeds]
+        if len(seeds) > 1:
+            share, low, high = seed_interval(shares)
+            method = f"t interval over {len(seeds)} seeds"
+        else:
+            (correct_run, images), (correct_against, _) = self.correct(run, seeds[0]), self.correct(against, seeds[0])
+            share, low, high = bootstrap_error_removed(correct_run, correct_against)
+            method = one_seed_method(images, seeds[0])
+        return dict(run=run, against=against, seeds=seeds, shares=shares, share=share, low=low, high=high,
+                    method=method, distinguishable=low > 0 or high < 0)
+
+
+def one_seed_method(images, seed):
+    """How a one-seed interval was computed, and what it does not cover."""
+    return (f"paired bootstrap over {images:,} test images, seed {seed} only: "
+            "test-set noise for these trained weights, not the seed-to-seed spread")
+
+
+def power(differences):
+    """What paired per-seed differences (points) can resolve: their sd, the difference these seeds
+    resolve (80% power, two-sided 5%), about how many seeds +-0.5 and +-0.3 points need, and with 6 or
+    more seeds the exact sign-flip p (fewer cannot reach p < 0.05). None with fewer than two seeds."""
+    n = len(differences)
+    if n < 2:
+        return None
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    return dict(seeds=n, sd=sd, resolves=resolved_difference(sd, n),
+                seeds_needed={str(d): seeds_needed(sd, d) for d in POWER_TARGETS},
+                sign_flip_p=sign_flip_p(differences) if n >= SIGN_FLIP_SEEDS else None)
+
+
+POWER_TARGETS = (0.5, 0.3)  # points: differences a user may want resolved
+SIGN_FLIP_SEEDS = 6  # the fewest seeds at which an exact sign-flip test can reach p < 0.05 (2 / 2^6 = 0.031)
+
+
+def error_removed(runs, run_dirs):
+    """Each dendritic run's share of the remaining test error removed, against its own baseline and
+    against its control (the seed project's figure: "eliminated X% of the remaining error")."""
+    accuracies = Accuracies(runs, run_dirs)
+    entries = []
+    for model in dict.fromkeys(run["model"] for run in runs if run["dendritic"]):
+        for against in (model, model + "_continued"):
+            entries.append(accuracies.error_removed(model + "_dendritic", against))
+    return [entry for entry in entries if entry]
+
+
+def compare_runs(runs, run_dirs):
+    """Accuracy differences with 95% intervals: over seeds when there are several, else over
+    test images (paired bootstrap on the saved predictions)."""
+    accuracies = Accuracies(runs, run_dirs)
+    comparisons = []
+    for model in sorted({run["model"] for run in runs if run["dendritic"]}):
+        for run_pattern, against_pattern, meaning in COMPARISONS:
+            entry = accuracies.difference(run_pattern.format(m=model), against_pattern.format(m=model))
+            if entry:
+                comparisons.append(dict(entry, meaning=meaning))
+    return comparisons
+
+
+def headline(runs, run_dirs):
+    """The question itself: does <m>_dendritic reach each larger network that was run? One entry per
+    comparison, each from its own step: against the larger baseline (the dendritic run has its
+    extra epochs too), and against that baseline's _continued control (trained as long again as
+    the dendritic run). Each: the difference with its interval, and the share of the gap between
+    the smaller and the larger network that the dendritic run closes."""
+    accuracies = Accuracies(runs, run_dirs)
+    names = list(dict.fromkeys(run["name"] for run in runs))
+    entries = []
+    for dendritic in (name for name in names if name.endswith("_dendritic")):
+        model = dendritic.removesuffix("_dendritic")
+        for large in larger_networks(runs, model):
+            entries.append(against_larger_baseline(accuracies, dendritic, model, large))
+            if repeats_cycles_of(runs, large + "_continued", dendritic):
+                entries.append(against_larger_control(accuracies, dendritic, model, large, names))
+    return [entry for entry in entries if entry]
+
+
+def larger_networks(runs, model):
+    """The baselines of other models with more parameters than model, in the order they were run.
+    Its own width variants (model_w1.5) are left to the width frontier."""
+    params = {run["name"]: run["params"] for run in runs}
+    if model not in params:
+        return []
+    return [name for name in params if baseline_width(name) and family_of(name) != family_of(model)
+            and params[name] > params[model]]
+
+
+def repeats_cycles_of(runs, control, dendritic):
+    """Whether control was run and trained as long as dendritic (repeating its cycles): with two
+    dendritic runs, resnet34_continued repeats resnet34_dendritic's, not resnet18_dendritic's.
+    (A summary.json from before cycles_from was recorded: assumed.)"""
+    sources = {run.get("cycles_from", dendritic) for run in runs if run["name"] == control}
+    return sources == {dendritic}
+
+
+def against_larger_baseline(accuracies, dendritic, model, large):
+    """dendritic - large, and the share of the model -> large gap it closes (dendrites and extra
+    epochs together)."""
+    return reach(accuracies, dendritic, large, small=model)
+
+
+def against_larger_control(accuracies, dendritic, model, large, names):
+    """dendritic - large's control, and the share of the gap between model's control and it (beyond
+    equal extra training); without model's control, the gap from model itself."""
+    small = model + "_continued" if model + "_continued" in names else model
+    return reach(accuracies, dendritic, large + "_continued", small)
+
+
+def reach(accuracies, dendritic, large, small):
+    """The headline entry: dendritic - large with its interval, the gap large - small, and the share
+    of it that dendritic closes; None when the runs share no seed."""
+    entry = accuracies.difference(dendritic, large)
+    if not entry:
+        return None
+    gap, share = accuracies.gap_closed(dendritic, small, large)
+    return dict(entry, small=small, gap=gap, gap_closed=share)
+
+
+def frontiers(runs):
+    """The width frontier of every family with width variants (frontier.family_frontier)."""
+    families = dict.fromkeys(family_of(run["name"]) for run in runs if baseline_width(run["name"]))
+    return [line for line in (family_frontier(runs, family) for family in families) if line is not None]
+
+
+def frontier_entries(runs, run_dirs, lines=None):
+    """Each dendritic run and each control against its family's width frontier at its own parameter
+    count, paired by seed over the frontier's seeds (frontier.distance_to_frontier): a t interval over
+    seeds; with one seed, a paired bootstrap over test images of the run against the frontier's
+    members, weighted as the frontier weighs them. None of this without width variants."""
+    by_family = {line.family: line for line in (frontiers(runs) if lines is None else lines)}
+    accuracies = Accuracies(runs, run_dirs)
+    entries = []
+    # The control too: a warm-started run trains its baseline's epochs and then its cycles, the frontier's
+    # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is the one to read beside it.
+    for name in dict.fromkeys(run["name"] for run in runs if run["dendritic"] or run["name"].endswith("_continued")):
+        line = by_family.get(family_of(name))
+        distance = line and distance_to_frontier(runs, name, line)
+        if not distance:
+            continue
+        seeds = distance["seeds"]
+        entry = dict(distance, power=power(distance["differences"]),
+                     method=f"t interval over {len(seeds)} seeds, each seed's run against that seed's members")
+        if len(seeds) == 1:
+            entry.update(one_seed_frontier_interval(accuracies, runs, name, line, seeds[0]))
+        entries.append(entry)
+    return entries
+
+
+def one_seed_frontier_interval(accuracies, runs, name, line, seed):
+    """difference, low, high, method of run - frontier at one seed, from a paired bootstrap over test images."""
+    params = next(run["params"] for run in runs if (run["name"], run["seed"]) == (name, seed))
+    correct_run, images = accuracies.correct(name, seed)
+    difference, low, high = bootstrap_mix_interval(
+        correct_run, [(accuracies.correct(member, seed)[0], weight) for member, weight in line.weights_at(params)])
+    return dict(difference=difference, low=low, high=high, distinguishable=low > 0 or high < 0,
+                method=one_seed_method(images, seed))
+
+
+def cycle_curves(runs, run_dirs):
+    """What the dendrites add beyond equal training, cycle by cycle: the best validation accuracy in
+    each cycle of every dendritic run and of its control (the same cycles, no dendrites), every seed,
+    read from their history.csv. x is the dendrite count the dendritic run trained that cycle with;
+    x = 0, where both start from the baseline, is the baseline's validation accuracy."""
+    reported = {(run["name"], run["seed"]): run for run in runs}
+    curves = []
+    for (name, seed), run in reported.items():
+        if not run["dendritic"] or not run.get("cycles"):
+            continue
+        model = name.removesuffix("_dendritic")
+        warm = run.get("start") == "baseline"
+        start = [[0, reported[model, seed]["val_accuracy"]]] if warm and (model, seed) in reported else []
+        for curve_run, kind in ((name, "dendritic"), (model + "_continued", "control")):
+            if (curve_run, seed) in run_dirs:
+                bests = cycle_bests(read_csv(os.path.join(run_dirs[curve_run, seed], "history.csv")), run["cycles"])
+                points = start + [[count + int(warm), best] for count, best in enumerate(bests)]
+                curves.append(dict(run=curve_run, seed=seed, kind=kind, dendritic_run=name, points=points))
+    return curves
+
+
+def cycle_bests(history, cycles):
+    """The best val_accuracy of each cycle (cycles: epochs per cycle, in order) that history reaches."""
+    scores = [float(row["val_accuracy"]) for row in history]
+    bests, first = [], 0
+    for length in cycles:
+        if first >= len(scores):
+            break
+        bests.append(max(scores[first:first + length]))
+        first += length
+    return bests
+
+
+def aggregate(runs):
+    """One row per run name: mean and spread over seeds, with the gains the table reports."""
+    rows = {}
+    for run in runs:
+        row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
+                                                dendrite_counts=[], epoch_counts=[]))
+        row["accuracies"].append(run["test_accuracy"])
+        row["val_accuracies"].append(run["val_accuracy"])
+        row["param_counts"].append(run["params"])
+        row["dendrite_counts"].append(run["dendrites"])
+        row["epoch_counts"].append(run["epochs"])
+    for row in rows.values():
+        n = len(row["accuracies"])
+        row["test_accuracy"] = sum(row["accuracies"]) / n
+        row["val_accuracy"] = sum(row["val_accuracies"]) / n
+        row["params"] = sum(row["param_counts"]) / n  # seeds of a dendritic run may keep different dendrites
+        row["dendrites"] = spread_text(row["dendrite_counts"])
+        row["epochs"] = spread_text(row["epoch_counts"])
+        row["mac_counts"] = [run.get("macs") for run in runs if run["name"] == row["name"]]
+        row["macs"] = sum(row["mac_counts"]) / n if None not in row["mac_counts"] else math.nan  # seeds may differ
+        row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
+                          if n > 1 else math.nan)
+        row["latency"] = (row.get("latency_ms") or {}).get("1", math.nan)  # the first seed's model, timed once
+        row["latencies"] = [row["latency"]] * n
+    small, large = (rows.get(name) for name in reference_networks(runs))
+    for row in rows.values():
+        if small:
+            row["accuracy_gained"] = row["test_accuracy"] - small["test_accuracy"]
+            row["error_removed"] = row["accuracy_gained"] / (100 - small["test_accuracy"])
+        if large:
+            row["params_saved"] = 1 - row["params"] / large["params"]
+    return list(rows.values())
+
+
+def reference_networks(runs):
+    """(small, large): the table's reference networks, the model of the first dendritic run (else the first
+    run's) and the first larger network of another family (resnet18 and resnet34 by default); None where
+    there is none."""
+    small = next((run["model"] for run in runs if run["dendritic"]), runs[0]["model"] if runs else None)
+    large = next(iter(larger_networks(runs, small)), None) if small else None
+    return small, large
+
+
+def spread_text(values):
+    """'3' when every seed agrees, else '2-3'."""
+    return str(values[0]) if min(values) == max(values) else f"{min(values)}-{max(values)}"
