@@ -7,19 +7,11 @@ import os
 
 import torch
 
-from dendritic_experiment.frontier import baseline_width, distance_to_frontier, family_frontier, family_of
+from dendritic_experiment.frontier import distance_to_frontier, family_frontier
 from dendritic_experiment.intervals import (bootstrap_error_removed, bootstrap_interval, bootstrap_mix_interval,
                                             bootstrap_ratio_interval, resolved_difference, seed_interval,
                                             seed_ratio_interval, seeds_needed, sign_flip_p)
 from dendritic_experiment.utils import read_csv
-
-# (run, against, what the difference measures), for every model that has a dendritic run.
-COMPARISONS = (
-    ("{m}_dendritic", "{m}", "what dendrites and extra epochs gave together"),
-    ("{m}_continued", "{m}", "what the extra epochs alone gave"),
-    ("{m}_dendritic", "{m}_continued", "what the dendrites gave beyond the extra epochs"),
-)
-
 
 class Accuracies:
     """Test accuracy of every (run, seed), and each run's per-image correctness when one seed is all
@@ -116,77 +108,84 @@ POWER_TARGETS = (0.5, 0.3)  # points: differences a user may want resolved
 SIGN_FLIP_SEEDS = 6  # the fewest seeds at which an exact sign-flip test can reach p < 0.05 (2 / 2^6 = 0.031)
 
 
+def described(runs):
+    """{run name: its first seed's record}, in the order run: what each run is (experiment.PlannedRun's
+    description: kind, family, width multiple, what it starts from or repeats)."""
+    first = {}
+    for run in runs:
+        first.setdefault(run["name"], run)
+    return first
+
+
+def named(runs, kind):
+    return [name for name, run in described(runs).items() if run["kind"] == kind]
+
+
+def baseline_of(runs, name):
+    """The baseline a run starts from (a warm start), else its family's own network."""
+    run = described(runs)[name]
+    return run.get("starts_from") or run["family"]
+
+
+def control_of(runs, dendritic, family=None):
+    """The control that repeats dendritic's cycles, of family (dendritic's own by default), or None."""
+    family = family or described(runs)[dendritic]["family"]
+    return next((name for name, run in described(runs).items()
+                 if run["kind"] == "control" and run["repeats"] == dendritic and run["family"] == family), None)
+
+
 def error_removed(runs, run_dirs):
     """Each dendritic run's share of the remaining test error removed, against its own baseline and
     against its control (the seed project's figure: "eliminated X% of the remaining error")."""
     accuracies = Accuracies(runs, run_dirs)
-    entries = []
-    for model in dict.fromkeys(run["model"] for run in runs if run["dendritic"]):
-        for against in (model, model + "_continued"):
-            entries.append(accuracies.error_removed(model + "_dendritic", against))
+    entries = [accuracies.error_removed(dendritic, against) for dendritic in named(runs, "dendritic")
+               for against in (baseline_of(runs, dendritic), control_of(runs, dendritic)) if against]
     return [entry for entry in entries if entry]
 
 
 def compare_runs(runs, run_dirs):
-    """Accuracy differences with 95% intervals: over seeds when there are several, else over
-    test images (paired bootstrap on the saved predictions)."""
+    """For each dendritic run: it and its control against their baseline, and it against its control,
+    with 95% intervals: over seeds when there are several, else over test images (paired bootstrap on
+    the saved predictions)."""
     accuracies = Accuracies(runs, run_dirs)
     comparisons = []
-    for model in sorted({run["model"] for run in runs if run["dendritic"]}):
-        for run_pattern, against_pattern, meaning in COMPARISONS:
-            entry = accuracies.difference(run_pattern.format(m=model), against_pattern.format(m=model))
+    for dendritic in sorted(named(runs, "dendritic")):
+        baseline, control = baseline_of(runs, dendritic), control_of(runs, dendritic)
+        for run, against, meaning in ((dendritic, baseline, "what dendrites and extra epochs gave together"),
+                                      (control, baseline, "what the extra epochs alone gave"),
+                                      (dendritic, control, "what the dendrites gave beyond the extra epochs")):
+            entry = run and against and accuracies.difference(run, against)
             if entry:
                 comparisons.append(dict(entry, meaning=meaning))
     return comparisons
 
 
 def headline(runs, run_dirs):
-    """The question itself: does <m>_dendritic reach each larger network that was run? One entry per
-    comparison, each from its own step: against the larger baseline (the dendritic run has its
-    extra epochs too), and against that baseline's _continued control (trained as long again as
-    the dendritic run). Each: the difference with its interval, and the share of the gap between
-    the smaller and the larger network that the dendritic run closes."""
-    accuracies = Accuracies(runs, run_dirs)
-    names = list(dict.fromkeys(run["name"] for run in runs))
+    """The question itself: does each dendritic run reach each larger network that was run? One entry
+    per comparison, each from its own step: against the larger baseline (the dendritic run has its
+    extra epochs too), and against that network's control when it repeats this dendritic run's cycles
+    (trained as long again as the dendritic run). Each: the difference with its interval, and the
+    share of the gap between the smaller and the larger network that the dendritic run closes."""
+    accuracies, kinds = Accuracies(runs, run_dirs), described(runs)
     entries = []
-    for dendritic in (name for name in names if name.endswith("_dendritic")):
-        model = dendritic.removesuffix("_dendritic")
-        for large in larger_networks(runs, model):
-            entries.append(against_larger_baseline(accuracies, dendritic, model, large))
-            if repeats_cycles_of(runs, large + "_continued", dendritic):
-                entries.append(against_larger_control(accuracies, dendritic, model, large, names))
+    for dendritic in named(runs, "dendritic"):
+        family = kinds[dendritic]["family"]
+        for large in larger_networks(runs, family):
+            entries.append(reach(accuracies, dendritic, large, small=family))
+            large_control = control_of(runs, dendritic, kinds[large]["family"]) if kinds[large]["width_multiple"] == 1 else None
+            if large_control:  # beyond equal extra training: the gap from this family's control, where it was run
+                entries.append(reach(accuracies, dendritic, large_control, control_of(runs, dendritic) or family))
     return [entry for entry in entries if entry]
 
 
-def larger_networks(runs, model):
-    """The baselines of other models with more parameters than model, in the order they were run.
-    Its own width variants (model_w1.5) are left to the width frontier."""
-    params = {run["name"]: run["params"] for run in runs}
-    if model not in params:
+def larger_networks(runs, family):
+    """The baselines of other families with more parameters than family's network, in the order they
+    were run. Its own width variants (resnet18_w1.5) are left to the width frontier."""
+    kinds = described(runs)
+    if family not in kinds:
         return []
-    return [name for name in params if baseline_width(name) and family_of(name) != family_of(model)
-            and params[name] > params[model]]
-
-
-def repeats_cycles_of(runs, control, dendritic):
-    """Whether control was run and trained as long as dendritic (repeating its cycles): with two
-    dendritic runs, resnet34_continued repeats resnet34_dendritic's, not resnet18_dendritic's.
-    (A summary.json from before cycles_from was recorded: assumed.)"""
-    sources = {run.get("cycles_from", dendritic) for run in runs if run["name"] == control}
-    return sources == {dendritic}
-
-
-def against_larger_baseline(accuracies, dendritic, model, large):
-    """dendritic - large, and the share of the model -> large gap it closes (dendrites and extra
-    epochs together)."""
-    return reach(accuracies, dendritic, large, small=model)
-
-
-def against_larger_control(accuracies, dendritic, model, large, names):
-    """dendritic - large's control, and the share of the gap between model's control and it (beyond
-    equal extra training); without model's control, the gap from model itself."""
-    small = model + "_continued" if model + "_continued" in names else model
-    return reach(accuracies, dendritic, large + "_continued", small)
+    return [name for name, run in kinds.items() if run["kind"] == "baseline" and run["family"] != family
+            and run["params"] > kinds[family]["params"]]
 
 
 def reach(accuracies, dendritic, large, small):
@@ -201,7 +200,7 @@ def reach(accuracies, dendritic, large, small):
 
 def frontiers(runs):
     """The width frontier of every family with width variants (frontier.family_frontier)."""
-    families = dict.fromkeys(family_of(run["name"]) for run in runs if baseline_width(run["name"]))
+    families = dict.fromkeys(run["family"] for run in runs if run["kind"] == "baseline")
     return [line for line in (family_frontier(runs, family) for family in families) if line is not None]
 
 
@@ -215,13 +214,13 @@ def frontier_entries(runs, run_dirs, lines=None):
     entries = []
     # The control too: a warm-started run trains its baseline's epochs and then its cycles, the frontier's
     # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is the one to read beside it.
-    for name in dict.fromkeys(run["name"] for run in runs if run["dendritic"] or run["name"].endswith("_continued")):
-        line = by_family.get(family_of(name))
+    for name, run in described(runs).items():
+        line = by_family.get(run["family"]) if run["kind"] in ("dendritic", "control") else None
         distance = line and distance_to_frontier(runs, name, line)
         if not distance:
             continue
         seeds = distance["seeds"]
-        entry = dict(distance, power=power(distance["differences"]),
+        entry = dict(distance, kind=run["kind"], repeats=run["repeats"], power=power(distance["differences"]),
                      method=f"t interval over {len(seeds)} seeds, each seed's run against that seed's members")
         if len(seeds) == 1:
             entry.update(one_seed_frontier_interval(accuracies, runs, name, line, seeds[0]))
@@ -247,12 +246,11 @@ def cycle_curves(runs, run_dirs):
     reported = {(run["name"], run["seed"]): run for run in runs}
     curves = []
     for (name, seed), run in reported.items():
-        if not run["dendritic"] or not run.get("cycles"):
+        if run["kind"] != "dendritic" or not run.get("cycles"):
             continue
-        model = name.removesuffix("_dendritic")
-        warm = run.get("start") == "baseline"
-        start = [[0, reported[model, seed]["val_accuracy"]]] if warm and (model, seed) in reported else []
-        for curve_run, kind in ((name, "dendritic"), (model + "_continued", "control")):
+        baseline, warm = baseline_of(runs, name), run.get("start") == "baseline"
+        start = [[0, reported[baseline, seed]["val_accuracy"]]] if warm and (baseline, seed) in reported else []
+        for curve_run, kind in ((name, "dendritic"), (control_of(runs, name), "control")):
             if (curve_run, seed) in run_dirs:
                 bests = cycle_bests(read_csv(os.path.join(run_dirs[curve_run, seed], "history.csv")), run["cycles"])
                 points = start + [[count + int(warm), best] for count, best in enumerate(bests)]
@@ -310,7 +308,7 @@ def reference_networks(runs):
     """(small, large): the table's reference networks, the model of the first dendritic run (else the first
     run's) and the first larger network of another family (resnet18 and resnet34 by default); None where
     there is none."""
-    small = next((run["model"] for run in runs if run["dendritic"]), runs[0]["model"] if runs else None)
+    small = next((run["family"] for run in runs if run["kind"] == "dendritic"), runs[0]["model"] if runs else None)
     large = next(iter(larger_networks(runs, small)), None) if small else None
     return small, large
 

@@ -19,7 +19,7 @@ import torch
 from dendritic_experiment.data import data_fingerprint, load_data
 from dendritic_experiment.dendrites import perforatedbp_version
 from dendritic_experiment.identity import git_commit, run_identity, what_changed
-from dendritic_experiment.models import build_model
+from dendritic_experiment.models import build_model, model_and_width
 from dendritic_experiment.figures import write_run_pictures
 from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
 from dendritic_experiment.utils import ExperimentError, read_json, remove_temporary_files, split_list, write_json
@@ -29,9 +29,9 @@ from dendritic_experiment.utils import ExperimentError, read_json, remove_tempor
 class PlannedRun:
     """One run of the plan, described once: what it trains, for which seed, where, from what."""
 
-    name: str  # resnet18, resnet18_dendritic, resnet18_continued, ...
-    model: str  # resnet18
-    kind: str  # baseline, dendritic or continued
+    name: str  # resnet18, resnet18_w1.25, resnet18_dendritic, resnet18_continued, ...
+    model: str  # resnet18 (resnet18_w1.25 for that width variant)
+    kind: str  # baseline (a width variant too), dendritic or control
     seed: int
     folder: str  # results_dir/<name>, or results_dir/<name>_seed<k>
     baseline: "PlannedRun | None" = None  # the finished baseline it continues (warm start, control)
@@ -40,6 +40,14 @@ class PlannedRun:
     @property
     def starts_from(self):
         return tuple(run for run in (self.baseline, self.cycles_from) if run is not None)
+
+    def description(self):
+        """What the run is, as data in its result.json and the report: its kind, its family and width
+        multiple (resnet18_w1.25: resnet18 at 1.25), the baseline it starts from and the dendritic run
+        whose cycles it repeats (a control)."""
+        family, width_multiple = model_and_width(self.model)
+        return dict(kind=self.kind, family=family, width_multiple=width_multiple,
+                    starts_from=self.baseline and self.baseline.name, repeats=self.cycles_from and self.cycles_from.name)
 
     def __str__(self):
         return f"{self.name} (seed {self.seed})"
@@ -76,7 +84,7 @@ def plan_runs(settings, trial=None):
         if (name, seed) not in planned:
             model, kind = split_run_name(name)
             baseline = add(model, seed) if kind != "baseline" and settings.warm_start else None
-            cycles_from = add(control_source(settings, name), seed) if kind == "continued" else None
+            cycles_from = add(control_source(settings, name), seed) if kind == "control" else None
             parent = os.path.join(settings.results_dir, trial) if trial and kind != "baseline" else settings.results_dir
             folder = os.path.join(parent, name if seed == 0 else f"{name}_seed{seed}")
             planned[name, seed] = PlannedRun(name, model, kind, seed, folder, baseline, cycles_from)
@@ -93,7 +101,7 @@ def planned_epochs(kind, settings):
     control at most, since the tracker stops early when a dendrite does not improve validation."""
     if kind == "baseline":
         return {0: settings.epochs}
-    if kind == "continued":  # as many epochs as the dendritic run's cycles, no dendrites
+    if kind == "control":  # as many epochs as the dendritic run's cycles, no dendrites
         return {0: settings.max_dendrites * settings.dendrite_epochs}
     cycles = dict.fromkeys(range(1, settings.max_dendrites + 1), settings.dendrite_epochs)
     return cycles if settings.warm_start else {0: settings.epochs, **cycles}
@@ -237,7 +245,7 @@ class Experiment:
             raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
         add_ons = {"perforatedbp": perforatedbp_version()} if run.kind == "dendritic" else {}
-        result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", seed=run.seed,
+        result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", **run.description(), seed=run.seed,
                       dataset=self.settings.dataset, **outcome, **add_ons, classes=self.data.classes,
                       device=str(self.device), precision=self.precision, finished_at=datetime.datetime.now().isoformat(),
                       settings=settings, identity=identity, code_commit=git_commit(),
@@ -318,7 +326,7 @@ def clock(seconds):
 
 def reported_runs(settings, experiment, plan):
     """(the result of every run --experiments names and of the baselines they start from, for the
-    report, each with the dendritic run it repeats the cycles of when a control; {(name, seed): its folder})."""
+    report, each with what the plan says it is (PlannedRun.description); {(name, seed): its folder})."""
     # The baseline a named run starts from is trained anyway, and the headline compares with it: it goes first.
     starts_from = {run.name: run.baseline.name for run in plan if run.baseline}
     names = list(dict.fromkeys(name for run in run_names(settings) for name in (starts_from.get(run), run) if name))
@@ -327,6 +335,6 @@ def reported_runs(settings, experiment, plan):
     from dendritic_experiment.costs import run_macs  # compute per image, counted from the settings each result holds
 
     runs = [dict({k: v for k, v in experiment.results[run].items() if k not in ("settings", "classes")},
-                 macs=run_macs(experiment.results[run]), cycles_from=run.cycles_from and run.cycles_from.name)
+                 macs=run_macs(experiment.results[run]), **run.description())
             for run in reported]
     return runs, {(run.name, run.seed): run.folder for run in reported}

@@ -111,7 +111,7 @@ RUN_COLOURS = {"dendritic": "tab:green", "control": "tab:orange", "baseline": "t
 
 
 def run_colour(row):
-    return RUN_COLOURS["dendritic" if row["dendritic"] else "control" if row["name"].endswith("_continued") else "baseline"]
+    return RUN_COLOURS[row["kind"] if row["kind"] in RUN_COLOURS else "baseline"]
 
 
 def comparison_figure(summary):
@@ -179,7 +179,7 @@ def frontier_panel(axes, lines, entries):
     for e in entries:
         if e["difference"] is not None:
             axes.plot([e["params"] / 1e6] * 2, [e["accuracy"], e["accuracy"] - e["difference"]], ":",
-                      color=RUN_COLOURS["dendritic" if e["run"].endswith("_dendritic") else "control"], zorder=1,
+                      color=RUN_COLOURS[e["kind"]], zorder=1,
                       gid="distance to the frontier")
     if lines:
         from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
@@ -205,7 +205,7 @@ def cycles_panel(axes, curves, rows, headline_entries):
         axes.plot(xs, ys, "-o", color=colour, markersize=4, label=label, **style)
     by_name = {row["name"]: row for row in rows}
     for target in dict.fromkeys(e["against"] for e in headline_entries if e["against"] in by_name):
-        if by_name[target]["dendritic"] or target.endswith("_continued"):
+        if by_name[target]["kind"] != "baseline":
             continue
         axes.axhline(by_name[target]["val_accuracy"], color="tab:gray", linestyle="--", linewidth=1)
         axes.annotate(f"{target} (its validation accuracy)", (0.02, by_name[target]["val_accuracy"]),
@@ -271,9 +271,9 @@ def figure_title(headline_entries, frontier):
         lines.append(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
                      f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}")
     by_run = {e["run"]: e for e in frontier if e["difference"] is not None}
-    for e in [e for e in by_run.values() if e["run"].endswith("_dendritic")][:1]:
+    for e in [e for e in by_run.values() if e["kind"] == "dendritic"][:1]:
         line = f"{e['run']} − the {e['family']} width frontier at equal parameters: {distance_text(e)}"
-        control = by_run.get(e["run"].removesuffix("_dendritic") + "_continued")
+        control = next((c for c in by_run.values() if c["repeats"] == e["run"] and c["family"] == e["family"]), None)
         if control:  # the frontier's baselines trained fewer epochs: what the dendrites add is the gap between the two
             line += f"; its control (the same extra epochs, no dendrites): {distance_text(control)}"
         lines.append(line)

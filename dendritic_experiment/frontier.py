@@ -2,7 +2,7 @@
 spending parameters on width, and how far a run lies above or below it at its own count.
 
 A family is a model and its width variants (`resnet18`, `resnet18_w1.25`: every channel count times
-1.25). Its frontier is an efficiency frontier (docs/method.md, "The width frontier"): it never falls
+1.25; a run's family is data of its plan, experiment.PlannedRun.description). Its frontier is an efficiency frontier (docs/method.md, "The width frontier"): it never falls
 as parameters grow. Over the seeds at which every member was run, each member is its mean test
 accuracy; a member that scored below a smaller member is off the frontier (the smaller one is the
 better use of those parameters); the frontier runs through the others, straight in log(parameters)
@@ -24,22 +24,7 @@ import math
 from dataclasses import dataclass
 
 from dendritic_experiment.intervals import seed_interval
-from dendritic_experiment.models import model_and_width
-from dendritic_experiment.settings import split_run_name
 from dendritic_experiment.utils import ExperimentError
-
-
-def baseline_width(name):
-    """(family, width multiple) of a baseline's run name, or None for any other run:
-    'resnet18' -> ('resnet18', 1.0), 'resnet18_w1.25' -> ('resnet18', 1.25),
-    'resnet18_dendritic' and 'resnet18_continued' -> None."""
-    model, kind = split_run_name(name)
-    return model_and_width(model) if kind == "baseline" else None
-
-
-def family_of(name):
-    """The model a run belongs to ('resnet18_w1.25' and 'resnet18_dendritic' -> 'resnet18')."""
-    return model_and_width(split_run_name(name)[0])[0]
 
 
 @dataclass(frozen=True)
@@ -112,13 +97,12 @@ def as_frontier(line):
 
 
 def family_frontier(runs, family):
-    """The frontier of family's baselines in runs (dicts with name, seed, params, test_accuracy), over
-    the seeds at which every member was run. None with fewer than two members or no such seed; two
-    members of the same size (widths that round to the same channels) are refused."""
+    """The frontier of family's baselines in runs (dicts with name, kind, family, seed, params,
+    test_accuracy), over the seeds at which every member was run. None with fewer than two members or
+    no such seed; two members of the same size (widths that round to the same channels) are refused."""
     members = {}
     for run in runs:
-        width = baseline_width(run["name"])
-        if width and width[0] == family:
+        if run["kind"] == "baseline" and run["family"] == family:
             members.setdefault(run["name"], {})[run["seed"]] = run
     sizes = {name: mean(run["params"] for run in by_seed.values()) for name, by_seed in members.items()}
     if len(set(sizes.values())) < len(sizes):  # settings.check_runs refuses such a plan before training

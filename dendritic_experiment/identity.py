@@ -39,19 +39,19 @@ PACKAGE = os.path.dirname(os.path.abspath(__file__))
 BASELINE_MODULES = ("data", "models", "train", "runs")
 RESULT_MODULES = {
     "baseline": BASELINE_MODULES,
-    "continued": BASELINE_MODULES + ("continuation", "keep_rule"),
+    "control": BASELINE_MODULES + ("continuation", "keep_rule"),
     "dendritic": BASELINE_MODULES + ("continuation", "keep_rule", "dendrites", "contribution"),
 }
 # Functions of modules otherwise listed below whose code can change a run's numbers: fingerprinted alone.
 RESULT_FUNCTIONS = {
     "baseline": ("experiment.Experiment.new_run",),
-    "continued": ("experiment.Experiment.new_run", "experiment.Experiment.starting_weights"),
+    "control": ("experiment.Experiment.new_run", "experiment.Experiment.starting_weights"),
     "dendritic": ("experiment.Experiment.new_run", "experiment.Experiment.starting_weights", "utils.split_list"),
 }
 NOT_RESULT_FOR = {
     "baseline": {"keep_rule": "imported with dendrites.py; a baseline keeps its last epoch, no cycle",
                  "dendrites": "train.py places a model with its to_device: where tensors live, not what they hold"},
-    "continued": {"dendrites": "imported by continuation.py for the dendritic run; the control calls none of it",
+    "control": {"dendrites": "imported by continuation.py for the dendritic run; the control calls none of it",
                   "contribution": "measures dendrites, which the control has none of"},
 }
 NOT_RESULT_MODULES = {

@@ -1,8 +1,8 @@
 """summary.md: the report's numbers (comparisons.py) in words, the question answered first."""
 import math
 
-from dendritic_experiment.comparisons import SIGN_FLIP_SEEDS, aggregate, reference_networks
-from dendritic_experiment.frontier import as_frontier, family_of
+from dendritic_experiment.comparisons import SIGN_FLIP_SEEDS, aggregate, described, reference_networks
+from dendritic_experiment.frontier import as_frontier
 
 NEGLIGIBLE_SHARE = 0.001  # dendrites carrying under 0.1% of their layers' output variance do next to nothing
 CONTRIBUTION_NOTE = "measured after training on a fixed batch of validation images"
@@ -21,7 +21,7 @@ def summary_markdown(summary):
         lines += [f"**Preliminary: one seed (seed {seeds[0]}).** Its intervals cover test-set noise for these "
                   "trained weights only, not the spread between seeds, which on CIFAR-100 is about the size "
                   "of the effects in question; run `--seeds 0,1,2` for a result.", ""]
-    lines += headline_lines(headline_entries) + frontier_lines(frontier, summary.get("frontiers", [])) + table_lines(runs)
+    lines += headline_lines(headline_entries, described(runs)) + frontier_lines(frontier, summary.get("frontiers", [])) + table_lines(runs)
     lines += error_removed_lines(summary.get("error_removed", []))
     lines += comparison_lines(comparisons) + power_lines([*headline_entries, *frontier, *comparisons])
     lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(method=method_of(runs))]
@@ -49,7 +49,7 @@ def method_of(runs):
     return ", ".join(recorded + versions) or "none (no dendritic run)"
 
 
-def headline_lines(entries):
+def headline_lines(entries, kinds):
     """Each dendritic run against each larger network, in words."""
     lines = []
     for e in entries:
@@ -57,7 +57,7 @@ def headline_lines(entries):
                    else f"{e['run']} and {e['against']} cannot be told apart")
         lines += [f"## Does {e['run']} reach {e['against']}?", "",
                   f"- **{e['run']} − {e['against']}**: {interval_text(e)} ({e['method']}): {verdict}.",
-                  f"- **Share of the {e['small']} → {e['against']} gap that {closer(e)} closes**: " + gap_text(e), ""]
+                  f"- **Share of the {e['small']} → {e['against']} gap that {closer(kinds[e['small']])} closes**: " + gap_text(e), ""]
     return lines
 
 
@@ -87,7 +87,7 @@ def frontier_lines(entries, lines=()):
         over = (f" Over seed(s) {seed_text(e['seeds'])} only: {outside}, outside the frontier." if outside else "")
         text.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
                     f"at equal parameters: {interval}.{over}")
-    if any(e["run"].endswith("_continued") for e in entries):
+    if any(e["kind"] == "control" for e in entries):
         text.append("- A warm-started run trained its baseline's epochs and then its cycles, the frontier's baselines "
                     "theirs only: read the dendritic run's distance beside its control's (the same extra epochs, no "
                     "dendrites).")
@@ -121,9 +121,10 @@ def power_lines(entries):
             "", *lines]
 
 
-def closer(entry):
-    """What the share of a gap measures: against a baseline the dendritic run has more epochs too."""
-    if entry["small"].endswith("_continued"):
+def closer(small):
+    """What the share of a gap from small (a run's record) measures: from a baseline, the dendritic run
+    has more epochs too."""
+    if small["kind"] == "control":
         return "the dendritic run, beyond equal extra training,"
     return "the dendritic run (its dendrites and its extra epochs together)"
 
@@ -164,7 +165,7 @@ def table_lines(runs):
             f"{row['params'] / 1e6:.2f} | {macs_text(row)} | {row['dendrites']} | {per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} | {latency_text(row)} | "
-            f"{latency_ratio(row, latency_of.get(family_of(row['name']), math.nan))} |"
+            f"{latency_ratio(row, latency_of.get(row['family'], math.nan))} |"
         )
     return lines + ["", f"*Error removed*: the share of {small}'s test error that the run removes (of the means; per "
                     "seed with an interval below). *Params saved*: how many fewer parameters than "

@@ -104,7 +104,7 @@ def shrink_for_smoke(settings, given):
 # Run names, and the settings results depend on.
 # ---------------------------------------------------------------------------------------------
 
-RUN_KINDS = ("baseline", "dendritic", "continued")
+RUN_SUFFIXES = {"_dendritic": "dendritic", "_continued": "control"}  # a run name's ending -> its kind (else: baseline)
 
 # The settings a run's result depends on, stored in its result.json as "settings" and compared
 # there before a finished run is reused (with the rest of its identity: identity.py). The seed,
@@ -134,10 +134,12 @@ NOT_RESULT_SETTINGS = {
 
 
 def split_run_name(run_name):
-    """'resnet18_dendritic' -> ('resnet18', 'dendritic'); 'resnet18' -> ('resnet18', 'baseline')."""
-    for kind in RUN_KINDS[1:]:
-        if run_name.endswith("_" + kind):
-            return run_name.removesuffix("_" + kind), kind
+    """The one reading of a run's name (--experiments), into (model, kind): 'resnet18_dendritic' ->
+    ('resnet18', 'dendritic'), 'resnet18_continued' -> ('resnet18', 'control'), 'resnet18_w1.25' ->
+    ('resnet18_w1.25', 'baseline'). Everything after the plan reads a run's kind as data (experiment.PlannedRun)."""
+    for suffix, kind in RUN_SUFFIXES.items():
+        if run_name.endswith(suffix):
+            return run_name.removesuffix(suffix), kind
     return run_name, "baseline"
 
 
@@ -242,7 +244,7 @@ def check_runs(settings):
         if kind != "baseline" and model not in MODELS:
             refuse(settings, "experiments", f"{run}: a width variant is a baseline of the width frontier only; "
                    f"use {model_and_width(model)[0]}_{kind} (or change --width for the whole experiment)")
-    if any(split_run_name(run)[1] == "continued" for run in runs) and not settings.warm_start:
+    if any(split_run_name(run)[1] == "control" for run in runs) and not settings.warm_start:
         refuse(settings, "experiments", "a _continued control needs --warm-start (it continues the baseline)")
     if not re.fullmatch(r"\d+(,\d+)*", settings.seeds.replace(" ", "")):
         refuse(settings, "seeds", "use a comma list of whole numbers, such as 0,1,2")

@@ -39,16 +39,17 @@ def check_sweep_trial(plan):
 
 
 def sweep_metrics(runs):
-    """{SWEEP_METRIC: the first dendritic run's validation accuracy less its control's (<model>_continued,
-    the same cycles without dendrites), mean over seeds; DENDRITIC_VAL: its own, mean over seeds}, from
+    """{SWEEP_METRIC: the first dendritic run's validation accuracy less its control's (the same cycles
+    without dendrites), mean over seeds; DENDRITIC_VAL: its own, mean over seeds}, from
     summary.json's runs; {} without a dendritic run. The gain, not the dendritic run's own accuracy, is
     maximised: more and longer cycles give both runs the same extra training and the same selection on
     validation, so only what the dendrites add is left."""
-    dendritic = next((run for run in runs if run["dendritic"]), None)
+    dendritic = next((run for run in runs if run["kind"] == "dendritic"), None)
     if dendritic is None:
         return {}
     own = {run["seed"]: run["val_accuracy"] for run in runs if run["name"] == dendritic["name"]}
-    control = {run["seed"]: run["val_accuracy"] for run in runs if run["name"] == dendritic["model"] + "_continued"}
+    control = {run["seed"]: run["val_accuracy"] for run in runs if run["kind"] == "control"
+               and run["repeats"] == dendritic["name"] and run["family"] == dendritic["family"]}
     metrics = {DENDRITIC_VAL: sum(own.values()) / len(own)}
     if control.keys() == own.keys():
         metrics[SWEEP_METRIC] = sum(own[seed] - control[seed] for seed in own) / len(own)

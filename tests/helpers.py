@@ -32,6 +32,27 @@ def run_main(args, cwd, timeout=600, **environment):
                           env=dict(script_environment(), **environment))
 
 
+def as_planned(table):
+    """Synthetic report runs (dicts with a name) with what a plan of those names says of each, as
+    experiment.reported_runs gives them: kind, family, width multiple, the baseline a dendritic run or
+    control starts from, and the dendritic run a control repeats: its family's where there is one, else
+    the first (experiment.control_source), unless a run says otherwise."""
+    from dendritic_experiment.models import model_and_width
+    from dendritic_experiment.settings import split_run_name
+
+    dendritic = [run["name"] for run in table if split_run_name(run["name"])[1] == "dendritic"]
+    described = []
+    for run in table:
+        model, kind = split_run_name(run["name"])
+        family, width_multiple = model_and_width(model)
+        own = family + "_dendritic"
+        plan = dict(kind=kind, family=family, width_multiple=width_multiple,
+                    starts_from=None if kind == "baseline" else family,
+                    repeats=(own if own in dendritic or not dendritic else dendritic[0]) if kind == "control" else None)
+        described.append(dict(plan, **run))
+    return described
+
+
 def repository_files():
     """The repository's files, bytecode caches aside (pytest writes those)."""
     return {os.path.join(path, name) for path, folders, names in os.walk(ROOT)

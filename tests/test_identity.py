@@ -292,7 +292,7 @@ def test_every_module_is_part_of_a_result_or_listed_as_unable_to_change_one():
     in_results = set().union(*identity.RESULT_MODULES.values())
     assert not in_results & set(identity.NOT_RESULT_MODULES)
     assert modules == in_results | set(identity.NOT_RESULT_MODULES), "a module is in neither list"
-    for kind, root in (("baseline", "runs"), ("continued", "continuation"), ("dendritic", "continuation")):
+    for kind, root in (("baseline", "runs"), ("control", "continuation"), ("dendritic", "continuation")):
         used = imported_by(root)
         assert set(identity.RESULT_MODULES[kind]) <= used, kind
         unlisted = used - set(identity.RESULT_MODULES[kind]) - set(identity.NOT_RESULT_MODULES)

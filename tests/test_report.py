@@ -11,6 +11,8 @@ import torch
 from dendritic_experiment import comparisons, figures, markdown, report
 from dendritic_experiment.utils import write_csv
 
+from helpers import as_planned
+
 SEEDS = (0, 1, 2)
 # ResNet-18 at twice the width has four times the parameters: the dendritic run's 20M lie halfway
 # between 10M and 40M in log-parameters, so the frontier there is the mean of the two members.
@@ -41,7 +43,7 @@ def runs(seeds=SEEDS, macs=True):
                               params=PARAMS[name], dendrites=int(dendritic), epochs=4, start="baseline",
                               cycles=CYCLES if dendritic else None,
                               **(dict(macs=PARAMS[name] * 50) if macs else {})))
-    return table
+    return as_planned(table)
 
 
 def run_folders(tmp_path, seeds=SEEDS):
@@ -226,8 +228,8 @@ def test_one_seed_against_the_frontier_is_paired_by_test_image(tmp_path):
     images = np.arange(1000)
     folders = {(name, 0): predictions(tmp_path / name, images < right)
                for name, right in (("resnet18", 700), ("resnet18_w2", 740), ("resnet18_dendritic", 725))}
-    table = [dict(name=name, seed=0, params=PARAMS[name], test_accuracy=accuracy, dendritic=name.endswith("dendritic"))
-             for name, accuracy in (("resnet18", 70.0), ("resnet18_w2", 74.0), ("resnet18_dendritic", 72.5))]
+    table = as_planned([dict(name=name, seed=0, params=PARAMS[name], test_accuracy=accuracy)
+                        for name, accuracy in (("resnet18", 70.0), ("resnet18_w2", 74.0), ("resnet18_dendritic", 72.5))])
     (entry,) = comparisons.frontier_entries(table, folders)
     assert entry["difference"] == pytest.approx(0.5)
     assert (entry["high"] - entry["low"]) / 2 == pytest.approx(0.62, rel=0.15)

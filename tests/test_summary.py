@@ -6,6 +6,8 @@ import pytest
 
 from dendritic_experiment import comparisons, markdown
 
+from helpers import as_planned
+
 SEEDS = (0, 1, 2)
 # Test accuracy by seed. The seeds differ by far more than the runs within a seed, so that a
 # difference not paired by seed would have a much wider interval.
@@ -22,10 +24,10 @@ T_975 = {1: 12.7062, 2: 4.302653}  # Student's t, two-sided 95%, by degrees of f
 
 
 def runs(seeds=SEEDS):
-    return [dict(name=name, model=name.split("_")[0], dendritic=name.endswith("_dendritic"), seed=seed,
+    return as_planned([dict(name=name, model=name.split("_")[0], dendritic=name.endswith("_dendritic"), seed=seed,
                  test_accuracy=accuracies[seed], val_accuracy=accuracies[seed] - 1, params=PARAMS[name],
                  dendrites=int(name.endswith("_dendritic")), epochs=10, start="baseline")
-            for seed in seeds for name, accuracies in ACCURACY.items()]
+            for seed in seeds for name, accuracies in ACCURACY.items()])
 
 
 def interval(entry):
@@ -163,14 +165,12 @@ def test_seeds_needed_and_difference_resolved_match_the_reference_values():
 def test_the_control_of_a_larger_network_counts_only_when_it_trained_as_long():
     """With resnet34_dendritic run too, resnet34_continued repeats its cycles, not resnet18_dendritic's:
     no "beyond equal extra training" entry for resnet18_dendritic against it."""
-    table = runs()
-    for run in table:
-        if run["name"].endswith("_continued"):  # the plan without resnet34_dendritic: both repeat resnet18's
-            run["cycles_from"] = "resnet18_dendritic"
+    table = runs()  # the plan without resnet34_dendritic: both controls repeat resnet18_dendritic's cycles
+    assert {run["repeats"] for run in table if run["kind"] == "control"} == {"resnet18_dendritic"}
     assert [e["against"] for e in comparisons.headline(table, run_dirs={})] == ["resnet34", "resnet34_continued"]
     for run in table:
         if run["name"] == "resnet34_continued":
-            run["cycles_from"] = "resnet34_dendritic"
+            run["repeats"] = "resnet34_dendritic"
     assert [e["against"] for e in comparisons.headline(table, run_dirs={})] == ["resnet34"]
 
 
@@ -182,10 +182,18 @@ def test_the_baseline_a_named_run_starts_from_is_reported_with_it():
     from dendritic_experiment.experiment import plan_runs, reported_runs
     from dendritic_experiment.settings import parse_settings
 
-    settings = parse_settings(["--experiments", "resnet34,resnet18_dendritic", "--seeds", "0", "--width", "0.125"])
+    settings = parse_settings(["--experiments", "resnet34,resnet18_dendritic,resnet18_w1.5,resnet34_continued",
+                               "--seeds", "0", "--width", "0.125"])
     plan = plan_runs(settings)
     results = {run: dict(name=run.name, model=run.model, classes=range(100), dendrites=0,
                          settings=dict(width=0.125, dendrite_modules="auto")) for run in plan}
     reported, _ = reported_runs(settings, SimpleNamespace(results=results), plan)
-    assert [run["name"] for run in reported] == ["resnet34", "resnet18", "resnet18_dendritic", "resnet18_continued"]
-    assert [run["cycles_from"] for run in reported] == [None, None, None, "resnet18_dendritic"]
+    # What each run is, as data from the plan: kind, family, width, what it starts from and repeats
+    described = [(run["name"], run["kind"], run["family"], run["width_multiple"], run["starts_from"], run["repeats"])
+                 for run in reported]
+    assert described == [("resnet34", "baseline", "resnet34", 1.0, None, None),
+                         ("resnet18", "baseline", "resnet18", 1.0, None, None),
+                         ("resnet18_dendritic", "dendritic", "resnet18", 1.0, "resnet18", None),
+                         ("resnet18_continued", "control", "resnet18", 1.0, "resnet18", "resnet18_dendritic"),
+                         ("resnet18_w1.5", "baseline", "resnet18", 1.5, None, None),
+                         ("resnet34_continued", "control", "resnet34", 1.0, "resnet34", "resnet18_dendritic")]
