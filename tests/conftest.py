@@ -5,10 +5,13 @@ import os
 # gets one thread: two each oversubscribed a 2-core machine (suite 12m47s against 6m00s).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import fcntl  # noqa: E402
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
 
 from fake_cifar import write_fake_cifar100
-from helpers import TINY_WIDTH
+from helpers import TINY_WIDTH, run_main
 
 
 # The files whose tests take longest, first (seconds on the 2-core machine, 2026-12-03: 178, 158, 155,
@@ -30,6 +33,38 @@ def data_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("data")
     write_fake_cifar100(directory, train=1000, test=200)
     return str(directory)
+
+
+@pytest.fixture(scope="session")
+def trained_once(data_dir, tmp_path_factory):
+    """trained_once(name, flags, **environment) -> the folder of main.py run with flags (tiny ResNets,
+    the tiny data, umask 022; its results in results/, its output in stdout and stderr), trained once
+    for the whole suite: the first test process to ask trains it, under a lock, and the other reuses
+    it (the same data in another folder: the same fingerprint). A test copies what it changes
+    (helpers.copy_results)."""
+    shared = tmp_path_factory.getbasetemp().parent / "trained_once"  # one folder for both test processes
+    shared.mkdir(exist_ok=True)
+
+    def results(name, flags, **environment):
+        folder = shared / name
+        with open(shared / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+            if not (folder / "finished").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir()
+                previous = os.umask(0o022)
+                try:
+                    process = run_main(["--data-dir", data_dir, "--results-dir", "results", *flags], cwd=folder,
+                                       **environment)
+                finally:
+                    os.umask(previous)
+                assert process.returncode == 0, process.stderr
+                (folder / "stdout").write_text(process.stdout)
+                (folder / "stderr").write_text(process.stderr)
+                (folder / "finished").touch()
+        return folder
+
+    return results
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 import ctypes
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,6 +52,22 @@ def as_planned(table):
                     repeats=(own if own in dendritic or not dendritic else dendritic[0]) if kind == "control" else None)
         described.append(dict(plan, **run))
     return described
+
+
+# Each of two runs at once (--parallel-runs 2) gets half the cores as its torch threads: a run to compare
+# them with gets as many, for the same float sums.
+HALF_THE_CORES = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}
+SMOKE = ["--smoke", "--val-split", "200"]  # main.py --smoke on the tests' data (1,000 images: a smaller split)
+
+
+def copy_results(trained, destination, *runs):
+    """conftest.trained_once's results (all, or only the named run folders) copied to destination, modes kept."""
+    source = trained / "results"
+    if not runs:
+        shutil.copytree(source, destination)
+    for run in runs:
+        shutil.copytree(source / run, destination / run)
+    return destination
 
 
 def repository_files():

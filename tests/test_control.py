@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from helpers import read_history, run_main
+from helpers import copy_results, read_history, run_main
 
 WARM_START = ["--seeds", "0", "--val-split", "200", "--batch-size", "100", "--epochs", "1", "--warmup-epochs", "0",
               "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "2", "--max-dendrites", "3"]
@@ -38,13 +38,17 @@ A_A = ["--seeds", "2", "--val-split", "200", "--batch-size", "100", "--epochs", 
     # below 50.7: rolled back to epoch 2.
     (["--switch-mode", "history", "--history-epochs", "2"], "50.0,51.0,50.5,50.8,51.0,50.9,50.8", [4, 3], 2),
 ])
-def test_dendrites_that_never_learn_reproduce_the_control(mode, scores, cycles, kept_epoch, data_dir, tmp_path):
+def test_dendrites_that_never_learn_reproduce_the_control(mode, scores, cycles, kept_epoch, data_dir, tmp_path,
+                                                         trained_once):
     """The dendritic run and its control must then agree in every history column they share, in the
     final weights and in every test prediction, though the dendritic run draws random numbers for its
     dendrites and the library saves, rolls back and restructures its model."""
+    baseline = trained_once("a_a_baseline", [*A_A, "--experiments", "resnet18"], **ONE_THREAD)  # both cases' start
+    copy_results(baseline, tmp_path / "out", "resnet18_seed2")
     process = run_main(["--data-dir", data_dir, "--results-dir", "out", *A_A, *mode], cwd=tmp_path, **ONE_THREAD,
                        SETUP_HOOK="helpers.scripted_validation", SCRIPTED_VAL_ACCURACY=scores)
     assert process.returncode == 0, process.stderr
+    assert "resnet18: reusing" in process.stderr
     assert "lr_scheduler.step()" not in process.stderr  # PyTorch's warning, which the control's frozen epochs gave
     dendritic, dendritic_history, dendritic_predictions = finished(tmp_path / "out", "resnet18_dendritic_seed2")
     control, control_history, control_predictions = finished(tmp_path / "out", "resnet18_continued_seed2")
@@ -91,22 +95,24 @@ def test_a_cycle_that_gains_too_little_is_rolled_back_by_both(data_dir, tmp_path
         assert result["test_accuracy"] == baseline["test_accuracy"] and torch.equal(predictions, baseline_predictions)
 
 
-def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_frozen(tiny, data_dir, tmp_path):
+def test_during_a_dendrite_warm_up_only_the_dendrites_learn_and_the_control_is_frozen(tiny, tmp_path):
     """--dendrite-warmup-epochs 2 in cycles of 4: epochs 1 and 2 move the dendrites only, epoch 3 both;
     the control's network stays as it was for epochs 1 and 2, as the dendritic run's does. In fp16 the
     two runs' gradient scalers come out of the warm-up the same (the control takes no step in it)."""
     from dendritic_experiment.continuation import ContinuedRun, DendriticRun
-    from dendritic_experiment.data import load_data
+    from dendritic_experiment.data import Data
     from dendritic_experiment.dendrites import DENDRITE_PARAMETER
     from dendritic_experiment.models import build_model
     from dendritic_experiment.settings import parse_settings
     from dendritic_experiment.train import TrainingSetup
 
-    # --smoke: 256 images of each split (3 steps an epoch: fp16 is slow on a CPU)
-    settings = parse_settings(["--smoke", "--data-dir", data_dir, "--val-split", "200", "--batch-size", "100",
-                               "--dendrite-epochs", "4", "--dendrite-warmup-epochs", "2"])
+    # 16 images, 2 steps an epoch: the CPU has no fp16 convolution kernels (a step of 100 images takes it 15 s)
+    settings = parse_settings(["--batch-size", "8", "--dendrite-epochs", "4", "--dendrite-warmup-epochs", "2"])
     setup = TrainingSetup(settings, torch.device("cpu"), "fp16")
-    data, baseline = load_data(settings, setup.device), build_model("resnet18", width=settings.width).state_dict()
+    torch.manual_seed(0)
+    images, labels = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 100, (16,))
+    data = Data(images, labels, images, labels, images, labels, [f"class {i}" for i in range(100)])
+    baseline = build_model("resnet18", width=settings.width).state_dict()
     dendritic = DendriticRun("resnet18", data, setup, 0, str(tmp_path / "run"), baseline)
     dendritic_moved, dendritic_scales = parameters_moved_by_epoch(dendritic, "resnet18_dendritic", 3)
     for epoch, moved in enumerate(dendritic_moved, start=1):

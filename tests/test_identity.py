@@ -15,9 +15,17 @@ from dendritic_experiment.settings import (DATA_SETTINGS, DENDRITE_SETTINGS, NOT
 from dendritic_experiment.utils import write_json
 
 from fake_cifar import write_fake_cifar, write_fake_cifar100
-from helpers import TINY_WIDTH, read_history
+from helpers import TINY_WIDTH, copy_results, read_history
 
 ONE_EPOCH = ["--seeds", "0", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
+ONE_DENDRITE = ["--experiments", "resnet18,resnet18_dendritic", *ONE_EPOCH, "--dendrite-epochs", "1", "--max-dendrites", "1"]
+
+
+@pytest.fixture
+def one_dendrite(trained_once, tmp_path):
+    """ONE_DENDRITE's finished runs (resnet18, its dendritic run and control), trained once for the
+    suite and copied here: tmp_path / "results"."""
+    return copy_results(trained_once("one_dendrite", ONE_DENDRITE), tmp_path / "results")
 
 
 def finished_at(results, run):
@@ -25,10 +33,11 @@ def finished_at(results, run):
 
 
 def test_a_result_is_reused_for_the_same_data_anywhere_and_trained_again_for_other_data(tiny, data_dir, tmp_path,
-                                                                                          capsys):
-    results = tmp_path / "results"
+                                                                                          capsys, one_dendrite):
+    results = one_dendrite
     args = ["--results-dir", str(results), "--experiments", "resnet18", *ONE_EPOCH]
     main.main(["--data-dir", data_dir, *args])
+    assert "resnet18: reusing" in capsys.readouterr().err  # trained in another folder, on the same files
     first = finished_at(results, "resnet18")
     moved = tmp_path / "moved"
     shutil.copytree(data_dir, moved)  # the same files in another folder
@@ -42,12 +51,10 @@ def test_a_result_is_reused_for_the_same_data_anywhere_and_trained_again_for_oth
     assert finished_at(results, "resnet18") != first
 
 
-def test_a_new_result_format_trains_again_and_so_does_what_starts_from_it(tiny, data_dir, tmp_path, capsys,
-                                                                           monkeypatch):
-    results = tmp_path / "results"
-    args = ["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18,resnet18_dendritic",
-            *ONE_EPOCH, "--dendrite-epochs", "1", "--max-dendrites", "1"]
-    main.main(args)
+def test_a_new_result_format_trains_again_and_so_does_what_starts_from_it(tiny, data_dir, capsys, monkeypatch,
+                                                                           one_dendrite):
+    results = one_dendrite
+    args = ["--data-dir", data_dir, "--results-dir", str(results), *ONE_DENDRITE]
     before = {run: finished_at(results, run) for run in ("resnet18", "resnet18_dendritic", "resnet18_continued")}
     monkeypatch.setattr(identity, "RESULT_FORMAT", identity.RESULT_FORMAT + 1)
     capsys.readouterr()
@@ -59,11 +66,9 @@ def test_a_new_result_format_trains_again_and_so_does_what_starts_from_it(tiny, 
     assert "resnet18_dendritic (seed 0): the result format changed" in log  # its own format changed first
 
 
-def test_a_baseline_trained_again_trains_what_starts_from_it_again(tiny, data_dir, tmp_path, capsys):
-    results = tmp_path / "results"
-    args = ["--data-dir", data_dir, "--results-dir", str(results), "--experiments", "resnet18,resnet18_dendritic",
-            *ONE_EPOCH, "--dendrite-epochs", "1", "--max-dendrites", "1"]
-    main.main(args)
+def test_a_baseline_trained_again_trains_what_starts_from_it_again(tiny, data_dir, capsys, one_dendrite):
+    results = one_dendrite
+    args = ["--data-dir", data_dir, "--results-dir", str(results), *ONE_DENDRITE]
     (results / "resnet18" / "result.json").unlink()  # the baseline alone must train again
     capsys.readouterr()
     main.main(args)
@@ -140,15 +145,15 @@ def test_a_dendritic_result_records_the_method_in_its_result_summary_and_picture
     assert titles[str(results / "resnet18_dendritic" / "curves.png")] == f"resnet18_dendritic: {GRADIENT_DESCENT}"
 
 
-def test_weights_that_cannot_start_a_run_are_refused_and_nothing_is_cached(tiny, data_dir, tmp_path, capsys):
+def test_weights_that_cannot_start_a_run_are_refused_and_nothing_is_cached(tiny, data_dir, tmp_path, capsys,
+                                                                              trained_once):
     import torch
 
     from dendritic_experiment.models import build_model
 
-    results = tmp_path / "results"
+    results = copy_results(trained_once("one_dendrite", ONE_DENDRITE), tmp_path / "results", "resnet18")
     args = ["--data-dir", data_dir, "--results-dir", str(results), *ONE_EPOCH, "--dendrite-epochs", "1",
             "--max-dendrites", "1"]
-    main.main([*args, "--experiments", "resnet18"])
     model_pt = results / "resnet18" / "model.pt"
     torch.save(build_model("resnet34", width=TINY_WIDTH).state_dict(), model_pt)  # a readable file, but not resnet18's weights
     result = json.loads((results / "resnet18" / "result.json").read_text())

@@ -1,12 +1,13 @@
 import contextlib
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
 from dendritic_experiment import main
 
-from helpers import read_history, run_main
+from helpers import HALF_THE_CORES, SMOKE, copy_results, read_history, run_main
 
 ONE_EPOCH = ["--seeds", "0", "--val-split", "200", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100"]
 
@@ -91,14 +92,13 @@ def umask(mask):
         os.umask(previous)
 
 
-def test_smoke_run_writes_every_output(data_dir, tmp_path):
-    """End to end as a user runs it (stdin closed), on a tiny CIFAR-100 folder, with tiny ResNets
-    (the real ones' parameter counts are test_models')."""
-    with umask(0o022):
-        process = run_main(["--smoke", "--val-split", "200", "--data-dir", data_dir, "--results-dir", "out"],
-                           cwd=tmp_path)
-    assert process.returncode == 0, process.stderr
-    results = tmp_path / "out" / "smoke"
+def test_smoke_run_writes_every_output(trained_once, data_dir, tmp_path):
+    """End to end as a user runs it (stdin closed, umask 022), on a tiny CIFAR-100 folder, with tiny
+    ResNets (the real ones' parameter counts are test_models'): trained once for the suite, which
+    test_parallel.py runs again on Ray."""
+    trained = trained_once("smoke", SMOKE, **HALF_THE_CORES)
+    process = SimpleNamespace(stdout=(trained / "stdout").read_text(), stderr=(trained / "stderr").read_text())
+    results = trained / "results" / "smoke"
     # Readable by others, as the umask allows for any new file (not the temporary file's 0600).
     modes = {path.relative_to(results): oct(path.stat().st_mode & 0o777) for path in results.rglob("*") if path.is_file()}
     assert set(modes.values()) == {"0o644"}, modes
@@ -124,7 +124,8 @@ def test_smoke_run_writes_every_output(data_dir, tmp_path):
     assert row.endswith(f"| {runs['resnet18']['latency_ms']['1']:.1f} / {runs['resnet18']['latency_ms']['32']:.1f} | 1.00x |")
     ratio = runs["resnet18_dendritic"]["latency_ms"]["1"] / runs["resnet18"]["latency_ms"]["1"]
     assert next(line for line in summary.splitlines() if line.startswith("| resnet18_dendritic |")).endswith(f"| {ratio:.2f}x |")
-    again = run_main(["--smoke", "--val-split", "200", "--data-dir", data_dir, "--results-dir", "out"], cwd=tmp_path)
+    results = copy_results(trained, tmp_path / "out") / "smoke"
+    again = run_main([*SMOKE, "--data-dir", data_dir, "--results-dir", "out"], cwd=tmp_path)
     assert again.returncode == 0 and "latency:" not in again.stderr  # nothing changed: the times are reused
     assert json.loads((results / "summary.json").read_text())["runs"] == list(runs.values())
 

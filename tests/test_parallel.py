@@ -8,11 +8,8 @@ import time
 
 import torch
 
-from helpers import assert_same_run, main_command, read_history, run_main, script_environment
+from helpers import HALF_THE_CORES, SMOKE, assert_same_run, main_command, read_history, run_main, script_environment
 
-# Each of two runs at once gets half the cores as its torch threads: the one-by-one runs get as many,
-# for the same float sums.
-HALF_THE_CORES = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // 2))}
 RUNS = ("resnet18", "resnet34", "resnet18_dendritic", "resnet18_continued")
 
 
@@ -40,19 +37,18 @@ def ray_main(args, cwd, timeout=600, **environment):
     return subprocess.CompletedProcess(driver.args, driver.returncode, stdout, stderr)
 
 
-def test_two_runs_at_once_end_exactly_as_one_after_the_other(data_dir, tmp_path):
-    flags = ["--smoke", "--val-split", "200", "--data-dir", data_dir]
-    one_by_one = run_main(flags + ["--results-dir", "one_by_one"], cwd=tmp_path, **HALF_THE_CORES)
-    assert one_by_one.returncode == 0, one_by_one.stderr
+def test_two_runs_at_once_end_exactly_as_one_after_the_other(trained_once, data_dir, tmp_path):
+    flags = [*SMOKE, "--data-dir", data_dir]
+    one_by_one = trained_once("smoke", SMOKE, **HALF_THE_CORES)  # test_main.py's, trained once for both
     at_once = ray_main(flags + ["--results-dir", "at_once", "--parallel-runs", "2"], cwd=tmp_path)
     assert at_once.returncode == 0, at_once.stderr
     for run in RUNS:
-        first, second = tmp_path / "one_by_one" / "smoke" / run, tmp_path / "at_once" / "smoke" / run
+        first, second = one_by_one / "results" / "smoke" / run, tmp_path / "at_once" / "smoke" / run
         assert_same_run(first, second)
         predictions = [torch.load(d / "test_predictions.pt", weights_only=True) for d in (first, second)]
         assert all(torch.equal(predictions[0][key], predictions[1][key]) for key in predictions[0])
         assert f"{run} (seed 0): started on" in at_once.stderr  # each in a worker, which says where
-    assert "4/4 runs done" in at_once.stderr and "4/4 runs done" in one_by_one.stderr
+    assert "4/4 runs done" in at_once.stderr and "4/4 runs done" in (one_by_one / "stderr").read_text()
     again = ray_main(flags + ["--results-dir", "at_once", "--parallel-runs", "2"], cwd=tmp_path)
     assert again.returncode == 0 and again.stderr.count("reusing") == 4 and "started on" not in again.stderr
 
