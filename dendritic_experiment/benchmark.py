@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from dendritic_experiment import config  # noqa: E402
+from dendritic_experiment.costs import model_macs  # noqa: E402
 from dendritic_experiment.data import DATASETS, epoch_draws, prepare_batch  # noqa: E402
 from dendritic_experiment.dendrites import DendriteTracker  # noqa: E402
 from dendritic_experiment.models import build_model, dendrite_modules_of  # noqa: E402
@@ -192,14 +192,9 @@ def peak_memory(device):
 # Our pipeline: uint8 images on the device, train.training_step
 # ---------------------------------------------------------------------------------------------
 
-def forward_flops(model, setup):
-    """FLOPs of one forward pass on one image (a multiply-add counts 2)."""
-    model.eval()
-    x = prepare_batch(torch.zeros(1, 3, 32, 32, dtype=torch.uint8, device=setup.device),
-                      memory_format=setup.memory_format)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops()
+def forward_flops(model):
+    """FLOPs of one forward pass on one image: twice its multiply-accumulates (costs.py's count)."""
+    return 2 * model_macs(model)
 
 
 def measure_training(model, optimizer, images, labels, setup, args, name):
@@ -250,7 +245,7 @@ def batch_draws(images, setup, args):
 
 
 def measure_model(name, model, params, optimizer, images, labels, setup, args):
-    entry = {"params": params, "forward_flops_per_image": forward_flops(model, setup)}
+    entry = {"params": params, "forward_flops_per_image": forward_flops(model)}
     entry.update(measure_training(model, optimizer, images, labels, setup, args, name))
     entry.update(measure_evaluation(model, images, setup, args, name))
     log(f"{name}: training {entry['train_images_per_s']:,.0f} images/s, "

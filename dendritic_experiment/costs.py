@@ -38,7 +38,7 @@ def layer_macs(model, image_shape=CIFAR_IMAGE):
     model.eval()  # BatchNorm's running statistics stay as they are
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *image_shape))
+            model(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
