@@ -7,10 +7,10 @@ import os
 
 import torch
 
-from dendritic_experiment.frontier import distance_to_frontier, family_frontier
-from dendritic_experiment.intervals import (bootstrap_error_removed, bootstrap_interval, bootstrap_mix_interval,
-                                            bootstrap_ratio_interval, resolved_difference, seed_interval,
-                                            seed_ratio_interval, seeds_needed, sign_flip_p)
+from dendritic_experiment.frontier import family_frontier, mean, weights_against
+from dendritic_experiment.intervals import (bootstrap_contrast, bootstrap_error_removed, bootstrap_ratio_interval,
+                                            resolved_difference, seed_interval, seed_ratio_interval, seeds_needed,
+                                            sign_flip_p)
 from dendritic_experiment.utils import read_csv
 
 class Accuracies:
@@ -30,23 +30,31 @@ class Accuracies:
         saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
         return (saved["predicted"] == saved["labels"]).numpy(), len(saved["labels"])
 
+    def contrast(self, weights):
+        """The one comparison of runs: a weighted sum of their test accuracies, paired by seed (weights:
+        {seed: ((run, weight), ...)}; a - b is ((a, 1), (b, -1)) at every seed), each seed's value, their
+        mean with its 95% interval (a t interval over the seeds; with one seed, a paired bootstrap of the
+        same sum over test images) and what the seeds resolve. None without a seed."""
+        seeds = sorted(weights)
+        if not seeds:
+            return None
+        values = [sum(weight * self.by_run[run, seed] for run, weight in weights[seed]) for seed in seeds]
+        if len(seeds) > 1:
+            difference, low, high = seed_interval(values)
+            method = f"t interval over {len(seeds)} seeds"
+        else:
+            weighted = [(self.correct(run, seeds[0])[0], weight) for run, weight in weights[seeds[0]]]
+            difference, low, high = bootstrap_contrast(weighted)
+            method = one_seed_method(len(weighted[0][0]), seeds[0])
+        return dict(difference=difference, low=low, high=high, method=method, distinguishable=low > 0 or high < 0,
+                    seeds=seeds, differences=values, power=power(values))
+
     def difference(self, a, b, seeds=None):
         """a - b with its 95% interval (paired by seed, over seeds or every seed both were run at; one
         seed: by test image), or None."""
         seeds = self.seeds(a, b) if seeds is None else seeds
-        if not seeds:
-            return None
-        differences = [self.by_run[a, s] - self.by_run[b, s] for s in seeds]
-        if len(seeds) > 1:
-            difference, low, high = seed_interval(differences)
-            method = f"t interval over {len(seeds)} seeds"
-        else:
-            (correct_a, images), (correct_b, _) = self.correct(a, seeds[0]), self.correct(b, seeds[0])
-            difference, low, high = bootstrap_interval(correct_a, correct_b)
-            method = one_seed_method(images, seeds[0])
-        return dict(run=a, against=b, difference=difference, low=low, high=high, method=method,
-                    distinguishable=low > 0 or high < 0, seeds=seeds, differences=differences,
-                    power=power(differences))
+        entry = self.contrast({seed: ((a, 1.0), (b, -1.0)) for seed in seeds})
+        return entry and dict(run=a, against=b, **entry)
 
     def gap_closed(self, run, small, large):
         """(the gap large - small with its interval, the share of it that run closes: (run - small) /
@@ -206,9 +214,9 @@ def frontiers(runs):
 
 def frontier_entries(runs, run_dirs, lines=None):
     """Each dendritic run and each control against its family's width frontier at its own parameter
-    count, paired by seed over the frontier's seeds (frontier.distance_to_frontier): a t interval over
-    seeds; with one seed, a paired bootstrap over test images of the run against the frontier's
-    members, weighted as the frontier weighs them. None of this without width variants."""
+    count, paired by seed over the frontier's seeds (the contrast of frontier.weights_against), with
+    the seeds outside it named, and the run's mean parameters and accuracy over the seeds compared (the
+    picture draws the distance from there). None of this without width variants."""
     by_family = {line.family: line for line in (frontiers(runs) if lines is None else lines)}
     accuracies = Accuracies(runs, run_dirs)
     entries = []
@@ -216,26 +224,18 @@ def frontier_entries(runs, run_dirs, lines=None):
     # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is the one to read beside it.
     for name, run in described(runs).items():
         line = by_family.get(run["family"]) if run["kind"] in ("dendritic", "control") else None
-        distance = line and distance_to_frontier(runs, name, line)
-        if not distance:
+        weights, outside = weights_against(runs, name, line) if line else ({}, {})
+        if not weights and not outside:
             continue
-        seeds = distance["seeds"]
-        entry = dict(distance, kind=run["kind"], repeats=run["repeats"], power=power(distance["differences"]),
-                     method=f"t interval over {len(seeds)} seeds, each seed's run against that seed's members")
-        if len(seeds) == 1:
-            entry.update(one_seed_frontier_interval(accuracies, runs, name, line, seeds[0]))
-        entries.append(entry)
+        entry = accuracies.contrast(weights) or dict(difference=None, low=None, high=None, distinguishable=False,
+                                                     seeds=[], differences=[], power=None, method="none")
+        if len(weights) > 1:
+            entry["method"] += ", each seed's run against that seed's members"
+        compared = [own for own in runs if own["name"] == name and own["seed"] in weights]
+        entries.append(dict(run=name, family=line.family, **entry, outside=outside, kind=run["kind"],
+                            repeats=run["repeats"], params=mean(own["params"] for own in compared) if compared else None,
+                            accuracy=mean(own["test_accuracy"] for own in compared) if compared else None))
     return entries
-
-
-def one_seed_frontier_interval(accuracies, runs, name, line, seed):
-    """difference, low, high, method of run - frontier at one seed, from a paired bootstrap over test images."""
-    params = next(run["params"] for run in runs if (run["name"], run["seed"]) == (name, seed))
-    correct_run, images = accuracies.correct(name, seed)
-    difference, low, high = bootstrap_mix_interval(
-        correct_run, [(accuracies.correct(member, seed)[0], weight) for member, weight in line.weights_at(params)])
-    return dict(difference=difference, low=low, high=high, distinguishable=low > 0 or high < 0,
-                method=one_seed_method(images, seed))
 
 
 def cycle_curves(runs, run_dirs):

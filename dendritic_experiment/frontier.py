@@ -11,19 +11,18 @@ is no frontier: nothing is extrapolated.
 
 The distance of a run to the frontier is paired by seed: at each seed, the run's test accuracy at
 its own parameter count (a dendritic run's seeds may keep different numbers of dendrites) minus
-that seed's members weighted as the frontier weighs them there; then the mean with its 95% t
-interval over those seeds. A seed whose run lies outside the members' range is named with the
-reason, never dropped unsaid. Accuracies are in points (percent).
+that seed's members weighted as the frontier weighs them there (a contrast over runs, whose mean and
+interval comparisons.py computes as every other). A seed whose run lies outside the members' range
+is named with the reason, never dropped unsaid. Accuracies are in points (percent).
 
     line = family_frontier(runs, "resnet18")      # None without two members of different sizes
     line.accuracy_at(12.4e6)                      # points, or None outside the range
-    distance_to_frontier(runs, "resnet18_dendritic", line)
+    weights_against(runs, "resnet18_dendritic", line)   # the contrast comparisons.py computes
 """
 import bisect
 import math
 from dataclasses import dataclass
 
-from dendritic_experiment.intervals import seed_interval
 from dendritic_experiment.utils import ExperimentError
 
 
@@ -122,32 +121,19 @@ def mean(values):
     return sum(values) / len(values)
 
 
-def distance_to_frontier(runs, run_name, frontier):
-    """run_name's test accuracy minus frontier at its own parameter count, paired by seed over the
-    frontier's seeds. None when run_name has none of them; else a dict:
-      seeds, differences: the seeds inside the frontier and run - frontier at each (points);
-      difference, low, high: their mean and 95% t interval (low and high None with fewer than two);
-      distinguishable: whether the interval excludes 0; outside: {seed: why it is not compared};
-      params, accuracy: the run's mean parameters and test accuracy over `seeds` (the picture draws
-      the difference from there)."""
-    own = {run["seed"]: run for run in runs if run["name"] == run_name and run["seed"] in frontier.seeds}
-    if not own:
-        return None
-    accuracy = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
-    differences, outside = {}, {}
-    for seed, run in sorted(own.items()):
-        weights = frontier.weights_at(run["params"])
-        if weights is None:
-            outside[seed] = outside_reason(run, frontier)
-        else:
-            differences[seed] = run["test_accuracy"] - sum(weight * accuracy[name, seed] for name, weight in weights)
-    seeds = sorted(differences)
-    values = [differences[seed] for seed in seeds]
-    difference, low, high = (seed_interval(values) if len(values) > 1 else (values[0] if values else None, None, None))
-    return dict(run=run_name, family=frontier.family, seeds=seeds, differences=values, difference=difference,
-                low=low, high=high, distinguishable=low is not None and (low > 0 or high < 0), outside=outside,
-                params=mean(own[seed]["params"] for seed in seeds) if seeds else None,
-                accuracy=mean(own[seed]["test_accuracy"] for seed in seeds) if seeds else None)
+def weights_against(runs, run_name, frontier):
+    """run_name against frontier at its own parameter count, at each of the frontier's seeds it was run
+    at, as a contrast over runs: ({seed: ((run_name, 1), (member, -weight), ...)} for the seeds inside
+    the members' range, {seed: why it is not compared} for the others)."""
+    weights, outside = {}, {}
+    for run in runs:
+        if run["name"] == run_name and run["seed"] in frontier.seeds:
+            members = frontier.weights_at(run["params"])
+            if members is None:
+                outside[run["seed"]] = outside_reason(run, frontier)
+            else:
+                weights[run["seed"]] = ((run_name, 1.0), *((name, -weight) for name, weight in members))
+    return weights, outside
 
 
 def outside_reason(run, frontier):

@@ -1,6 +1,7 @@
-"""95% intervals for the report: the t interval of a paired difference over seeds, Fieller's
-interval of a ratio of paired differences over seeds (the share of a gap closed), and both again
-from a paired bootstrap over test images when there is one seed; and the power of paired seeds,
+"""95% intervals for the report: the t interval of a paired contrast over seeds (a difference of two
+runs, or a run against the width frontier: weights over runs), Fieller's interval of a ratio of
+paired differences over seeds (the share of a gap closed), and both again from a paired bootstrap
+over test images when there is one seed; and the power of paired seeds,
 from the same t test as the intervals: what difference they resolve, how many a difference needs,
 and an exact sign-flip test.
 
@@ -75,10 +76,13 @@ def percentile_interval(samples):
     return float(low), float(high)
 
 
-def bootstrap_interval(correct_a, correct_b, seed=0):
-    """Accuracy difference a - b (points) with a paired bootstrap 95% interval over test images."""
-    observed, resampled = resampled_accuracies([correct_a, correct_b], seed)
-    return (float(observed[0] - observed[1]), *percentile_interval(resampled[:, 0] - resampled[:, 1]))
+def bootstrap_contrast(weighted, seed=0):
+    """A weighted sum of runs' accuracies, points (weighted: [(correct, weight)], each run's per-image
+    correctness on the same test images: a - b is [(a, 1), (b, -1)]), with a paired bootstrap 95%
+    interval over test images."""
+    observed, resampled = resampled_accuracies([correct for correct, _ in weighted], seed)
+    weights = np.array([weight for _, weight in weighted])
+    return (float(observed @ weights), *percentile_interval(resampled @ weights))
 
 
 def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
@@ -94,15 +98,6 @@ def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
     share = (float((observed[0] - observed[1]) / (observed[2] - observed[1])),
              *(float(value) for value in np.nanpercentile(shares, [2.5, 97.5])))
     return gap_interval, share
-
-
-def bootstrap_mix_interval(correct_run, members, seed=0):
-    """run - (a weighted mean of members' accuracies), points, with a paired bootstrap 95% interval over
-    test images; members: [(correct, weight)], weights summing to 1 (a frontier between two networks)."""
-    observed, resampled = resampled_accuracies([correct_run, *(correct for correct, _ in members)], seed)
-    weights = np.array([weight for _, weight in members])
-    return (float(observed[0] - observed[1:] @ weights),
-            *percentile_interval(resampled[:, 0] - resampled[:, 1:] @ weights))
 
 
 def bootstrap_error_removed(correct_run, correct_against, seed=0):

@@ -31,14 +31,14 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as python tests/dendrite_study.py
+from dendritic_experiment.comparisons import frontier_entries, power
 from dendritic_experiment.costs import dendritic_macs, plain_layer_macs
-from dendritic_experiment.frontier import distance_to_frontier, family_frontier
+from dendritic_experiment.frontier import family_frontier
 from dendritic_experiment.intervals import seed_interval
 from dendritic_experiment.models import dendrite_modules_of
-from dendritic_experiment.comparisons import power
 
 from fake_cifar import write_fake_cifar
-from helpers import PACKAGE, read_history, script_environment
+from helpers import PACKAGE, as_planned, read_history, script_environment
 
 BASELINE_EPOCHS = 10
 COMMON = ["--width", "0.125", "--batch-size", "128", "--cutout", "0", "--epochs", str(BASELINE_EPOCHS),
@@ -142,8 +142,9 @@ def frontier_runs(out, seeds):
             if not os.path.exists(os.path.join(frontier_folder(out, name, seed), run_folder(name, seed), "result.json")):
                 continue  # not finished (yet): the frontier is over the seeds every member has
             result, _ = finished(frontier_folder(out, name, seed), name, seed)
-            runs.append(dict(name=name, seed=seed, params=result["params"], test_accuracy=result["test_accuracy"]))
-    return runs
+            runs.append(dict(name=name, seed=seed, params=result["params"], test_accuracy=result["test_accuracy"],
+                             folder=os.path.join(frontier_folder(out, name, seed), run_folder(name, seed))))
+    return as_planned(runs)
 
 
 def arm_rows(out, name, seeds, frontier):
@@ -163,11 +164,15 @@ def arm_rows(out, name, seeds, frontier):
         kept.append(f"{dendritic['dendrites']}d@{dendritic['epochs']}")
         for run, result in (("resnet18_dendritic", dendritic), ("resnet18_continued", control)):
             runs.append(dict(name=run, seed=seed, params=result["params"], dendrites=result["dendrites"],
-                             test_accuracy=result["test_accuracy"]))
+                             test_accuracy=result["test_accuracy"],
+                             folder=os.path.join(arm_folder(out, folder, seed), run_folder(run, seed))))
     rows = [contrast_row(short, "dendritic − control", against_control, seeds)]
     line = family_frontier(frontier, "resnet18")
+    table = frontier + as_planned(runs)
+    run_dirs = {(run["name"], run["seed"]): run["folder"] for run in table}
+    entries = {entry["run"]: entry for entry in (frontier_entries(table, run_dirs, [line]) if line else [])}
     for run, label in (("resnet18_dendritic", "dendritic − width frontier"), ("resnet18_continued", "control − width frontier")):
-        distance = distance_to_frontier(frontier + runs, run, line) if line else None
+        distance = entries.get(run)
         if distance is None:
             rows.append(f"| {short} | {label} | n/a (no frontier yet) | | | |")
             continue

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dendritic_experiment import continuation, dendrites, main, runs
-from dendritic_experiment.intervals import (bootstrap_interval, bootstrap_ratio_interval, seed_interval,
+from dendritic_experiment.intervals import (bootstrap_contrast, bootstrap_ratio_interval, seed_interval,
                                             seed_ratio_interval)
 
 from helpers import read_history, run_main
@@ -60,9 +60,9 @@ def test_gap_share_over_test_images_has_the_hand_computed_value():
 def test_bootstrap_interval_separates_a_real_difference_from_none():
     rng = np.random.default_rng(0)
     same = rng.random(10000) < 0.7
-    assert bootstrap_interval(same, same) == (0.0, 0.0, 0.0)
+    assert bootstrap_contrast([(same, 1.0), (same, -1.0)]) == (0.0, 0.0, 0.0)
     better = same | (rng.random(10000) < 0.05)  # about 1.5 points more, never worse
-    difference, low, high = bootstrap_interval(better, same)
+    difference, low, high = bootstrap_contrast([(better, 1.0), (same, -1.0)])
     assert 0 < low < difference < high and difference == pytest.approx(100 * (better.mean() - same.mean()))
 
 

@@ -4,6 +4,7 @@ import math
 import pytest
 
 from dendritic_experiment import frontier
+from dendritic_experiment.comparisons import frontier_entries
 from dendritic_experiment.utils import ExperimentError
 
 from helpers import as_planned
@@ -42,6 +43,11 @@ def test_the_frontier_is_the_members_means_interpolated_in_log_parameters():
     assert frontier.Frontier(**line.as_dict()) == line  # summary.json's form draws the same line
 
 
+def distance(table, run_name, line):
+    """run_name's entry against line, as the report computes it (the contrast of frontier.weights_against)."""
+    return next(entry for entry in frontier_entries(table, run_dirs={}, lines=[line]) if entry["run"] == run_name)
+
+
 def test_a_wider_member_that_scored_lower_is_off_the_frontier_which_stays_flat():
     # means 61, 66, 64: resnet18_w4 scored below the smaller resnet18_w2, so from 4M to 16M the frontier
     # is resnet18_w2's 66, never the falling line towards 64.
@@ -53,13 +59,13 @@ def test_a_wider_member_that_scored_lower_is_off_the_frontier_which_stays_flat()
     assert line.weights_at(8e6) == (("resnet18_w2", 1.0),)
     params = [1e6 * 1.1 ** k for k in range(30)]  # 1M to 15.9M
     assert all(line.accuracy_at(a) <= line.accuracy_at(b) for a, b in zip(params, params[1:]))
-    distance = frontier.distance_to_frontier(runs(dendritic_params=(8e6, 8e6), accuracy=dip), "resnet18_dendritic", line)
+    entry = distance(runs(dendritic_params=(8e6, 8e6), accuracy=dip), "resnet18_dendritic", line)
     # each seed against its own resnet18_w2: 66.5 - 66, 68 - 66 = 0.5, 2.0 (the falling line would say 1.75, 2.5)
-    assert distance["differences"] == [pytest.approx(0.5), pytest.approx(2.0)]
-    assert distance["difference"] == pytest.approx(1.25)
+    assert entry["differences"] == [pytest.approx(0.5), pytest.approx(2.0)]
+    assert entry["difference"] == pytest.approx(1.25)
     # sd of (0.5, 2.0) = 1.5 / sqrt(2); half width 12.706 * sd / sqrt(2) = 12.706 * 0.75
-    assert (distance["low"], distance["high"]) == (pytest.approx(1.25 - T_975_1 * 0.75, abs=1e-3),
-                                                   pytest.approx(1.25 + T_975_1 * 0.75, abs=1e-3))
+    assert (entry["low"], entry["high"]) == (pytest.approx(1.25 - T_975_1 * 0.75, abs=1e-3),
+                                             pytest.approx(1.25 + T_975_1 * 0.75, abs=1e-3))
 
 
 def test_a_member_in_the_middle_that_dips_is_bridged():
@@ -79,34 +85,36 @@ def test_one_member_is_no_frontier():
 
 def test_the_distance_is_paired_by_seed_at_each_seeds_own_parameters():
     table = runs()
-    distance = frontier.distance_to_frontier(table, "resnet18_dendritic", frontier.family_frontier(table, "resnet18"))
-    # seed 0 at 2M: 64 - (60 + 66) / 2 = +1; seed 1 at 8M: 63 - (66 + 72) / 2 = -6
-    assert distance["seeds"] == [0, 1] and distance["differences"] == [pytest.approx(1.0), pytest.approx(-6.0)]
-    assert distance["difference"] == pytest.approx(-2.5) and distance["outside"] == {}
+    line = frontier.family_frontier(table, "resnet18")
+    weights, outside = frontier.weights_against(table, "resnet18_dendritic", line)
+    # seed 0 at 2M: halfway between resnet18 and resnet18_w2; seed 1 at 8M: between resnet18_w2 and resnet18_w4
+    assert weights == {0: (("resnet18_dendritic", 1.0), ("resnet18", pytest.approx(-0.5)), ("resnet18_w2", pytest.approx(-0.5))),
+                       1: (("resnet18_dendritic", 1.0), ("resnet18_w2", pytest.approx(-0.5)), ("resnet18_w4", pytest.approx(-0.5)))}
+    entry = distance(table, "resnet18_dendritic", line)
+    # seed 0: 64 - (60 + 66) / 2 = +1; seed 1: 63 - (66 + 72) / 2 = -6
+    assert entry["seeds"] == [0, 1] and entry["differences"] == [pytest.approx(1.0), pytest.approx(-6.0)]
+    assert entry["difference"] == pytest.approx(-2.5) and entry["outside"] == outside == {}
     # t interval over 2 seeds: sd of (1, -6) = 7 / sqrt(2), half width 12.706 * sd / sqrt(2) = 12.706 * 3.5
-    assert (distance["low"], distance["high"]) == (pytest.approx(-2.5 - T_975_1 * 3.5, abs=1e-3),
-                                                   pytest.approx(-2.5 + T_975_1 * 3.5, abs=1e-3))
-    assert not distance["distinguishable"]
+    assert (entry["low"], entry["high"]) == (pytest.approx(-2.5 - T_975_1 * 3.5, abs=1e-3),
+                                             pytest.approx(-2.5 + T_975_1 * 3.5, abs=1e-3))
+    assert not entry["distinguishable"]
     # where the picture draws it from: the run's mean over these seeds
-    assert (distance["params"], distance["accuracy"]) == (5e6, 63.5)
+    assert (entry["params"], entry["accuracy"]) == (5e6, 63.5)
 
 
 def test_a_seed_outside_the_frontier_is_named_with_its_reason():
     table = runs(dendritic_params=(2e6, 20e6))
-    distance = frontier.distance_to_frontier(table, "resnet18_dendritic", frontier.family_frontier(table, "resnet18"))
-    assert distance["seeds"] == [0] and distance["difference"] == pytest.approx(1.0)
-    assert distance["outside"] == {1: "kept 2 dendrite(s): 20,000,000 parameters, beyond the widest member "
-                                      "resnet18_w4 (16,000,000)"}
-    assert distance["low"] is None and distance["high"] is None and not distance["distinguishable"]
-    assert distance["params"] == 2e6  # the mean over the seeds compared, as the difference is
+    weights, outside = frontier.weights_against(table, "resnet18_dendritic", frontier.family_frontier(table, "resnet18"))
+    assert list(weights) == [0]  # seed 1 is not compared, and says why
+    assert outside == {1: "kept 2 dendrite(s): 20,000,000 parameters, beyond the widest member resnet18_w4 (16,000,000)"}
 
 
 def test_the_frontier_is_over_the_seeds_every_member_was_run_at():
     table = [run for run in runs() if (run["name"], run["seed"]) != ("resnet18_w4", 1)]
     line = frontier.family_frontier(table, "resnet18")
     assert line.seeds == (0,) and line.accuracy_at(16e6) == pytest.approx(70.0)
-    distance = frontier.distance_to_frontier(table, "resnet18_dendritic", line)
-    assert distance["seeds"] == [0] and distance["outside"] == {}
+    weights, outside = frontier.weights_against(table, "resnet18_dendritic", line)
+    assert list(weights) == [0] and outside == {}
 
 
 def test_two_members_of_the_same_size_are_refused_by_name():
