@@ -103,15 +103,16 @@ def read_only_folder():
         raise OSError(ctypes.get_errno(), "a private read-only mount for the test")
 
 
-def scripted_validation():
+def scripted_validation(scores=None, patch=setattr):
     """A setup hook: every epoch of a dendritic run and of its control scores the validation accuracy
-    that SCRIPTED_VAL_ACCURACY gives for it (a comma list, by epoch), not the model's, so that which epoch
-    scores best, and so which cycles are kept and where the runs roll back, is the same on every CPU
-    (float sums differ between processors). The baseline, the warm start's score of it and every
-    reported accuracy (the final evaluations and the test) stay the models' own."""
+    that SCRIPTED_VAL_ACCURACY (or scores) gives for it (a comma list, by epoch), not the model's, so
+    that which epoch scores best, and so which cycles are kept and where the runs roll back, is the same
+    on every CPU (float sums differ between processors). The baseline, the warm start's score of it and
+    every reported accuracy (the final evaluations and the test) stay the models' own. In a test's own
+    process, patch with monkeypatch.setattr, which undoes it."""
     from dendritic_experiment import runs
 
-    scores = [float(value) for value in os.environ["SCRIPTED_VAL_ACCURACY"].split(",")]
+    scores = [float(value) for value in (scores or os.environ["SCRIPTED_VAL_ACCURACY"]).split(",")]
     real_train_epoch, real_evaluate = runs.train_epoch, runs.evaluate
     epoch_of_continuation = []  # the epoch being trained, while it is one of a run that continues a baseline
 
@@ -123,7 +124,8 @@ def scripted_validation():
         result = real_evaluate(*args, **kwargs)
         return dict(result, accuracy=scores[epoch_of_continuation[0] - 1]) if epoch_of_continuation else result
 
-    runs.train_epoch, runs.evaluate = train_epoch, evaluate
+    patch(runs, "train_epoch", train_epoch)
+    patch(runs, "evaluate", evaluate)
 
 
 def nan_loss():
