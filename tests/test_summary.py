@@ -197,3 +197,14 @@ def test_the_baseline_a_named_run_starts_from_is_reported_with_it():
                          ("resnet18_continued", "control", "resnet18", 1.0, "resnet18", "resnet18_dendritic"),
                          ("resnet18_w1.5", "baseline", "resnet18", 1.5, None, None),
                          ("resnet34_continued", "control", "resnet34", 1.0, "resnet34", "resnet18_dendritic")]
+
+
+def test_the_gap_and_the_share_of_it_closed_come_from_the_same_seeds():
+    """A dendritic run missing seed 2: the gap resnet34 - resnet18 is taken over seeds 0 and 1 too
+    (3.0 and 3.6, mean 3.3), not over all three of its own, beside a share from two."""
+    table = [run for run in runs() if (run["name"], run["seed"]) != ("resnet18_dendritic", 2)]
+    below = comparisons.headline(table, run_dirs={})[0]
+    assert below["seeds"] == below["gap"]["seeds"] == [0, 1]
+    # sd of (3.0, 3.6) = 0.6 / sqrt(2); half width 12.7062 * 0.6 / 2 = 3.81186: the interval holds 0, so no share
+    assert interval(below["gap"]) == pytest.approx((3.3, 3.3 - 3.81186, 3.3 + 3.81186), abs=1e-4)
+    assert below["gap_closed"] is None
