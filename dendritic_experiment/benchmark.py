@@ -41,13 +41,13 @@ from dendritic_experiment.data import DATASETS, epoch_draws, prepare_batch  # no
 from dendritic_experiment.dendrites import DendriteTracker  # noqa: E402
 from dendritic_experiment.models import build_model, dendrite_modules_of  # noqa: E402
 from dendritic_experiment.projection import project  # noqa: E402
-from dendritic_experiment.settings import parse_settings, pick_precision  # noqa: E402
+from dendritic_experiment.settings import parse_settings, pick_device, pick_precision  # noqa: E402
 from dendritic_experiment.train import TrainingSetup, training_step  # noqa: E402
 from dendritic_experiment.utils import run_cli, write_json  # noqa: E402
 
 FULL = dict(batch_size=512, steps=50, warmup_steps=10)
 QUICK = dict(batch_size=16, steps=3, warmup_steps=2)  # every stage, seconds per model on 2 CPU cores
-MATMUL_SIZE = {"cuda": 8192, "cpu": 2048, "cpu quick": 1024}  # 8192^3 takes about a minute on a small CPU
+MATMUL_SIZE = {"cuda": 8192, "mps": 4096, "cpu": 2048, "cpu quick": 1024}  # 8192^3 takes about a minute on a small CPU
 RESIDENT_BATCHES = 8  # random images held: 8 training batches, enough to draw batches from and one eval batch
 DENDRITE_COST_GOAL = 1.2  # a dendrite should cost at most 1.2x its share of the FLOPs in time
 AUGMENTATION_SHARE_GOAL = 0.05  # augmentation and indexing should take under 5% of a step
@@ -100,9 +100,7 @@ def parse_args(argv=None):
     for name in ("batch_size", "steps", "warmup_steps"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible; use --device cpu or auto")
-    args.device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    args.device = pick_device(args.device)  # main.py's reading of --device
     args.matmul_size = MATMUL_SIZE.get(args.device.type + " quick" * args.quick, MATMUL_SIZE[args.device.type])
     try:  # a bad path should fail now, not after minutes of measuring
         folder = os.path.dirname(os.path.abspath(args.output))
@@ -192,11 +190,6 @@ def peak_memory(device):
 # Our pipeline: uint8 images on the device, train.training_step
 # ---------------------------------------------------------------------------------------------
 
-def forward_flops(model):
-    """FLOPs of one forward pass on one image: twice its multiply-accumulates (costs.py's count)."""
-    return 2 * model_macs(model)
-
-
 def measure_training(model, optimizer, images, labels, setup, args, name):
     """Median step time and peak memory of training_step on random batches, as an epoch draws them."""
     scaler = setup.grad_scaler()
@@ -245,7 +238,7 @@ def batch_draws(images, setup, args):
 
 
 def measure_model(name, model, params, optimizer, images, labels, setup, args):
-    entry = {"params": params, "forward_flops_per_image": forward_flops(model)}
+    entry = {"params": params, "forward_flops_per_image": 2 * model_macs(model)}  # a multiply-add is 2 FLOPs
     entry.update(measure_training(model, optimizer, images, labels, setup, args, name))
     entry.update(measure_evaluation(model, images, setup, args, name))
     log(f"{name}: training {entry['train_images_per_s']:,.0f} images/s, "

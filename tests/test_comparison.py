@@ -8,7 +8,7 @@ from dendritic_experiment import continuation, dendrites, main, runs
 from dendritic_experiment.intervals import (bootstrap_contrast, bootstrap_ratio_interval, seed_interval,
                                             seed_ratio_interval)
 
-from helpers import read_history, run_main
+from helpers import HALF_THE_CORES, SMOKE, copy_results, read_history, run_main
 
 DENDRITIC_RUN = ["--seeds", "0", "--val-split", "150", "--epochs", "1", "--warmup-epochs", "0", "--batch-size", "100",
                  "--experiments", "resnet18,resnet18_dendritic", "--dendrite-epochs", "1", "--max-dendrites", "1"]
@@ -144,11 +144,13 @@ def test_test_split_is_read_only_for_the_report(tiny, data_dir, tmp_path, monkey
     assert scores_given_to_tracker == [baseline_val] + [float(row.split(",")[val_column]) for row in history[1:]]
 
 
-def test_three_seeds_answer_the_question_first_also_against_resnet34_trained_as_long(data_dir, tmp_path):
+def test_three_seeds_answer_the_question_first_also_against_resnet34_trained_as_long(trained_once, data_dir, tmp_path):
     experiments = "resnet18,resnet34,resnet18_dendritic,resnet34_continued"
-    process = run_main(["--smoke", "--seeds", "0,1,2", "--val-split", "200", "--data-dir", data_dir,
-                        "--results-dir", "out", "--experiments", experiments], cwd=tmp_path)
+    copy_results(trained_once("smoke", SMOKE, **HALF_THE_CORES), tmp_path / "out")  # seed 0 of the default plan
+    process = run_main([*SMOKE, "--seeds", "0,1,2", "--data-dir", data_dir, "--results-dir", "out",
+                        "--experiments", experiments], cwd=tmp_path)
     assert process.returncode == 0, process.stderr
+    assert process.stderr.count("reusing") == 4  # seed 0's baselines, dendritic run and its control
     results = tmp_path / "out" / "smoke"
     summary = json.loads((results / "summary.json").read_text())
     runs = {(run["name"], run["seed"]): run for run in summary["runs"]}
