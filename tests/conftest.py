@@ -14,12 +14,13 @@ from fake_cifar import write_fake_cifar100
 from helpers import TINY_WIDTH, run_main
 
 
-# The files whose tests take longest, first (seconds on the 2-core machine, 2026-12-03: 178, 158, 155,
-# 127, 107, 105, 100, 94; the whole suite 1,155 CPU seconds). pytest-xdist hands out whole files
-# (pytest.ini); by default it starts with the files of most tests, and the GPU check's two tests,
-# started last, ran on alone for minutes.
-LONGEST_FIRST = ("test_gpu_check.py", "test_parallel.py", "test_control.py", "test_tracking.py", "test_train.py",
-                 "test_identity.py", "test_comparison.py", "test_resume.py")
+# The files whose tests take longest, first (seconds on the 2-core machine, 2026-12-07, summed over each
+# file's tests: 150, 142, 86, 72, 72, 70, 64, 60, 41, 29, 28, 24; the whole suite 895 test-seconds in 7m40s
+# on two processes). pytest-xdist hands out whole files (pytest.ini), each to the process that is free
+# first: longest first, the two processes end within seconds of each other.
+LONGEST_FIRST = ("test_gpu_check.py", "test_parallel.py", "test_resume.py", "test_tracking.py", "test_control.py",
+                 "test_train.py", "test_comparison.py", "test_identity.py", "test_failures.py", "test_extras.py",
+                 "test_predict.py", "test_main.py")
 
 
 def pytest_collection_modifyitems(items):
