@@ -12,7 +12,6 @@ import itertools
 import math
 
 import numpy as np
-from scipy import optimize, stats
 
 BOOTSTRAP_RESAMPLES = 10000
 POWER = 0.8  # the chance that a true difference of the stated size is found (two-sided 5% t test)
@@ -21,6 +20,8 @@ EXACT_SIGN_FLIPS = 16  # up to 2^16 sign patterns are enumerated; beyond, as man
 
 def t_975(degrees_of_freedom):
     """The two-sided 95% quantile of Student's t."""
+    from scipy import stats  # where an interval is computed: importing it costs every run of main.py 0.7 s
+
     return float(stats.t.ppf(0.975, degrees_of_freedom))
 
 
@@ -115,6 +116,8 @@ def t_test_power(effect, seeds):
     `effect` standard deviations of the per-seed differences: the noncentral t with seeds - 1 degrees
     of freedom and noncentrality effect * sqrt(seeds), beyond either critical value (the lower tail
     as the upper tail of -effect, which scipy computes without underflow)."""
+    from scipy import stats
+
     df, noncentrality = seeds - 1, effect * math.sqrt(seeds)
     critical = t_975(df)
     return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(critical, df, -noncentrality))
@@ -123,6 +126,8 @@ def t_test_power(effect, seeds):
 def resolved_difference(sd_difference, seeds):
     """The difference (points) that this many paired seeds find with POWER at a two-sided 5% level,
     given the sd of the per-seed differences (3.26 sd at 3 seeds, 1.43 at 6, 1.00 at 10)."""
+    from scipy import optimize
+
     effect = optimize.brentq(lambda effect: t_test_power(effect, seeds) - POWER, 0.0, 100.0, xtol=1e-6)
     return effect * sd_difference
 

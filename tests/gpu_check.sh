@@ -62,8 +62,8 @@ if [ "$DRY_RUN" = 1 ]; then
     # --project needs config.py's batch size and validation split: only epoch counts are cut.
     TIMED_FLAGS="--epochs 1 --warmup-epochs 0 --dendrite-epochs 1 --max-dendrites 1"
     COMPILE_FLAGS="--experiments resnet18,resnet18_dendritic,resnet34 $TIMED_FLAGS"   # as the GPU's order
-    RESUME_FLAGS="--val-split 200 --batch-size 100 --epochs 2 --warmup-epochs 1 --dendrite-epochs 3"
-    SHARE_FLAGS="--experiments resnet18 --val-split 200 --batch-size 100 --epochs 2 --warmup-epochs 1"
+    RESUME_FLAGS="--val-split 200 --batch-size 100 --epochs 2 --warmup-epochs 1 --dendrite-epochs 3 --max-dendrites 1"
+    SHARE_FLAGS="--experiments resnet18 --val-split 200 --batch-size 100 --epochs 1 --warmup-epochs 0"
     SHARE_ON=small
     BUDGET_SECONDS=${BUDGET_SECONDS:-900}
     # Generating kernels takes minutes on one core: capture the graphs (dynamo, AOT autograd), run
