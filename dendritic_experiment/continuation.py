@@ -1,13 +1,8 @@
-"""The runs that continue a finished baseline:
-
-    DendriticRun      perforatedai's tracker adds dendrites, judges them on validation, ends the run
-    ContinuedRun      the control: the baseline trained on for the dendritic run's cycles, no dendrites
-
-A dendritic run and its control differ in the dendrites only: the same starting weights, the same
-batches, crops, flips and cutouts (Run.epoch_generator), the same learning rate at every epoch (the
-control replays the dendritic run's), the same rule for keeping a cycle (keep_rule.KeepRule), the
-same warm-up (network_frozen) with the same gradient-scaler updates. tests/test_control.py checks
-that with dendrites that cannot learn (--dendrite-lr-multiplier 0) they are the same run.
+"""The runs that continue a finished baseline: DendriticRun (perforatedai's tracker adds dendrites, judges
+them on validation, ends the run) and ContinuedRun, its control, which differs in the dendrites only
+(docs/method.md, "The control"): the same batches (Run.epoch_generator), learning rates (replayed), keep
+rule (keep_rule.KeepRule) and warm-up (network_frozen). tests/test_control.py checks that with dendrites
+that cannot learn (--dendrite-lr-multiplier 0) the two are the same run.
 """
 import torch
 
@@ -34,19 +29,14 @@ def cycle_schedule(settings, length):
 
 
 def network_frozen(settings, epoch_in_cycle):
-    """Whether the network's own parameters stay frozen in this epoch (1 = the first) of a dendrite
-    cycle: its first dendrite_warmup_epochs train the new dendrite alone, in the dendritic run, and
-    only run the batches in its control (which has no dendrite to train)."""
+    """Whether the network's own parameters stay frozen in this epoch (1 = the first) of a dendrite cycle:
+    its first dendrite_warmup_epochs train the new dendrite alone (the control, with none, runs the batches)."""
     return epoch_in_cycle <= settings.dendrite_warmup_epochs
 
 
 class DendriticRun(Run):
-    """A run the perforatedai tracker drives: it adds dendrites, judges them on validation,
-    rolls back to the best model and says when to stop.
-
-    With baseline_weights, the first (neuron-only) phase is the finished baseline: its
-    validation score is reported and the first dendrite added before any training.
-    """
+    """A run perforatedai's tracker drives. With baseline_weights, the first (neuron-only) phase is the
+    finished baseline: its validation score is reported and the first dendrite added before any training."""
 
     def __init__(self, model_name, data, setup, seed, run_dir, baseline_weights=None):
         super().__init__(model_name, data, setup, seed)
@@ -100,9 +90,8 @@ class DendriticRun(Run):
         return self.settings.epochs if first_phase else self.settings.dendrite_epochs
 
     def begin_epoch(self, epoch):
-        """During a dendrite warm-up (network_frozen) the network's parameters (the optimizer's group
-        "network") get no gradient and keep their values; BatchNorm's running statistics still follow
-        the batches. setup_optimizer makes them trainable again before any rebuild."""
+        """During a dendrite warm-up (network_frozen) the optimizer's group "network" gets no gradient;
+        BatchNorm's running statistics still follow the batches. setup_optimizer unfreezes it at a rebuild."""
         self.warming_up = not self.first_phase and network_frozen(self.settings, self.epochs_in_cycle + 1)
         for parameter in network_group(self.optimizer)["params"]:
             parameter.requires_grad_(not self.warming_up)
@@ -197,12 +186,10 @@ def prepare_sample(data, setup, size=2):
 
 
 class ContinuedRun(Run):
-    """The control for a warm-started dendritic run: the same baseline, trained on for the same
-    cycles with the same batches and the same learning rate at every epoch (lrs: the dendritic
-    run's, replayed, so in history mode too the two schedules are one), without dendrites. It keeps
-    cycles by the same rule (keep_rule.KeepRule), each scored as if it had the dendritic run's
-    dendrites (one per cycle), rolls back to the model kept at every cycle's start, as the tracker
-    does at a switch, and otherwise stops there."""
+    """The control for a warm-started dendritic run: the baseline trained on for the dendritic run's cycles
+    at its learning rates (lrs, replayed: in history mode too the schedules are one), without dendrites.
+    Each cycle is scored as if it had the dendritic run's dendrites (one per cycle); at every cycle's start
+    it goes back to the model kept, as the tracker does at a switch, and after a cycle not kept it stops."""
 
     def __init__(self, model_name, data, setup, seed, baseline_weights, cycles, lrs):
         super().__init__(model_name, data, setup, seed)

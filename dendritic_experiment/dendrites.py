@@ -1,70 +1,7 @@
 """Everything that knows about perforatedai, the dendrite library: converting a model, its tracker,
-its process-wide state, its buffers and its files. The baseline path never imports the library.
-
-What the code below relies on, checked by running perforatedai 3.2.9 on a CPU (tests/test_library.py
-checks each internal by name):
-- The library keeps process-wide state: one global configuration (`GPA.pc`), one tracker
-  (`GPA.pai_tracker`, created by `perforate_model`), files written to ./<save_name>/ of the current
-  directory. DendriteTracker owns all of it, for one run at a time: a second live tracker in one
-  process would silently replace the first one's, so it is refused.
-- Settings must be set before `perforate_model`. `configuration_confirmed` must be True (else an
-  interactive setup screen opens, and without a terminal it raises); `testing_dendrite_capacity`
-  must be False (else a test mode adds 3 dendrites and ends).
-- A BatchNorm next to a wrapped convolution stops in the debugger ("norm layer not accounted
-  for"): each chosen conv+bn pair is wrapped whole, as one `PAISequential`; a linear layer (the
-  classifier) is wrapped alone, and the library finds its output's layout (batch x features) itself.
-  A residual block is wrapped whole too (`PAISequential([block])`): the library converts a wrapped
-  module as one unit without looking inside, so the norm layers inside the block need nothing, and
-  its dendrite is a copy of the whole block, shortcut included, added to the block's output (after
-  its last ReLU). That is where the library authors' ResNet example puts dendrites
-  (examples/base_examples/resnet_knowledge_distillation/train_perforated_resnet_KD.py in
-  PerforatedAI/PerforatedAI: `append_module_names_to_perforate(["BasicBlock", "Bottleneck"])`).
-- Dendrites are trained by ordinary gradient descent, jointly with the network. The correlation-
-  trained Perforated Backpropagation is the paid perforatedbp add-on: when it is importable, the
-  library's globals module imports perforatedbp.globals_pbp at import, prints "Building dendrites with
-  Perforated Backpropagation" (else "... without ...") on stdout, and switches itself to it
-  (`set_perforated_backpropagation(True)`, `set_no_extra_n_modes(False)`); its modules, tracker and
-  utils modules import perforatedbp's modules_pbp, tracker_pbp and utils_pbp. The library is imported
-  here only (library()), its prints sent to stderr; library_settings switches Perforated
-  Backpropagation off for every run, as the library's own gradient-descent examples do, because
-  everything here was built and tested for gradient descent, and a run stops (require_gradient_descent)
-  if the library runs it all the same. A new
-  dendrite is a copy of the module it joins (conv+bn), every parameter re-drawn as
-  `candidate_weight_initialization_multiplier` (0.01) * N(0, 1). A wrapped module computes
-      y = main(x) + sum_i dendrites_to_top[-1][i, c] * act(D_i(x) + earlier dendrites' terms)
-  with act = `pai_forward_function` (torch.sigmoid), read at every forward. `dendrites_to_top[-1]`
-  (dendrites x channels) starts at zero, so at insertion the output is unchanged and only that
-  scale gets a gradient. Its parameters are named <module>.dendrites_to_top.<k>,
-  <module>.dendrite_module.layers.<i>.* and <module>.dendrite_module.dendrites_to_dendrites.<k>;
-  <module>.dendrite_module.parent_module.* is the hidden copy, never in a forward, never a gradient.
-- `add_validation_score(score, model)` returns (model, restructured, complete): always use that
-  model; rebuild optimizer and scheduler after a restructure; stop when complete. The tracker
-  steps the scheduler itself, once per call, and rolls back to the best model at every switch.
-  At every score, a score is a new best when `new * (1 - improvement_threshold) > best` and
-  `new - improvement_threshold_raw > best`, against the best of the cycle and against the best of
-  the run; at a switch, a dendrite whose cycle set no new best of the run is removed and the best
-  model reloaded; with `max_dendrite_tries = 1` that ends the run. On every new best it saves the
-  whole model (best_model.pt), and saving makes every parameter contiguous: channels_last is lost.
-- `setup_optimizer` takes parameter groups (dicts with their own lr and weight_decay); it drops every
-  parameter that does not require a gradient (and a group left empty), and records "the" learning
-  rate from the last group. So every parameter is made trainable before a rebuild (a dendrite
-  warm-up freezes the network's), and our code finds a group by its name, never by its position.
-- The tracker reloads <run_dir>/PAI/best_model.pt at every switch: a checkpoint carries that file
-  (best_model_file), or a resumed run could roll back to a model it never scored.
-- A first score never counts as the best to beat unless `initial_history_after_switches` is -1
-  for that call (see DendriteTracker.start_from_baseline).
-- A leftover <save_name>/<save_name>_config.json silently overrides settings: a new run starts clean.
-- A wrapped module holds parameters that never run: the hidden copy (`parent_module`) it keeps to
-  grow new dendrites, every output scale but the newest, and the next dendrite's scaffold.
-  parameter_count leaves them out (`UPA.count_params` leaves out the hidden copy only), as the model
-  rebuilt without the library does (plain_model.py, which export.py exports).
-- A saved model is restored by converting the same architecture with the same settings and
-  `UPA.load_net_from_dict`; a plain load_state_dict fails (the dendrites do not exist yet), and a
-  state that does not fit stops in the debugger.
-- Each wrapped module learns its output shape in its first backward, through a hook that reads a
-  flag from the device (`current_d_init.item()`); a Python flag, `_fb_init_done`, then removes the
-  hook. A restored model gets `current_d_init` back but not the Python flag, so every backward
-  would read the device again: DendriteTracker.restore sets the flag where the shape is known.
+its process-wide state, its buffers and its files. The baseline path never imports the library. What a
+dendrite is, and why it is used as it is here: docs/method.md. Each internal of perforatedai 3.2.9 relied
+on is noted where it is used (checked by running the library on a CPU; tests/test_library.py checks each by name).
 """
 import contextlib
 import csv
@@ -93,7 +30,9 @@ PB_FOUND_ON = ("perforatedai runs Perforated Backpropagation although this proje
                "the model; it trains gradient-descent dendrites only (docs/method.md), so the run stops: remove any "
                "PAI config file that switches it on, or uninstall perforatedbp")
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}  # a dendrite's output function
-# The trained parameters of dendrites: their output scales, the copies, and dendrite-to-dendrite weights.
+# The trained parameters of dendrites, in a wrapped <module>: the output scales <module>.dendrites_to_top.<k>, the
+# copies <module>.dendrite_module.layers.<i>.* and the weights <module>.dendrite_module.dendrites_to_dendrites.<k>.
+# Not matched: <module>.dendrite_module.parent_module.*, the hidden copy, never in a forward, never a gradient.
 DENDRITE_PARAMETER = re.compile(r"\.(dendrites_to_top\.\d+|dendrite_module\.(layers\.\d+\..+|dendrites_to_dendrites\.\d+))$")
 
 
@@ -102,15 +41,14 @@ class LibraryInUse(RuntimeError):
 
 
 class DendriteTracker:
-    """perforatedai's tracker behind the few calls a training loop needs, and the owner of the
-    library's process-wide state while a run uses it (close it, or use it as a context manager).
-
-    fixed mode: the tracker never decides a switch itself (DOING_NO_SWITCH); we force one at the
-    end of every dendrite_epochs cycle, so cycles have exactly that length. history mode: the
-    tracker switches when the validation score has not improved for history_epochs epochs.
-    Either way the tracker decides whether a dendrite helped, rolls back to the best model on
-    validation, and says when training is complete.
-    """
+    """perforatedai's tracker behind the few calls a training loop needs, and the owner of the library's
+    process-wide state while a run uses it (close it, or use it as a context manager): one configuration
+    (`GPA.pc`), one tracker (`GPA.pai_tracker`, made by `perforate_model`), files in ./<SAVE_NAME>/ of the
+    current directory. A second live tracker would silently replace the first one's, so it is refused.
+    fixed mode: the tracker never switches itself (DOING_NO_SWITCH); we force a switch at the end of every
+    dendrite_epochs cycle. history mode: it switches when validation has not improved for history_epochs
+    epochs. Either way the tracker decides whether a dendrite helped, rolls back to the best model on
+    validation, and says when training is complete."""
 
     live = None  # the one DendriteTracker of this process whose tracker is in use
 
@@ -124,8 +62,12 @@ class DendriteTracker:
         for name in module_names:
             module = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
-            # A conv+bn pair (models.ConvBN, a Sequential) becomes the library's sequential of the two; a
-            # linear layer or a residual block goes in whole, so that its dendrite copies the whole block.
+            # A BatchNorm beside a wrapped convolution stops the library in its debugger ("norm layer not
+            # accounted for"), so a conv+bn pair (models.ConvBN, a Sequential) is wrapped whole, as one
+            # PAISequential. A linear layer goes in alone (the library finds its output's layout itself). A
+            # residual block goes in whole: the library converts a wrapped module as one unit without looking
+            # inside (its norm layers need nothing), so its dendrite copies the block, shortcut included, and
+            # adds to its output after its last ReLU, as in the library authors' ResNet example (docs/method.md).
             parts = list(module) if isinstance(module, torch.nn.Sequential) else [module]
             setattr(model.get_submodule(parent_name), child, GPA.PAISequential(parts))
         configure(library_settings(), settings, device)
@@ -155,11 +97,10 @@ class DendriteTracker:
 
     @contextlib.contextmanager
     def library_call(self):
-        """Around every call into the library: it writes to ./PAI/ of the current directory (so we
-        point that at the run), prints to stdout (stdout is for the results table, so its prints go to
-        stderr), and steps the scheduler at a switch before any optimizer step, also at a warm start
-        (PyTorch's warning about that order is expected here, and silenced here only). Before and after
-        every call the run must be gradient descent (require_gradient_descent)."""
+        """Around every call into the library: it writes to ./PAI/ of the current directory (so that is
+        the run's), prints to stdout (the results table's, so to stderr here), and steps the scheduler at a
+        switch before any optimizer step, also at a warm start (PyTorch's warning about that order is
+        expected, and silenced here only). Before and after, the run must be gradient descent."""
         require_gradient_descent()
         previous = os.getcwd()
         os.chdir(self.run_dir)
@@ -173,11 +114,11 @@ class DendriteTracker:
 
     def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
         """(optimizer, scheduler), new for the current architecture (after every restructure). The
-        dendrites' parameters form the group named "dendrites", at dendrite_lr_multiplier times the
-        learning rate and with dendrite_weight_decay; the rest the group named "network", last, where
-        the tracker reads the learning rate it records. Every parameter is trainable again first: the
-        library would drop a frozen one (a switch can come during a dendrite warm-up), and with it the
-        network would never train again."""
+        dendrites' parameters form the group "dendrites" (dendrite_lr_multiplier times the learning rate,
+        dendrite_weight_decay), the rest the group "network", last: the library records "the" learning rate
+        from the last group, so groups are found by name, never by position. The library drops every
+        parameter that needs no gradient (and a group left empty), so all are made trainable first: a switch
+        can come during a dendrite warm-up, and the frozen network would never train again."""
         self.tracker.set_optimizer(optimizer_class)
         self.tracker.set_scheduler(scheduler_class)
         dendrite, network = [], []
@@ -198,10 +139,12 @@ class DendriteTracker:
         self.model.zero_grad(set_to_none=True)
 
     def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, cycle_length=0, force_switch=False):
-        """Report one epoch. Returns (model, restructured, complete); always use that model.
-        In fixed mode the cycle ends (a switch) after cycle_length epochs. The tracker sees the keep
-        rule's score (keep_rule.score: less dendrite_min_gain per dendrite, shifted above 0), so that
-        it decides as the rule does; architecture_scores undoes it."""
+        """Report one epoch; in fixed mode a cycle ends (a switch) after cycle_length epochs. Returns the
+        library's (model, restructured, complete): always use that model, rebuild optimizer and scheduler
+        after a restructure, stop when complete. The tracker steps the scheduler itself, once per call, and
+        rolls back to the best model at every switch; on every new best it saves the whole model
+        (best_model.pt), which makes every parameter contiguous (channels_last is lost). It sees the keep
+        rule's score (keep_rule.score), so that it decides as the rule does; architecture_scores undoes it."""
         force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
         self.tracker.add_extra_score(train_accuracy, "Train")
         score = keep_rule.score(val_accuracy, self.dendrite_count, self.settings)
@@ -214,13 +157,10 @@ class DendriteTracker:
 
     def start_from_baseline(self, val_accuracy, train_accuracy):
         """A finished baseline's scores as the whole first phase; the tracker adds the first dendrite.
-
-        The library does not count a first validation score as the best to beat (it wants more
-        than initial_history_after_switches = 0 epochs since a switch). A warm start reports the
-        baseline only once, so for that one call the setting is -1: otherwise the first dendrite
-        would be kept even when it made validation worse. It goes back to 0 at once, because
-        setup_optimizer steps the new scheduler by it.
-        """
+        The library counts a first validation score as the best to beat only with more than
+        initial_history_after_switches epochs since a switch; a warm start reports the baseline once, so
+        for that call the setting is -1 (else the first dendrite would be kept even when it made validation
+        worse), and at once 0 again, because setup_optimizer steps the new scheduler by it."""
         self.GPA.pc.set_initial_history_after_switches(-1)
         try:
             return self.end_epoch(val_accuracy, train_accuracy, 0, force_switch=True)
@@ -242,8 +182,9 @@ class DendriteTracker:
         return {"model": self.model.state_dict(), "tracker": self.tracker.to_string()}
 
     def best_model_file(self):
-        """The bytes of the library's best-model file (the model it rolls back to at a switch), or
-        None before it wrote one: it belongs in the same checkpoint as the tracker's records."""
+        """The bytes of <run_dir>/PAI/best_model.pt, or None before the library wrote one. The tracker
+        reloads it at every switch, so a checkpoint carries it with the tracker's records: else a resumed
+        run could roll back to a model it never scored."""
         path = os.path.join(library_folder(self.run_dir), "best_model.pt")
         if not os.path.exists(path):
             return None
@@ -261,9 +202,12 @@ class DendriteTracker:
             write_atomic(path, contents.numpy().tobytes())
 
     def restore(self, state):
-        """Undo checkpoint_state() into this freshly converted model; returns the model. A restored
-        step must be the same as a fresh one: each module whose output shape the saved state knows
-        gets back the Python flag that stops the library's shape hook (see the module docstring)."""
+        """Undo checkpoint_state() into this model, freshly converted with the same settings; returns the
+        model. UPA.load_net_from_dict, as a plain load_state_dict fails (the dendrites do not exist yet); a
+        state that does not fit stops in the debugger. A wrapped module learns its output shape in its first
+        backward, by a hook that reads a flag from the device (`current_d_init.item()`) until a Python flag,
+        `_fb_init_done`, removes it. A restore brings back the device flag only: set the Python one, or
+        every backward would wait for the device."""
         self.model = self.UPA.load_net_from_dict(self.model, state["model"])
         self.tracker.reset_module_vector(self.model, True)
         self.tracker.from_string(state["tracker"])
@@ -278,11 +222,10 @@ class DendriteTracker:
         return int(self.tracker.member_vars["num_dendrites_added"])
 
     def parameter_count(self):
-        """The parameters that run in a forward pass: what the model rebuilt without the library holds
-        (plain_model.py, whose docstring lists what never runs). Left out: the hidden copy each wrapped
-        module keeps to grow new dendrites, every output scale but the newest (each switch appends a
-        longer copy) and the next dendrite's unused dendrite-to-dendrite weights. (UPA.count_params
-        leaves out the hidden copy only.)"""
+        """The parameters that run in a forward pass, as in the model rebuilt without the library
+        (plain_model.py). Left out: each wrapped module's hidden copy (kept to grow new dendrites), every
+        output scale but the newest (each switch appends a longer copy) and the next dendrite's scaffold of
+        dendrite-to-dendrite weights. (UPA.count_params leaves out the hidden copy only.)"""
         unused = {id(parameter) for module in wrapped_modules(self.model)
                   for parameter in [*module.dendrite_module.parent_module.parameters(), *module.dendrites_to_top[:-1],
                                     *module.dendrite_module.dendrites_to_candidates]}
@@ -290,9 +233,12 @@ class DendriteTracker:
 
 
 def library():
-    """perforatedai's globals and utils modules (GPA, UPA), imported here only: the import prints a
-    banner ("Building dendrites with/without Perforated Backpropagation") on stdout, which is the
-    summary's alone, so it goes to stderr."""
+    """perforatedai's globals and utils modules (GPA, UPA), imported here only. When the paid perforatedbp
+    add-on (Perforated Backpropagation: correlation-trained dendrites) is importable, the globals module
+    imports perforatedbp.globals_pbp and switches itself to it (set_perforated_backpropagation(True),
+    set_no_extra_n_modes(False)), and the modules, tracker and utils modules import perforatedbp's
+    modules_pbp, tracker_pbp and utils_pbp. The import prints "Building dendrites with/without Perforated
+    Backpropagation" on stdout, which is the summary's alone, so it goes to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
         from perforatedai import globals_perforatedai as GPA
         from perforatedai import utils_perforatedai as UPA
@@ -300,9 +246,9 @@ def library():
 
 
 def library_settings():
-    """The library's process-wide settings (GPA.pc) for a run: gradient-descent dendrites, the method of
-    this project (docs/method.md), also where perforatedbp's import switched the library to Perforated
-    Backpropagation: switched back as the library's own gradient-descent examples do."""
+    """The library's process-wide settings (GPA.pc) for a run, Perforated Backpropagation switched off as
+    the library's own gradient-descent examples do: dendrites here are trained by ordinary gradient
+    descent, jointly with the network (docs/method.md), and everything was built and tested for that."""
     pc = library()[0].pc
     pc.set_perforated_backpropagation(False)
     pc.set_no_extra_n_modes(True)  # the open-source default, which perforatedbp's import turns off
@@ -339,8 +285,8 @@ def perforatedbp_note():
 
 def configure(pc, settings, device):
     """The library's process-wide settings for one run (all before perforate_model)."""
-    pc.set_configuration_confirmed(True)  # else an interactive setup screen opens
-    pc.set_testing_dendrite_capacity(False)  # else a 3-dendrite test mode overrides everything
+    pc.set_configuration_confirmed(True)  # else an interactive setup screen opens (without a terminal: it raises)
+    pc.set_testing_dendrite_capacity(False)  # else a test mode adds 3 dendrites and ends
     pc.set_unwrapped_modules_confirmed(True)  # the other layers stay plain on purpose
     pc.set_checked_skipped_modules(True)
     pc.set_weight_decay_accepted(True)
@@ -350,34 +296,41 @@ def configure(pc, settings, device):
     pc.set_switch_mode(pc.DOING_NO_SWITCH if settings.switch_mode == "fixed" else pc.DOING_HISTORY)
     pc.set_n_epochs_to_switch(settings.history_epochs)
     pc.set_max_dendrites(settings.max_dendrites)
-    pc.set_max_dendrite_tries(1)  # a dendrite that does not help ends the run
-    # Any higher score is a new best: the keep rule's `>` (keep_rule.py applies dendrite_min_gain).
+    # At a switch a dendrite whose cycle set no new best of the run is removed and the best model reloaded;
+    # with one try, that ends the run.
+    pc.set_max_dendrite_tries(1)
+    # A score is a new best (of the cycle, and of the run) when new * (1 - improvement_threshold) > best and
+    # new - improvement_threshold_raw > best: at 0, the keep rule's `>` (keep_rule.py applies dendrite_min_gain).
     pc.set_improvement_threshold(0.0)
     pc.set_improvement_threshold_raw(0.0)
     pc.set_find_best_lr(False)  # our cycles use one known schedule, not an LR search
     pc.set_dont_give_up_unless_learning_rate_lowered(False)
     pc.set_test_saves(False)  # skip the library's large intermediate checkpoints
+    # A new dendrite is a copy of the module it joins, every parameter re-drawn as this (library: 0.01) * N(0, 1).
     pc.set_candidate_weight_initialization_multiplier(settings.dendrite_init_scale)
-    pc.set_pai_forward_function(ACTIVATIONS[settings.dendrite_activation])
+    pc.set_pai_forward_function(ACTIVATIONS[settings.dendrite_activation])  # read at every forward (library: sigmoid)
 
 
 def wrapped_modules(model):
-    """The library's modules that hold dendrites (or can grow them), in model order."""
+    """The library's modules that hold dendrites (or can grow them), in model order. Each computes
+        y = main(x) + sum_i dendrites_to_top[-1][i, c] * act(D_i(x) + earlier dendrites' terms)
+    (act: pai_forward_function; in full: plain_model.py). dendrites_to_top[-1] (dendrites x channels) starts
+    at zero, so a new dendrite leaves the output unchanged and at first only that scale gets a gradient."""
     return [module for module in model.modules() if hasattr(module, "dendrites_to_top")]
 
 
 def library_version():
-    """'perforatedai 3.2.9, perforatedbp not installed': the library and version a dendritic result came
-    from, and whether the Perforated Backpropagation add-on was installed (switched off: the run checked)."""
+    """'perforatedai 3.2.9, perforatedbp not installed': what a dendritic result came from (perforatedbp,
+    if installed, was switched off: the run checked)."""
     version = perforatedbp_version()
     return (f"perforatedai {importlib.metadata.version('perforatedai')}, "
             + (f"perforatedbp {version} installed (switched off)" if version else "perforatedbp not installed"))
 
 
 def to_device(model, device, memory_format=torch.preserve_format):
-    """model.to(device, memory_format), except perforatedai's 0-dim `this_node_index` buffers, which
-    stay on the host: its modules test `dim == self.this_node_index` in every forward, and on a GPU
-    each test would wait for the device (16 waits per training step with one dendrite on two modules)."""
+    """model.to(device, memory_format), except perforatedai's 0-dim `this_node_index` buffers, which stay on
+    the host: its modules test `dim == self.this_node_index` in every forward, and on a GPU each test would
+    wait for the device (16 waits per training step with one dendrite on two modules)."""
     indices = {module: index.cpu() for module in model.modules()
                if (index := module._buffers.get("this_node_index")) is not None and index.dim() == 0}
     model = model.to(device, memory_format=memory_format)
@@ -395,8 +348,8 @@ def library_folder(run_dir):
 
 
 def copy_library_outputs(run_dir):
-    """Copy the library's final growth graph and CSVs from its folder into the run folder, and
-    give its own files the mode any new file gets (it writes its checkpoints with mode 0600)."""
+    """Copy the library's final growth graph and CSVs into the run folder, and give its own files the
+    mode any new file gets (it writes its checkpoints with mode 0600)."""
     folder = library_folder(run_dir)
     for name in os.listdir(folder):
         os.chmod(os.path.join(folder, name), new_file_mode())

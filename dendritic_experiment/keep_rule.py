@@ -1,32 +1,12 @@
-"""The one rule by which a dendritic run and its control keep a dendrite cycle, written once:
+"""The one rule by which a dendritic run and its control keep a dendrite cycle (docs/method.md, "The keep rule"):
 
     rule = KeepRule(settings, start_val_accuracy)    # a warm start: the finished baseline counts as kept
     rule.add(epoch, val_accuracy, dendrites)          # after every epoch: whether it is its cycle's best so far
     rule.end_cycle(library_kept=None)                 # at a cycle's end: whether the cycle is kept
 
-An epoch's score (score()) is its validation accuracy less dendrite_min_gain points per dendrite in
-the model; a control counts the dendrites the dendritic run had in the same cycle (one per cycle).
-A cycle is kept when its best score beats the best kept so far; the model kept is then its best
-epoch's (the first with that score); otherwise the run goes back to the model it kept and stops.
-The start (a finished baseline, epoch 0) counts as kept; without one, the first cycle (a dendritic
-run's neuron-only phase from scratch) is kept.
-
-Why per dendrite: within a cycle the handicap is a constant, so the cycle's best epoch is still
-the one kept, and the k-th dendrite is kept exactly when its cycle's best beats the best so far by
-more than dendrite_min_gain (best_k - k g > best_(k-1) - (k-1) g). A threshold applied at every
-epoch (the library's own improvement_threshold) would never count a cycle that climbs slowly.
-
-perforatedai makes the same decision for a dendritic run: DendriteTracker.end_epoch gives its
-tracker these scores, with the library's improvement thresholds at 0 (dendrites.configure), so that
-its "new best" is the `>` below, and the tracker removes a dendrite whose cycle set no new best of
-the run. Its decision shows in the dendrite count after the switch: end_cycle(library_kept=...)
-compares it with this rule's and raises LibraryDisagrees when they differ, so that no reported
-epoch or dendrite count rests on one of them alone.
-
-Why scores are shifted by 1 + max_dendrites * dendrite_min_gain: the library reads a best score of
-exactly 0 as "no best yet" and then counts any score as a new best, so a baseline that scored 0.0
-(or an epoch whose handicapped score came out exactly 0) would be beaten by anything. Shifted, every
-score is 1 or more; the rule and the library compare the very same numbers.
+perforatedai's tracker decides the same for a dendritic run only because the two share the scores (score(),
+shifted by score_offset()) and its "new best" is the rule's `>` (its improvement thresholds at 0:
+dendrites.configure); end_cycle raises LibraryDisagrees should their decisions ever differ.
 """
 
 
@@ -35,13 +15,19 @@ class LibraryDisagrees(RuntimeError):
 
 
 def score_offset(settings):
-    """The shift that keeps every score at 1 or more (see the module docstring)."""
+    """The shift that keeps every score at 1 or more: perforatedai reads a best score of exactly 0 as "no
+    best yet" and counts any score as a new best, so a baseline that scored 0.0 (or an epoch whose
+    handicapped score came out exactly 0) would be beaten by anything."""
     return 1 + settings.max_dendrites * settings.dendrite_min_gain
 
 
 def score(val_accuracy, dendrites, settings):
     """What the rule (and perforatedai's tracker) compares: validation accuracy in points, less
-    dendrite_min_gain per dendrite, shifted above 0."""
+    dendrite_min_gain per dendrite in the model (a control counts the dendritic run's: one per cycle),
+    shifted above 0. Within a cycle the handicap is a constant, so its best epoch is still the one kept,
+    and the k-th dendrite is kept exactly when its cycle's best beats the best so far by more than
+    dendrite_min_gain. A threshold at every epoch (the library's improvement_threshold) would never
+    count a cycle that climbs slowly."""
     return val_accuracy - dendrites * settings.dendrite_min_gain + score_offset(settings)
 
 
@@ -51,7 +37,10 @@ def val_accuracy_of(score_value, dendrites, settings):
 
 
 class KeepRule:
-    """Which cycles a run keeps, and which epoch's model it reports (see the module docstring)."""
+    """Which cycles a run keeps, and which epoch's model it reports. A cycle is kept when its best score
+    beats the best kept so far, and its best epoch (the first with that score) is then the model kept;
+    otherwise the run goes back to the model it kept and stops. The start (a finished baseline, epoch 0)
+    counts as kept; without one, the first cycle (a neuron-only phase from scratch) is kept."""
 
     def __init__(self, settings, start_val_accuracy=None):
         self.settings = settings
@@ -68,8 +57,9 @@ class KeepRule:
         return False
 
     def end_cycle(self, library_kept=None):
-        """The cycle ends; returns whether it is kept. library_kept: what perforatedai decided for a
-        dendritic run (None for a control), checked against the rule."""
+        """The cycle ends; returns whether it is kept. library_kept: whether perforatedai kept the dendrite
+        in a dendritic run (it removes one whose cycle set no new best of the run; None for a control),
+        checked so that no reported epoch or dendrite count rests on the library or the rule alone."""
         kept = self.kept is None or self.cycle_best["score"] > self.kept["score"]
         if library_kept is not None and library_kept != kept:
             raise LibraryDisagrees(
