@@ -1,11 +1,13 @@
-"""Write a finished run's model (baseline, width variant, control or dendritic) as a torch.export
-program, a .pt2 file that runs with torch alone: no perforatedai, no code of this project.
+"""Write a finished run's model (baseline, width variant, control or dendritic) as a torch.export program,
+a .pt2 file that runs with torch alone: no perforatedai, no code of this project. A dendritic run's dendrites
+are rebuilt in plain PyTorch first (plain_model.py): the program holds only the parameters that run, as many
+as the run's "params" in result.json and summary.json.
 
     python dendritic_experiment/export.py results/resnet18_dendritic resnet18_dendritic.pt2
 
 The program takes a float32 batch N x 3 x 32 x 32 (RGB, any N), normalised as in training, and returns
-N x classes logits. The file also holds, as dendritic_experiment.json, the class names and the
-normalisation (mean and std per channel on the 0-1 scale: x = (pixels / 255 - mean) / std). Load it:
+N x classes logits; the file holds, as dendritic_experiment.json, the class names and the normalisation
+(mean and std per channel, on the 0-1 scale). Load it:
 
     import json, torch
     extra = {"dendritic_experiment.json": ""}
@@ -16,9 +18,6 @@ normalisation (mean and std per channel on the 0-1 scale: x = (pixels / 255 - me
     mean, std = (torch.tensor(info[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
     logits = model((pixels.permute(0, 3, 1, 2).float() / 255 - mean) / std)
     names = [info["classes"][i] for i in logits.argmax(1)]
-
-A dendritic run's dendrites are rebuilt in plain PyTorch first (plain_model.py): the program holds
-only the parameters that run, as many as the run's "params" in result.json and summary.json.
 """
 import argparse
 import io

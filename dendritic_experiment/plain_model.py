@@ -1,30 +1,9 @@
-"""A finished run's model as plain PyTorch: the dendrites rebuilt without perforatedai.
+"""A finished run's model as plain PyTorch, its dendrites rebuilt without perforatedai: loading never imports
+the library, so a dendritic model runs where it is not installed, and torch.export can export it (export.py).
 
     from dendritic_experiment import plain_model
     model = plain_model.load("results/resnet18_dendritic")     # any run: eval mode, on the CPU
     plain_model.dendritic_params("resnet18", 100, 1.0, ["layer3.0.conv2", "layer3.1.conv2"], 2)
-
-Loading never imports perforatedai: a dendritic model runs where the library is not installed, and
-torch.export can export it (export.py). It holds only the parameters that run in a forward pass.
-
-What this relies on, read from perforatedai 3.2.9's source (modules_perforatedai.py: PAINeuronModule.forward,
-PAIDendriteModule.forward and set_mode) and checked against its models (tests/test_export.py: the same
-logits to 1e-5; bit for bit on a CPU, in the same order of operations):
-- A wrapped module (dendrites.py wraps each chosen module as `PAISequential(parts)`: a conv+bn pair's
-  two layers, or a linear layer or a residual block alone) with k dendrites computes, channel c on
-  dimension 1 of every output,
-      a_0 = act(D_0(x)),   a_i = act(D_i(x) + sum_{j<i} W_i[j, c] * a_j)      (i = 1 .. k-1)
-      y   = M(x) + sum_i S[i, c] * a_i
-  M: `main_module` (keys <module>.main_module.model.<part>.*), D_i: dendrite i's copy of it
-  (<module>.dendrite_module.layers.<i>.model.<part>.*), act: the process-wide `pai_forward_function`
-  (the run's dendrite_activation), W_i: <module>.dendrite_module.dendrites_to_dendrites.<i>, i x channels
-  (entry 0 is empty), applied to the earlier dendrites' outputs after their activation, S: the last
-  <module>.dendrites_to_top.<k-1>, k x channels.
-- Parameters that never run: the hidden `dendrite_module.parent_module` copy, every dendrites_to_top.<i>
-  but the last (each switch appends a longer copy; the forward reads only the newest) and
-  `dendrite_module.dendrites_to_candidates.*` (the scaffold of the next dendrite's W). `UPA.count_params`
-  leaves out the parent copy only.
-- BatchNorms inside M and each D_i keep their own running statistics (buffers of the same names).
 """
 import copy
 import os
@@ -39,8 +18,15 @@ from dendritic_experiment.utils import ExperimentError, read_json
 
 
 class DendriticModule(nn.Module):
-    """A module with its dendrites, computing exactly what perforatedai's wrapped module computes
-    (the formula in the module docstring): main(x) plus each dendrite's activated output, scaled per channel."""
+    """A module with its dendrites, computing exactly what perforatedai 3.2.9's wrapped module computes (read
+    from its modules_perforatedai.py: PAINeuronModule.forward, PAIDendriteModule.forward and set_mode; checked
+    by tests/test_export.py: the same logits to 1e-5, bit for bit on a CPU). With k dendrites, channel c on
+    dimension 1 of every output:
+        a_0 = act(D_0(x)),   a_i = act(D_i(x) + sum_{j<i} W_i[j, c] * a_j)      (i = 1 .. k-1)
+        y   = M(x) + sum_i S[i, c] * a_i
+    M: main, D_i: dendrite i (a copy of M), act: the run's dendrite_activation (the library's process-wide
+    pai_forward_function), W_i: earlier[i - 1], S: scales. BatchNorms inside M and each D_i keep their own
+    running statistics (buffers of the same names)."""
 
     def __init__(self, main, dendrites, channels, activation):
         super().__init__()
@@ -84,7 +70,7 @@ def dendritic_model(model_name, num_classes, width, module_names, dendrites, act
         # Its parts as dendrites.py hands them to the library: a conv+bn pair's two layers, else the module whole.
         parts = list(module) if isinstance(module, nn.Sequential) else [module]
         wrapped = DendriticModule(nn.Sequential(*parts), dendrites, channels[name], activation)
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped)
+        setattr(model.get_submodule(parent_name), child, wrapped)
     return model
 
 
@@ -127,10 +113,12 @@ def read_result(run_dir):
         raise ExperimentError(f"{path} is missing or unreadable: give the folder of a finished run "
                               "(main.py writes result.json when the run ends)")
     settings = result.get("settings") if isinstance(result, dict) else None
-    needed = ("dendrite_modules", "dendrite_activation") if isinstance(settings, dict) and result.get("dendritic") else ()
-    if (not isinstance(settings, dict) or model_and_width(str(result.get("model"))) is None or result.get("dataset") not in DATASETS
-            or not result.get("classes") or any(key not in settings for key in needed)
-            or (result.get("dendritic") and not isinstance(result.get("dendrites"), int))):
+    dendritic = isinstance(settings, dict) and result.get("dendritic")
+    needed = ("dendrite_modules", "dendrite_activation") if dendritic else ()
+    if (not isinstance(settings, dict) or model_and_width(str(result.get("model"))) is None
+            or result.get("dataset") not in DATASETS or not result.get("classes")
+            or any(key not in settings for key in needed)
+            or (dendritic and not isinstance(result.get("dendrites"), int))):
         raise ExperimentError(f"{path} does not describe a finished run of this project (model, dataset, classes "
                               "or settings missing or unknown): run main.py again to rewrite it")
     return result
@@ -168,9 +156,11 @@ def load(run_dir, result=None):
 
 
 def from_library(library_state, model, module_names):
-    """The state_dict of the plain model `model` taken from a perforatedai model's state_dict (keys:
-    the module docstring). Only what runs is taken; a missing key raises KeyError, a library model with
-    more dendrites than `model` ValueError."""
+    """The state_dict of the plain model `model` taken from a perforatedai model's state_dict; a missing key
+    raises KeyError, a library model with more dendrites than `model` ValueError. Only what runs is taken,
+    not: the hidden dendrite_module.parent_module copy, every dendrites_to_top.<i> but the last (each switch
+    appends a longer copy; the forward reads the newest) and dendrite_module.dendrites_to_candidates.* (the
+    scaffold of the next dendrite's W). (UPA.count_params leaves out the parent copy only.)"""
     dendrites = {name: len(model.get_submodule(name).dendrites) for name in module_names}
     if any(f"{name}.dendrites_to_top.{count}" in library_state for name, count in dendrites.items()):
         raise ValueError("the library's model has more dendrites than the run records")
@@ -190,7 +180,7 @@ def library_key(key, dendrites):
             return f"{name}.dendrite_module.layers.{index}.model.{rest}"
         if part == "scales":
             return f"{name}.dendrites_to_top.{count - 1}"
-        if part == "earlier":  # earlier.<i - 1> is dendrite i's
+        if part == "earlier":  # earlier.<i - 1> is dendrite i's (the library's entry 0 is empty)
             return f"{name}.dendrite_module.dendrites_to_dendrites.{int(rest) + 1}"
         raise KeyError(key)
     return key
