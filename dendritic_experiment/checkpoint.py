@@ -1,8 +1,4 @@
-"""What a run leaves on disk while it trains: its resume checkpoint and its history.csv.
-
-    Checkpoint   run_dir/checkpoint.pt: everything a run needs to go on after an epoch it finished
-    EpochLog     run_dir/history.csv, rewritten after every epoch, and a line per epoch on stderr
-"""
+"""What a run leaves on disk while it trains: its resume checkpoint (Checkpoint) and its history.csv (EpochLog)."""
 import os
 import sys
 import time
@@ -16,13 +12,10 @@ CHECKPOINT_FORMAT = 4  # a checkpoint of another layout is ignored, not misread
 
 
 class Checkpoint:
-    """run_dir/checkpoint.pt: all a run needs to go on after an epoch it finished.
-
-    Written atomically, at most every every_seconds (settings.checkpoint_seconds): a ResNet-18's
-    90 MB take ~0.3 s to write (measured on a CPU machine's disk), too much to pay every epoch when
-    a GPU epoch takes seconds. A crash costs at most every_seconds of training plus the epoch in
-    progress. Only a checkpoint from the same settings is used.
-    """
+    """run_dir/checkpoint.pt: all a run needs to go on after an epoch it finished, used only with the same
+    settings. Written atomically at most every every_seconds: a ResNet-18's 90 MB take ~0.3 s (a CPU
+    machine's disk), too much for every epoch when a GPU epoch takes seconds. A crash costs at most
+    every_seconds of training plus the epoch in progress."""
 
     def __init__(self, run_dir, run_name, cache_key, device, every_seconds):
         self.path, self.run_name, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, device
@@ -66,7 +59,7 @@ class Checkpoint:
 
 
 class EpochLog:
-    """history.csv of a run, rewritten after every epoch, and a one-line summary per epoch."""
+    """run_dir/history.csv, rewritten after every epoch, and a line per epoch on stderr."""
 
     def __init__(self, run_dir, run_name):
         self.path, self.run_name, self.rows = os.path.join(run_dir, "history.csv"), run_name, []

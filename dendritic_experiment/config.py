@@ -48,12 +48,10 @@ gpus_per_run = 1.0  # with parallel_runs: the GPUs each run takes; 0.5 lets two 
 compile = False  # torch.compile each run's model, anew for every run and restructure; off until measured to pay on a GPU
 
 # --- dendrites (perforatedai) ---
-# The library authors' ResNet recipe is these flags (README, "The library authors' ResNet recipe"; their
-# example examples/base_examples/resnet_knowledge_distillation/train_perforated_resnet_KD.py):
-#   --dendrite-modules layer4.0,layer4.1 (whole blocks of the last stage: their --convert-count 1)
-#   --dendrite-lr-multiplier 1 --dendrite-weight-decay 5e-4 (one optimizer: dendrites learn as the network)
-#   --dendrite-init-scale 0.1 --dendrite-activation relu --dendrite-lr 1.0 (every optimizer after the first at
-#   10 x its rate: 10 x --lr) --switch-mode history --history-epochs 40 --max-dendrites 5 --dendrite-min-gain 0
+# The library authors' ResNet recipe, as flags (docs/method.md, "The library authors' ResNet recipe"):
+#   --dendrite-modules layer4.0,layer4.1 --dendrite-lr-multiplier 1 --dendrite-weight-decay 5e-4
+#   --dendrite-init-scale 0.1 --dendrite-activation relu --dendrite-lr 1.0 --switch-mode history
+#   --history-epochs 40 --max-dendrites 5 --dendrite-min-gain 0
 dendrite_modules = "auto"  # conv+bn pairs, linear layers (fc) or residual blocks (layer3.0) that get dendrites; auto: models.AUTO_DENDRITE_MODULES
 max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
 switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs

@@ -1,9 +1,6 @@
-"""The experiment: which runs, for which seeds, in what order, and each one reused or trained.
-
-The plan describes every run once (PlannedRun: its model, kind, seed, folder and the runs it
-starts from), each after the runs it starts from, so that by the time a run's cache is looked
-up, what it starts from is already finished: a lookup never trains. Experiment holds the finished
-results; train_in_order runs the plan in this process (cluster.py runs it as Ray tasks).
+"""The experiment: which runs, for which seeds, in what order, and each one reused or trained
+(docs/method.md, "When results are reused"). The plan lists each run after the runs it starts from, so
+that a cache lookup never trains; cluster.py runs the same plan as Ray tasks.
 """
 import contextlib
 import dataclasses
@@ -42,9 +39,7 @@ class PlannedRun:
         return tuple(run for run in (self.baseline, self.cycles_from) if run is not None)
 
     def description(self):
-        """What the run is, as data in its result.json and the report: its kind, its family and width
-        multiple (resnet18_w1.25: resnet18 at 1.25), the baseline it starts from and the dendritic run
-        whose cycles it repeats (a control)."""
+        """What the run is, as data in its result.json and the report."""
         family, width_multiple = model_and_width(self.model)
         return dict(kind=self.kind, family=family, width_multiple=width_multiple,
                     starts_from=self.baseline and self.baseline.name, repeats=self.cycles_from and self.cycles_from.name)
@@ -66,18 +61,16 @@ def run_names(settings):
 
 
 def control_source(settings, run_name):
-    """The dendritic run whose cycles a _continued control repeats: its own model's when that is among
-    the runs (or when none is), else the first dendritic run listed, so that resnet34_continued gives
-    ResNet-34 as much extra training as resnet18_dendritic had."""
+    """The dendritic run whose cycles a _continued control repeats: its own model's when listed (or when
+    none is), else the first listed, so that resnet34_continued trains as long as resnet18_dendritic."""
     own = split_run_name(run_name)[0] + "_dendritic"
     listed = [run for run in run_names(settings) if split_run_name(run)[1] == "dendritic"]
     return own if own in listed or not listed else listed[0]
 
 
 def plan_runs(settings, trial=None):
-    """Every run to train or reuse, for every seed, each after the runs it starts from (which may
-    not be in --experiments themselves). trial: a folder under results_dir for every run but the
-    baselines (a sweep trial's own runs: tracking.sweep_trial)."""
+    """Every run to train or reuse, for every seed, each after the runs it starts from (listed in
+    --experiments or not). trial: a sweep trial's folder under results_dir for every run but the baselines."""
     planned = {}
 
     def add(name, seed):
@@ -97,8 +90,8 @@ def plan_runs(settings, trial=None):
 
 
 def planned_epochs(kind, settings):
-    """{dendrite count: epochs} a run of this kind trains at these settings; a dendritic run and its
-    control at most, since the tracker stops early when a dendrite does not improve validation."""
+    """{dendrite count: epochs} a run of this kind trains; at most for a dendritic run and its control,
+    since the tracker stops early when a dendrite does not improve validation."""
     if kind == "baseline":
         return {0: settings.epochs}
     if kind == "control":  # as many epochs as the dendritic run's cycles, no dendrites
@@ -108,14 +101,12 @@ def planned_epochs(kind, settings):
 
 
 class Experiment:
-    """The finished results of the plan's runs, each reused when a finished result of the same
-    identity exists (identity.py), else trained. One per process: the data is read once, for
-    every seed; the device and precision are resolved where a run trains."""
+    """The plan's finished results, each reused when one of the same identity exists (identity.py), else
+    trained. One per process: the data is read once for every seed; device and precision resolve here."""
 
     def __init__(self, settings):
         self.settings = settings
         self.results, self.trained = {}, set()  # {PlannedRun: result}; the runs this process trained
-        self._data = self._fingerprint = None
 
     @functools.cached_property
     def device(self):
@@ -125,16 +116,13 @@ class Experiment:
     def precision(self):
         return pick_precision(self.settings.precision, self.device)
 
-    @property
-    def data(self):
-        if self._data is None:  # only read (or download) CIFAR-100 when something must train
-            self._data = load_data(self.settings, self.device)
-        return self._data
+    @functools.cached_property
+    def data(self):  # only read (or downloaded) when something must train
+        return load_data(self.settings, self.device)
 
-    def data_fingerprint(self):
-        if self._fingerprint is None:  # read once per process, on the first lookup
-            self._fingerprint = data_fingerprint(self.settings.data_dir, self.settings.dataset)
-        return self._fingerprint
+    @functools.cached_property
+    def data_fingerprint(self):  # read once per process, on the first lookup
+        return data_fingerprint(self.settings.data_dir, self.settings.dataset)
 
     def result(self, run):
         """The run's finished result, reused or trained; the runs it starts from must be finished."""
@@ -145,18 +133,15 @@ class Experiment:
         return self.results[run]
 
     def identity(self, run):
-        """(settings, identity): what the run's result depends on, stored in its result.json and
-        compared before a finished run is reused (identity.py). The runs it starts from must be finished."""
+        """(settings, identity) of the run's result (identity.py); the runs it starts from must be finished."""
         return (result_settings(self.settings, run.model, run.kind, run.seed),
-                run_identity(run, self.data_fingerprint(), self.results))
+                run_identity(run, self.data_fingerprint, self.results))
 
     def cached(self, run, here=True):
-        """The run's finished result when it has the same identity, trained in the precision it would
-        train in here, and its files are whole; else None, saying why when there was a result.
-
-        here=False: a Ray driver whose workers are other machines, where `precision = auto` may resolve
-        otherwise: a result that matches in all else is left to the worker that would train it, which
-        compares its precision (cluster.train_task)."""
+        """The run's finished result when its identity and the precision it would train in here match and its
+        files are whole; else None, saying why when there was a result. here=False: a Ray driver whose workers are
+        other machines, where `precision = auto` may resolve otherwise, leaves a result that matches in all
+        else to the worker that would train it, which compares its precision (cluster.train_task)."""
         cached = read_json(os.path.join(run.folder, "result.json"))
         if not cached:
             return None
@@ -174,8 +159,8 @@ class Experiment:
         return cached
 
     def precision_changed(self, cached):
-        """`precision = auto` stays auto in a result's settings, and resolves by the device that trains
-        (bf16, fp16 or fp32): the precision a run trained in is compared here, where it is resolved."""
+        """`precision = auto` stays auto in a result's settings and resolves by the device that trains: the
+        precision a run trained in is compared where it is resolved."""
         if cached.get("precision") != self.precision:
             return f"it trained in {cached.get('precision')} and would train in {self.precision} here"
         return None
@@ -187,8 +172,7 @@ class Experiment:
                 os.remove(os.path.join(run.folder, name))
 
     def files_whole(self, run, cached):
-        """A finished run is only reused whole: its history, and its model and test predictions as it
-        wrote them (damage says why not, reported)."""
+        """Whether a finished run's history, model and test predictions are there as it wrote them."""
         for name in ("history.csv",) + SAVED_FILES:
             path = os.path.join(run.folder, name)
             problem = damage(path, cached.get("files", {}).get(name)) if name in SAVED_FILES else (
@@ -200,7 +184,7 @@ class Experiment:
 
     def starting_weights(self, run, upstream):
         """The finished upstream run's weights that run starts from; refused, naming the file, when they
-        cannot be read or do not fit its model (nothing would be what its identity says)."""
+        cannot be read or do not fit its model (the run would not be what its identity says)."""
         path = os.path.join(upstream.folder, "model.pt")
         try:
             weights = torch.load(path, map_location="cpu", weights_only=True)
@@ -262,9 +246,8 @@ SAVED_FILES = ("model.pt", "test_predictions.pt")  # a run's tensor files; resul
 
 
 def damage(path, size):
-    """What is wrong with a file of torch.save (a zip archive) that was size bytes long when written, or
-    None: checked from its size and its archive's directory, so that a start does not load every model
-    (the default plan's 12 runs: about 0.7 GB)."""
+    """What is wrong with a torch.save file (a zip archive) written size bytes long, or None: checked from
+    its size and zip directory, so that a start does not load every model (the default plan's 12: ~0.7 GB)."""
     try:
         if os.path.getsize(path) != size:
             return f"is not the file the run wrote ({os.path.getsize(path)} bytes, not {size})"
@@ -286,9 +269,8 @@ def train_in_order(settings, experiment, plan, tracking=None):
 
 
 class Progress:
-    """After each run: one line with the runs done of all, the time elapsed, and an estimate of the
-    time left from the seconds per epoch measured so far (each run's planned epochs: the most it
-    can take), divided among the runs that train at once."""
+    """After each run, a line with the runs done, the time elapsed and the time left: each run left's planned
+    epochs (the most it can take) at the seconds per epoch measured so far, shared among the runs at once."""
 
     def __init__(self, settings, plan, at_once=1, tracking=None):
         self.settings, self.at_once, self.started, self.tracking = settings, at_once, time.time(), tracking
@@ -325,9 +307,9 @@ def clock(seconds):
 
 
 def reported_runs(settings, experiment, plan):
-    """(the result of every run --experiments names and of the baselines they start from, for the
-    report, each with what the plan says it is (PlannedRun.description); {(name, seed): its folder})."""
-    # The baseline a named run starts from is trained anyway, and the headline compares with it: it goes first.
+    """(the results of the runs --experiments names and the baselines they start from, each with its
+    PlannedRun.description, for the report; {(name, seed): folder}). A run's baseline goes first: the headline
+    compares with it."""
     starts_from = {run.name: run.baseline.name for run in plan if run.baseline}
     names = list(dict.fromkeys(name for run in run_names(settings) for name in (starts_from.get(run), run) if name))
     reported = [run for run in plan if run.name in names]

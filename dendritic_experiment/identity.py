@@ -1,20 +1,8 @@
-"""What a finished result belongs to, so that it is reused only for the same thing: a run's identity.
-
-A run's result.json holds its "settings" (settings.result_settings) and its "identity":
-
-    format       RESULT_FORMAT: bumped when what is recorded or compared changes
-    data         a fingerprint of the data files read (data.data_fingerprint), not their path
-    code         a fingerprint of each module whose code can change the run's numbers (RESULT_MODULES)
-                 and of each such function of another module (RESULT_FUNCTIONS), comments,
-                 docstrings and formatting aside (code_fingerprint)
-    libraries    torch (major.minor); for a dendritic run also perforatedai and the dendrite method the
-                 run trains with (gradient descent: the run stops if the library runs anything else)
-    starts_from  when each run it starts from finished: a baseline trained again is another start
-
-A finished run is reused only when all of it matches; otherwise it trains again, and so does every
-run that starts from it, and the output says which part changed (what_changed). The precision a
-run trained in is compared where `precision = auto` is resolved (experiment.Experiment.cached).
-result.json also records the git commit of the code (code_commit), for provenance only.
+"""A run's identity: what a finished result belongs to, so that it is reused only for the same thing
+(docs/method.md, "When results are reused"). result.json holds its "settings" (settings.result_settings)
+and its "identity" (run_identity); when any part differs the run trains again, and so does every run that
+starts from it, and what_changed says which part. The precision a run trained in is compared where
+`precision = auto` is resolved (experiment.Experiment.cached).
 """
 import ast
 import functools
@@ -25,17 +13,16 @@ import subprocess
 
 from dendritic_experiment.dendrites import GRADIENT_DESCENT
 
-RESULT_FORMAT = 4  # 1: before identities; 2: one acceptance rule, 8 x 8 cutout; 3: code and trained precision
-# compared, and the control replays the dendritic run's learning rates (it needs the dendritic result's "lrs");
-# 4: batches drawn on the CPU whatever the device, and the functions of RESULT_FUNCTIONS compared
+# Bumped when what is recorded or compared changes. 1: before identities; 2: one acceptance rule, 8 x 8 cutout;
+# 3: code and trained precision compared, and the control replays the dendritic run's learning rates (it needs
+# the dendritic result's "lrs"); 4: batches drawn on the CPU whatever the device, RESULT_FUNCTIONS compared.
+RESULT_FORMAT = 4
 NO_IDENTITY = "its result.json predates result identities (format 1)"
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 # The modules whose code can change a number of each kind of run: their fingerprints are part of its
-# identity. Every other module of the package is in NOT_RESULT_MODULES with the reason it cannot, or,
-# where a kind of run imports a module of another kind's list, in NOT_RESULT_FOR (tests/test_identity.py
-# checks that every module is listed, and every module a kind of run imports, so that a new one is
-# never silently left out).
+# identity. Every other module is in NOT_RESULT_MODULES with the reason it cannot, or, where a kind of run
+# imports a module of another kind's list, in NOT_RESULT_FOR (tests/test_identity.py checks both).
 BASELINE_MODULES = ("data", "models", "train", "runs")
 RESULT_MODULES = {
     "baseline": BASELINE_MODULES,
@@ -75,11 +62,12 @@ NOT_RESULT_MODULES = {
 
 
 def run_identity(run, data, upstream_results):
-    """The identity of run (experiment.PlannedRun) trained on data (a fingerprint) from the finished
-    runs it starts from ({PlannedRun: result})."""
+    """The identity of run (experiment.PlannedRun) trained on data (a fingerprint of the files read, not
+    their path) from the finished runs it starts from ({PlannedRun: result})."""
     libraries = {"torch": ".".join(importlib.metadata.version("torch").split(".")[:2])}
-    if run.kind == "dendritic":
+    if run.kind == "dendritic":  # the dendrite method: the run stops if the library runs anything else
         libraries.update(perforatedai=importlib.metadata.version("perforatedai"), method=GRADIENT_DESCENT)
+    # When each run it starts from finished: a baseline trained again is another start.
     starts_from = {upstream.kind: upstream_results[upstream]["finished_at"] for upstream in run.starts_from}
     return {"format": RESULT_FORMAT, "data": data, "code": code_fingerprint(run.kind), "libraries": libraries,
             "starts_from": starts_from}
@@ -119,8 +107,8 @@ def module_fingerprint(path, mtime_ns, size, function=""):
 
 @functools.lru_cache(maxsize=None)
 def git_commit():
-    """The git commit the package's code is at, with ' + local changes' when its tracked files differ
-    from it; None outside a git checkout or without git. Provenance only: never compared."""
+    """result.json's code_commit, for provenance only (never compared): ' + local changes' when tracked
+    files differ from it; None outside a git checkout or without git."""
     def git(*args):
         return subprocess.run(["git", "-C", PACKAGE, *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
@@ -133,8 +121,7 @@ def git_commit():
 
 
 def what_changed(cached, settings, identity):
-    """Why a cached result.json does not belong to these settings and this identity, in a few words;
-    None when it does."""
+    """Why a cached result.json does not belong to these settings and identity, in a few words, or None."""
     old = cached.get("identity")
     if old is None:
         return NO_IDENTITY

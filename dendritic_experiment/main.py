@@ -5,10 +5,9 @@
     python dendritic_experiment/main.py --help     # every setting (defaults in config.py)
     python -m dendritic_experiment ...             # the same
 
-Writes results/<run>/ (result.json, history.csv, model.pt; the dendritic run also the library's
-PAI.png and CSVs) and results/summary.json, summary.md, comparison.png. A finished run whose
-settings have not changed is reused, not trained again. This file is the command line only: the
-experiment itself is experiment.py.
+Writes results/<run>/ (result.json, history.csv, model.pt; a dendritic run also the library's PAI.png
+and CSVs) and results/summary.json, summary.md, comparison.png; a finished run whose settings have not
+changed is reused. This file is the command line only: the experiment itself is experiment.py.
 """
 import contextlib
 import os
@@ -61,8 +60,8 @@ def lock_results(results_dir):
 
 
 def run_experiment(settings):
-    """Every run of the plan, reused or trained, then summary.json, summary.md and comparison.png
-    (in a sweep trial's own folder under a wandb sweep agent). Returns the folder of the report."""
+    """Every run of the plan, reused or trained, then the report (in a sweep trial's own folder under a
+    wandb sweep agent). Returns the report's folder."""
     trial = sweep_trial(settings)
     experiment, plan = Experiment(settings), plan_runs(settings, trial)
     report_dir = os.path.join(settings.results_dir, trial) if trial else settings.results_dir

@@ -1,10 +1,7 @@
-"""The default experiment's wall time, projected from a short timed run of it.
+"""The default experiment's wall time, projected from a short timed run of it (TIMED_RUN, on the device
+to project for: docs/performance.md, "Timing the full-size run"); printed and written to DIR/projection.json.
 
     python dendritic_experiment/benchmark.py --project DIR
-
-DIR holds a short run of the default experiment (docs/performance.md: TIMED_RUN below, on the
-device to project for). Each run's seconds per epoch (its history.csv) times the epochs config.py
-plans for it, for every seed, gives the projection; it is printed and written to DIR/projection.json.
 """
 import os
 import statistics
@@ -19,18 +16,15 @@ TIMED_RUN = "--seeds 0 --epochs 3 --warmup-epochs 1 --dendrite-epochs 4"  # one 
 
 
 def project(timed_dir, width):
-    """benchmark.py --project: the projection of timed_dir (for networks of this width), printed and
-    written to its projection.json."""
+    """benchmark.py --project: timed_dir's projection (for networks of this width)."""
     projection = project_wall_time(timed_dir, width)
     write_json(os.path.join(timed_dir, "projection.json"), projection)
     print_projection(projection)
 
 
-
 def epoch_seconds(rows):
-    """(seconds of a steady epoch, extra seconds of the first). The first pays once per architecture
-    for cuDNN's kernel search (and compiling, with --compile); the median of the rest also passes
-    over the epoch that ends a dendrite cycle (the restructure, the graph at the end)."""
+    """(seconds of a steady epoch, extra seconds of the first). The first pays once per architecture for
+    cuDNN's kernel search (and --compile); the median of the rest passes over the epoch that ends a cycle."""
     seconds = [float(row["seconds"]) for row in rows]
     if len(seconds) == 1:
         return seconds[0], 0.0
@@ -39,8 +33,7 @@ def epoch_seconds(rows):
 
 
 def timed_history(timed_dir, run_name, settings):
-    """The run's epochs and result.json in timed_dir, refused when it ran at settings that change an
-    epoch's cost."""
+    """The run's epochs and result.json in timed_dir, refused when timed at settings that change an epoch's cost."""
     path = os.path.join(timed_dir, run_name, "history.csv")
     try:
         rows = read_csv(path)
@@ -77,8 +70,8 @@ def project_run(rows, plan):
 
 
 def project_wall_time(timed_dir, width=None):
-    """Each run's seconds per epoch in timed_dir and the wall time of the whole experiment that
-    config.py's settings describe (epochs only: loading data and the final test are left out)."""
+    """Each run's seconds per epoch in timed_dir and the wall time of the experiment config.py describes
+    (epochs only: loading data and the final test are left out)."""
     settings = parse_settings([] if width is None else ["--width", str(width)])  # config.py's, at this width
     if settings.switch_mode != "fixed":
         raise ExperimentError("--project needs switch_mode = 'fixed' in config.py: in history mode "

@@ -1,14 +1,7 @@
-"""The run protocol, the baseline, and the one loop that trains every run, from the start or from
-a checkpoint:
-
-    Run            what every run provides (an abstract base)
-    BaselineRun    warm-up + cosine stepped per batch; the last epoch's model is the result
-    (continuation.py: DendriticRun and ContinuedRun, the runs that continue a finished baseline)
-
-train_run owns what every run does (the epoch, the NaN check, validation, history.csv, the
-checkpoint, the final test); a run class says only what differs: how it starts, its schedule,
-what happens after an epoch and when it is complete. Each epoch's batches, crops, flips and
-cutouts come from a data stream of their own (Run.epoch_generator).
+"""The one loop that trains every run, from its start or a checkpoint (train_run), the protocol a run
+provides to it (Run) and the baseline (BaselineRun); the runs that continue a finished baseline are in
+continuation.py. train_run does what every run does; a Run says only how it starts, its schedule, what
+happens after an epoch and when it is complete.
 """
 import abc
 import hashlib
@@ -25,8 +18,8 @@ from dendritic_experiment.utils import ExperimentError, save_torch
 
 
 def train_run(run, run_name, run_dir, cache_key):
-    """Train run to completion (resuming from run_dir/checkpoint.pt when it fits); save model.pt
-    and the test predictions. Returns the run's result (see each run's `result`)."""
+    """Train run to completion (resuming from run_dir/checkpoint.pt when it fits); save model.pt and the
+    test predictions. Returns the run's result."""
     setup = run.setup
     checkpoint = Checkpoint(run_dir, run_name, cache_key, setup.device, setup.settings.checkpoint_seconds)
     log = EpochLog(run_dir, run_name)
@@ -58,8 +51,7 @@ def train_run(run, run_name, run_dir, cache_key):
 
 
 def train_epoch(run, run_name, epoch, scaler, checkpoint):
-    """One epoch of any run: train, stop on a NaN, validate, let the run react.
-    Returns (the history row, whether the model was restructured)."""
+    """One epoch of any run. Returns (the history row, whether the model was restructured)."""
     setup, data, started = run.setup, run.data, time.time()
     run.begin_epoch(epoch)
     scaler = run.epoch_scaler(scaler)
@@ -74,8 +66,8 @@ def train_epoch(run, run_name, epoch, scaler, checkpoint):
 
 
 def check_finite(metrics, run_name, epoch, setup, checkpoint):
-    """Stop a run whose loss went NaN or infinite; its last checkpoint (of a good epoch) stays. The
-    advice says what it costs: a setting of the run's identity changed starts it over."""
+    """Stop a run whose loss went NaN or infinite; its last checkpoint (of a good epoch) stays. The advice
+    says what it costs: a changed setting of the run's identity starts it over."""
     step = metrics.pop("first_bad_step")
     if step >= 0:
         kept = (f"its checkpoint of epoch {checkpoint.epoch} is kept, and resumes it only with these settings"
@@ -88,12 +80,9 @@ def check_finite(metrics, run_name, epoch, setup, checkpoint):
 
 
 class Run(abc.ABC):
-    """One training run: its model, optimizer and schedule, and what happens around each epoch.
-
-    train_run calls start() or resume(), then for each epoch begin_epoch(), trains self.model with
-    self.optimizer (and self.batch_scheduler), validates, and calls end_epoch(), until self.complete;
-    state_dict() goes into the checkpoint, result() and saved_model() into the results, and close()
-    always comes last. The methods without a body here are what every run must provide."""
+    """One training run: its model, optimizer and schedule, and what happens around each epoch. train_run
+    calls start() or resume(), then per epoch begin_epoch(), trains, validates and calls end_epoch(), until
+    self.complete; close() always comes last. The abstract methods are what every run must provide."""
 
     batch_scheduler = None  # a schedule stepped after every batch (the baseline's), else None
     complete = False  # set by end_epoch when the run has trained its last epoch
@@ -112,10 +101,10 @@ class Run(abc.ABC):
         return model
 
     def epoch_generator(self, epoch):
-        """The random numbers of an epoch's batches (order, crops, flips, cutouts): a stream of their
-        own, seeded by the run's seed, its data_stream and the epoch, on the CPU whatever device trains
-        (the same batches everywhere: a run and its control from two devices still share them). Nothing
-        drawn for weights (a new dendrite's) shifts it, and a resumed epoch draws what an uninterrupted one would."""
+        """The random numbers of an epoch's batches (order, crops, flips, cutouts), seeded by the run's seed,
+        data_stream and epoch, on the CPU whatever device trains: a run and its control share them across
+        devices, nothing drawn for weights (a new dendrite's) shifts them, and a resumed epoch draws what an
+        uninterrupted one would."""
         generator = torch.Generator()
         key = hashlib.sha256(f"{self.seed}/{self.data_stream}/{epoch}".encode()).digest()
         return generator.manual_seed(int.from_bytes(key[:8], "little"))
@@ -142,10 +131,10 @@ class Run(abc.ABC):
         its epochs counted from the run's start), ...; the model it reports is self.model from then on."""
 
     def begin_epoch(self, epoch):
-        """Before an epoch trains: nothing, unless a run starts a new cycle there."""
+        """Before an epoch trains: where a run starts a new cycle."""
 
     def epoch_scaler(self, scaler):
-        """The gradient scaler (fp16) this epoch's steps use: the run's own, unless a run says otherwise."""
+        """The gradient scaler (fp16) this epoch's steps use."""
         return scaler
 
     def progress(self, epoch):
@@ -160,7 +149,7 @@ class Run(abc.ABC):
         return self.model.state_dict()
 
     def close(self):
-        """After the run, finished or not: nothing, unless it holds process-wide state."""
+        """After the run, finished or not: where a run releases process-wide state."""
 
 
 class BaselineRun(Run):

@@ -1,6 +1,6 @@
-"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds,
-the settings each run's result depends on, the device and the precision. Nothing here touches the
-file system (main.py checks the results folder); experiment.py turns the settings into a plan of runs."""
+"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the
+settings a result depends on (docs/method.md, "When results are reused"), the device and the precision.
+Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
 import math
@@ -82,8 +82,8 @@ def flags_given(argv):
 
 
 def shrink_for_smoke(settings, given):
-    """--smoke: small enough for 2 CPU cores in under 3 minutes, still every stage and a real
-    dendrite; a setting a flag gave stays as given, and the others are said on stderr."""
+    """--smoke: every stage and a real dendrite in under 3 minutes on 2 CPU cores; a setting a flag gave
+    stays as given, the others are said on stderr."""
     smoke = {"epochs": 2, "batch_size": 64, "warmup_epochs": None, "dendrite_epochs": None, "max_dendrites": 1,
              "switch_mode": "fixed", "seeds": settings.seeds.split(",")[0]}  # one seed: a preliminary result
     shrunk = []
@@ -106,18 +106,16 @@ def shrink_for_smoke(settings, given):
 
 RUN_SUFFIXES = {"_dendritic": "dendritic", "_continued": "control"}  # a run name's ending -> its kind (else: baseline)
 
-# The settings a run's result depends on, stored in its result.json as "settings" and compared
-# there before a finished run is reused (with the rest of its identity: identity.py). The seed,
-# the model and the precision setting (auto stays auto: it is resolved where the run trains) are
-# added by result_settings.
+# The settings a run's result depends on, stored in its result.json and compared before it is reused
+# (with the rest of its identity: identity.py); result_settings adds the seed, the model and the
+# precision setting (auto stays auto: it is resolved where the run trains).
 DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
 TRAINING_SETTINGS = ("width", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
                      "warmup_epochs")
 DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
                      "dendrite_lr", "dendrite_lr_multiplier", "dendrite_weight_decay", "dendrite_init_scale",
                      "dendrite_activation", "dendrite_min_gain", "warm_start", "dendrite_warmup_epochs")
-# Every other setting of config.py, and why it cannot change a run's result (a test checks that each
-# setting is in exactly one of these lists, so that a new one is never silently left out).
+# Every other setting, and why it cannot change a result (a test checks that each is in exactly one list).
 NOT_RESULT_SETTINGS = {
     "data_dir": "where the data is read from: its contents are the data fingerprint",
     "experiments": "which runs; each run's own identity says what it is",
@@ -134,9 +132,8 @@ NOT_RESULT_SETTINGS = {
 
 
 def split_run_name(run_name):
-    """The one reading of a run's name (--experiments), into (model, kind): 'resnet18_dendritic' ->
-    ('resnet18', 'dendritic'), 'resnet18_continued' -> ('resnet18', 'control'), 'resnet18_w1.25' ->
-    ('resnet18_w1.25', 'baseline'). Everything after the plan reads a run's kind as data (experiment.PlannedRun)."""
+    """The one reading of a run's name, into (model, kind): 'resnet18_continued' -> ('resnet18', 'control'),
+    'resnet18_w1.25' -> ('resnet18_w1.25', 'baseline'). After the plan a kind is data (experiment.PlannedRun)."""
     for suffix, kind in RUN_SUFFIXES.items():
         if run_name.endswith(suffix):
             return run_name.removesuffix(suffix), kind
@@ -144,7 +141,7 @@ def split_run_name(run_name):
 
 
 def result_settings(settings, model, kind, seed):
-    """The settings a run's result depends on (the rest of its identity: identity.py)."""
+    """The settings a run's result depends on (the rest of its identity: identity.run_identity)."""
     names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
     return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model, precision=settings.precision)
 
@@ -231,28 +228,26 @@ def check_parallel_runs(settings):
 
 
 def check_runs(settings):
-    """--experiments names known runs (a width variant only as a baseline), --seeds whole numbers, --width
-    leaves every layer a channel, --dendrite-modules real conv+bn pairs, linear layers or residual blocks,
-    none inside another."""
+    """The runs, seeds, width and dendrite modules name things that exist and fit together."""
     runs = split_list(settings.experiments)
+    parsed = [split_run_name(run) for run in runs]  # (model, kind) of each
     examples = [model + suffix for model in MODELS for suffix in ("", "_dendritic", "_continued")]
-    if not runs or any(model_and_width(split_run_name(run)[0]) is None for run in runs):
+    if not runs or any(model_and_width(model) is None for model, _ in parsed):
         refuse(settings, "experiments", f"use a comma list of {', '.join(examples)}, or a baseline at another width "
                "such as resnet18_w1.25 (every channel count x 1.25)")
-    for run in runs:
-        model, kind = split_run_name(run)
+    for run, (model, kind) in zip(runs, parsed):
         if kind != "baseline" and model not in MODELS:
             refuse(settings, "experiments", f"{run}: a width variant is a baseline of the width frontier only; "
                    f"use {model_and_width(model)[0]}_{kind} (or change --width for the whole experiment)")
-    if any(split_run_name(run)[1] == "control" for run in runs) and not settings.warm_start:
+    if any(kind == "control" for _, kind in parsed) and not settings.warm_start:
         refuse(settings, "experiments", "a _continued control needs --warm-start (it continues the baseline)")
     if not re.fullmatch(r"\d+(,\d+)*", settings.seeds.replace(" ", "")):
         refuse(settings, "seeds", "use a comma list of whole numbers, such as 0,1,2")
     if not 0 < settings.width <= 16:
         refuse(settings, "width", "use a multiple of the standard networks' channels above 0 and at most 16")
-    dendritic_models = {split_run_name(run)[0] for run in runs if split_run_name(run)[1] == "dendritic"}
+    dendritic_models = {model for model, kind in parsed if kind == "dendritic"}
     sizes = {}  # (family, parameters) -> its first model: two of one size draw no width frontier
-    for model_name in sorted({split_run_name(run)[0] for run in runs}):
+    for model_name in sorted({model for model, _ in parsed}):
         try:
             model = build_model(model_name, width=settings.width)
         except ValueError as error:
@@ -280,9 +275,8 @@ WIDTH_STEP = 0.05  # the width multiples named when a width frontier must reach 
 
 
 def check_frontier_reach(settings, runs, model, chosen):
-    """A dendritic run whose width variants draw a width frontier must stay within it at every dendrite
-    count it may keep (frontier.py extrapolates nothing): refused before training when max_dendrites
-    dendrites on the chosen modules outgrow the widest variant, naming the narrowest that covers them."""
+    """A dendritic run must stay within its width frontier at every dendrite count it may keep (frontier.py
+    extrapolates nothing): refused when it could outgrow the widest variant, naming the narrowest that covers it."""
     classes = DATASETS[settings.dataset]["classes"]
     members = {run for run in runs if split_run_name(run)[1] == "baseline" and model_and_width(run)[0] == model}
     members |= {model} if settings.warm_start else set()  # the baseline it starts from is reported with it
