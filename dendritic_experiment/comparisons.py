@@ -1,7 +1,6 @@
-"""The numbers of the report: every comparison between runs, each with its 95% interval, and the
-power of its seeds, computed from the runs' results and their saved test predictions; summary.json
-holds them (report.py), summary.md says them (markdown.py) and comparison.png draws them (figures.py).
-How the statistics work: docs/method.md, "Seeds and intervals" and "The width frontier"."""
+"""The report's numbers (summary.json): every comparison between runs with its 95% interval and the
+power of its seeds, from the runs' results and saved test predictions. How the statistics work:
+docs/method.md, "Seeds and intervals" and "The width frontier"."""
 import math
 import os
 
@@ -13,9 +12,9 @@ from dendritic_experiment.intervals import (bootstrap_contrast, bootstrap_error_
                                             sign_flip_p)
 from dendritic_experiment.utils import read_csv
 
+
 class Accuracies:
-    """Test accuracy of every (run, seed), and each run's per-image correctness when one seed is all
-    there is to pair on."""
+    """Test accuracy of every (run, seed), and per-image correctness when one seed is all there is to pair on."""
 
     def __init__(self, runs, run_dirs):
         self.by_run = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
@@ -28,13 +27,12 @@ class Accuracies:
 
     def correct(self, name, seed):
         saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
-        return (saved["predicted"] == saved["labels"]).numpy(), len(saved["labels"])
+        return (saved["predicted"] == saved["labels"]).numpy()
 
     def contrast(self, weights):
         """The one comparison of runs: a weighted sum of their test accuracies, paired by seed (weights:
-        {seed: ((run, weight), ...)}; a - b is ((a, 1), (b, -1)) at every seed), each seed's value, their
-        mean with its 95% interval (a t interval over the seeds; with one seed, a paired bootstrap of the
-        same sum over test images) and what the seeds resolve. None without a seed."""
+        {seed: ((run, weight), ...)}; a - b is ((a, 1), (b, -1))), each seed's value, their mean with its
+        95% interval (with one seed, over test images) and what the seeds resolve. None without a seed."""
         seeds = sorted(weights)
         if not seeds:
             return None
@@ -43,23 +41,21 @@ class Accuracies:
             difference, low, high = seed_interval(values)
             method = f"t interval over {len(seeds)} seeds"
         else:
-            weighted = [(self.correct(run, seeds[0])[0], weight) for run, weight in weights[seeds[0]]]
+            weighted = [(self.correct(run, seeds[0]), weight) for run, weight in weights[seeds[0]]]
             difference, low, high = bootstrap_contrast(weighted)
             method = one_seed_method(len(weighted[0][0]), seeds[0])
         return dict(difference=difference, low=low, high=high, method=method, distinguishable=low > 0 or high < 0,
                     seeds=seeds, differences=values, power=power(values))
 
     def difference(self, a, b, seeds=None):
-        """a - b with its 95% interval (paired by seed, over seeds or every seed both were run at; one
-        seed: by test image), or None."""
+        """a - b with its 95% interval, over seeds or every seed both were run at, or None."""
         seeds = self.seeds(a, b) if seeds is None else seeds
         entry = self.contrast({seed: ((a, 1.0), (b, -1.0)) for seed in seeds})
         return entry and dict(run=a, against=b, **entry)
 
     def gap_closed(self, run, small, large):
-        """(the gap large - small with its interval, the share of it that run closes: (run - small) /
-        (large - small) with its 95% interval, or None where the gap cannot be told apart from zero:
-        there is then no gap to close). Both from the same seeds, or the same bootstrap draw."""
+        """(the gap large - small with its interval, (run - small) / (large - small) with its 95% interval
+        or None where the gap cannot be told from zero), both from the same seeds or bootstrap draw."""
         seeds = self.seeds(run, small, large)
         if len(seeds) > 1:
             gap = self.difference(large, small, seeds)
@@ -67,16 +63,14 @@ class Accuracies:
                                         [self.by_run[large, s] - self.by_run[small, s] for s in seeds])
         else:
             (difference, low, high), share = bootstrap_ratio_interval(
-                *(self.correct(name, seeds[0])[0] for name in (run, small, large)))
+                *(self.correct(name, seeds[0]) for name in (run, small, large)))
             gap = dict(self.difference(large, small), difference=difference, low=low, high=high,
                        distinguishable=low > 0 or high < 0)
         return gap, None if share is None else dict(zip(("share", "low", "high"), share))
 
-
     def error_removed(self, run, against):
-        """The share of against's remaining test error that run removes, (error of against - error of
-        run) / error of against, per seed, with its mean and 95% t interval over seeds; with one seed, a
-        paired bootstrap over test images. None when the two share no seed."""
+        """The share of against's remaining test error that run removes, per seed, with its mean and 95%
+        interval. None when the two share no seed."""
         seeds = self.seeds(run, against)
         if not seeds:
             return None
@@ -85,9 +79,9 @@ class Accuracies:
             share, low, high = seed_interval(shares)
             method = f"t interval over {len(seeds)} seeds"
         else:
-            (correct_run, images), (correct_against, _) = self.correct(run, seeds[0]), self.correct(against, seeds[0])
+            correct_run, correct_against = self.correct(run, seeds[0]), self.correct(against, seeds[0])
             share, low, high = bootstrap_error_removed(correct_run, correct_against)
-            method = one_seed_method(images, seeds[0])
+            method = one_seed_method(len(correct_run), seeds[0])
         return dict(run=run, against=against, seeds=seeds, shares=shares, share=share, low=low, high=high,
                     method=method, distinguishable=low > 0 or high < 0)
 
@@ -100,8 +94,8 @@ def one_seed_method(images, seed):
 
 def power(differences):
     """What paired per-seed differences (points) can resolve: their sd, the difference these seeds
-    resolve (80% power, two-sided 5%), about how many seeds +-0.5 and +-0.3 points need, and with 6 or
-    more seeds the exact sign-flip p (fewer cannot reach p < 0.05). None with fewer than two seeds."""
+    resolve, how many seeds each of POWER_TARGETS needs, and with SIGN_FLIP_SEEDS or more the exact
+    sign-flip p. None with fewer than two seeds."""
     n = len(differences)
     if n < 2:
         return None
@@ -117,8 +111,8 @@ SIGN_FLIP_SEEDS = 6  # the fewest seeds at which an exact sign-flip test can rea
 
 
 def described(runs):
-    """{run name: its first seed's record}, in the order run: what each run is (experiment.PlannedRun's
-    description: kind, family, width multiple, what it starts from or repeats)."""
+    """{run name: its first seed's record}, in the order run: what each run is (kind, family, width
+    multiple, what it starts from or repeats: experiment.PlannedRun's description)."""
     first = {}
     for run in runs:
         first.setdefault(run["name"], run)
@@ -152,9 +146,7 @@ def error_removed(runs, run_dirs):
 
 
 def compare_runs(runs, run_dirs):
-    """For each dendritic run: it and its control against their baseline, and it against its control,
-    with 95% intervals: over seeds when there are several, else over test images (paired bootstrap on
-    the saved predictions)."""
+    """For each dendritic run: it and its control against their baseline, and it against its control."""
     accuracies = Accuracies(runs, run_dirs)
     comparisons = []
     for dendritic in sorted(named(runs, "dendritic")):
@@ -169,18 +161,17 @@ def compare_runs(runs, run_dirs):
 
 
 def headline(runs, run_dirs):
-    """The question itself: does each dendritic run reach each larger network that was run? One entry
-    per comparison, each from its own step: against the larger baseline (the dendritic run has its
-    extra epochs too), and against that network's control when it repeats this dendritic run's cycles
-    (trained as long again as the dendritic run). Each: the difference with its interval, and the
-    share of the gap between the smaller and the larger network that the dendritic run closes."""
+    """The question itself: does each dendritic run reach each larger network that was run? Against the
+    larger baseline (the dendritic run has its extra epochs too), and against that network's control
+    where it repeats this dendritic run's cycles (trained as long): each with the share of the gap closed."""
     accuracies, kinds = Accuracies(runs, run_dirs), described(runs)
     entries = []
     for dendritic in named(runs, "dendritic"):
         family = kinds[dendritic]["family"]
         for large in larger_networks(runs, family):
             entries.append(reach(accuracies, dendritic, large, small=family))
-            large_control = control_of(runs, dendritic, kinds[large]["family"]) if kinds[large]["width_multiple"] == 1 else None
+            plain = kinds[large]["width_multiple"] == 1
+            large_control = control_of(runs, dendritic, kinds[large]["family"]) if plain else None
             if large_control:  # beyond equal extra training: the gap from this family's control, where it was run
                 entries.append(reach(accuracies, dendritic, large_control, control_of(runs, dendritic) or family))
     return [entry for entry in entries if entry]
@@ -197,8 +188,8 @@ def larger_networks(runs, family):
 
 
 def reach(accuracies, dendritic, large, small):
-    """The headline entry: dendritic - large with its interval, the gap large - small, and the share
-    of it that dendritic closes; None when the runs share no seed."""
+    """dendritic - large, the gap large - small and the share of it that dendritic closes; None when the
+    runs share no seed."""
     entry = accuracies.difference(dendritic, large)
     if not entry:
         return None
@@ -213,15 +204,14 @@ def frontiers(runs):
 
 
 def frontier_entries(runs, run_dirs, lines=None):
-    """Each dendritic run and each control against its family's width frontier at its own parameter
-    count, paired by seed over the frontier's seeds (the contrast of frontier.weights_against), with
-    the seeds outside it named, and the run's mean parameters and accuracy over the seeds compared (the
-    picture draws the distance from there). None of this without width variants."""
+    """Each dendritic run and control against its family's width frontier (frontier.weights_against),
+    with the seeds outside it named, and its mean parameters and accuracy over the seeds compared (where
+    the picture draws the distance from). Empty without width variants."""
     by_family = {line.family: line for line in (frontiers(runs) if lines is None else lines)}
     accuracies = Accuracies(runs, run_dirs)
     entries = []
     # The control too: a warm-started run trains its baseline's epochs and then its cycles, the frontier's
-    # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is the one to read beside it.
+    # baselines only theirs, so the control's distance (the same extra epochs, no dendrites) is read beside it.
     for name, run in described(runs).items():
         line = by_family.get(run["family"]) if run["kind"] in ("dendritic", "control") else None
         weights, outside = weights_against(runs, name, line) if line else ({}, {})
@@ -233,16 +223,16 @@ def frontier_entries(runs, run_dirs, lines=None):
             entry["method"] += ", each seed's run against that seed's members"
         compared = [own for own in runs if own["name"] == name and own["seed"] in weights]
         entries.append(dict(run=name, family=line.family, **entry, outside=outside, kind=run["kind"],
-                            repeats=run["repeats"], params=mean(own["params"] for own in compared) if compared else None,
+                            repeats=run["repeats"],
+                            params=mean(own["params"] for own in compared) if compared else None,
                             accuracy=mean(own["test_accuracy"] for own in compared) if compared else None))
     return entries
 
 
 def cycle_curves(runs, run_dirs):
-    """What the dendrites add beyond equal training, cycle by cycle: the best validation accuracy in
-    each cycle of every dendritic run and of its control (the same cycles, no dendrites), every seed,
-    read from their history.csv. x is the dendrite count the dendritic run trained that cycle with;
-    x = 0, where both start from the baseline, is the baseline's validation accuracy."""
+    """The best validation accuracy in each cycle of every dendritic run and its control, every seed: what
+    the dendrites add beyond equal training. x is the dendrites the dendritic run trained that cycle with;
+    x = 0, for a warm start, is the baseline's validation accuracy."""
     reported = {(run["name"], run["seed"]): run for run in runs}
     curves = []
     for (name, seed), run in reported.items():
@@ -275,21 +265,21 @@ def aggregate(runs):
     rows = {}
     for run in runs:
         row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
-                                                dendrite_counts=[], epoch_counts=[]))
+                                                dendrite_counts=[], epoch_counts=[], mac_counts=[]))
         row["accuracies"].append(run["test_accuracy"])
         row["val_accuracies"].append(run["val_accuracy"])
         row["param_counts"].append(run["params"])
         row["dendrite_counts"].append(run["dendrites"])
         row["epoch_counts"].append(run["epochs"])
+        row["mac_counts"].append(run.get("macs"))
     for row in rows.values():
         n = len(row["accuracies"])
-        row["test_accuracy"] = sum(row["accuracies"]) / n
-        row["val_accuracy"] = sum(row["val_accuracies"]) / n
-        row["params"] = sum(row["param_counts"]) / n  # seeds of a dendritic run may keep different dendrites
+        row["test_accuracy"] = mean(row["accuracies"])
+        row["val_accuracy"] = mean(row["val_accuracies"])
+        row["params"] = mean(row["param_counts"])  # seeds of a dendritic run may keep different dendrites
         row["dendrites"] = spread_text(row["dendrite_counts"])
         row["epochs"] = spread_text(row["epoch_counts"])
-        row["mac_counts"] = [run.get("macs") for run in runs if run["name"] == row["name"]]
-        row["macs"] = sum(row["mac_counts"]) / n if None not in row["mac_counts"] else math.nan  # seeds may differ
+        row["macs"] = mean(row["mac_counts"]) if None not in row["mac_counts"] else math.nan  # seeds may differ
         row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
                           if n > 1 else math.nan)
         row["latency"] = (row.get("latency_ms") or {}).get("1", math.nan)  # the first seed's model, timed once
@@ -305,9 +295,8 @@ def aggregate(runs):
 
 
 def reference_networks(runs):
-    """(small, large): the table's reference networks, the model of the first dendritic run (else the first
-    run's) and the first larger network of another family (resnet18 and resnet34 by default); None where
-    there is none."""
+    """(small, large): the table's reference networks, the first dendritic run's family (else the first
+    run's model) and the first larger network of another family (resnet18 and resnet34 by default), or None."""
     small = next((run["family"] for run in runs if run["kind"] == "dendritic"), runs[0]["model"] if runs else None)
     large = next(iter(larger_networks(runs, small)), None) if small else None
     return small, large

@@ -13,6 +13,7 @@ from dendritic_experiment.frontier import as_frontier
 from dendritic_experiment.markdown import LATENCY_NOTE, seed_text
 from dendritic_experiment.utils import read_csv, read_json, write_atomic
 
+
 def pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only: no screen needed
@@ -58,8 +59,7 @@ def curves_figure(history, title):
 
 
 def contribution_panel(axes, epochs, history):
-    """The share of the dendrite layers' output variance that the dendrites carry, and their mean
-    output scale |dendrites_to_top|, by epoch (measured on a fixed validation batch)."""
+    """The dendrites' share of their layers' output variance and their mean |dendrites_to_top|, by epoch."""
     axes.plot(epochs, [100 * float(row["dendrite_share"]) for row in history], "-o", markersize=3,
               color="tab:green", label="share of output variance")
     axes.set_xlabel("epoch")
@@ -110,17 +110,10 @@ def write_run_pictures(run_dir, run_name, data):
 RUN_COLOURS = {"dendritic": "tab:green", "control": "tab:orange", "baseline": "tab:blue"}
 
 
-def run_colour(row):
-    return RUN_COLOURS[row["kind"] if row["kind"] in RUN_COLOURS else "baseline"]
-
-
 def comparison_figure(summary):
-    """From summary.json: left, test accuracy against parameters, every seed a dot, the mean with its
-    spread, and each family's width frontier where width variants were run (log-parameters then).
-    Then, when the runs recorded them: test accuracy against compute per image, and against CPU
-    latency at batch 1 (what a user choosing a model for a device reads). Last: the best validation
-    accuracy in each cycle of the dendritic run and of its control, every seed: what the dendrites add
-    beyond equal training."""
+    """comparison.png from summary.json: test accuracy against parameters with the width frontiers, then
+    against compute per image and CPU latency at batch 1 where the runs recorded them (what a user
+    choosing a model for a device reads), and last the validation accuracy of each cycle."""
     runs, headline_entries, frontier = summary["runs"], summary.get("headline", []), summary.get("frontier", [])
     plt = pyplot()
     with_macs, with_latency = (all(run.get(key) for run in runs) for key in ("macs", "latency_ms"))
@@ -160,8 +153,9 @@ def accuracy_panel(axes, rows, key, label, scale=1e6):
     """Test accuracy against rows' key (params, macs or latency, per image) over scale: each seed a dot,
     the mean with its sd."""
     for row in rows:
-        colour, x = run_colour(row), row[key] / scale
-        axes.scatter([value / scale for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour, alpha=0.5, zorder=2)
+        colour, x = RUN_COLOURS.get(row["kind"], RUN_COLOURS["baseline"]), row[key] / scale
+        axes.scatter([value / scale for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour,
+                     alpha=0.5, zorder=2)
         sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
         axes.errorbar(x, row["test_accuracy"], yerr=sd, fmt="o", ms=8, color=colour, capsize=4, zorder=3)
         add_label(axes, x, row["test_accuracy"], row["name"], colour)
@@ -169,9 +163,8 @@ def accuracy_panel(axes, rows, key, label, scale=1e6):
 
 
 def frontier_panel(axes, lines, entries):
-    """Each family's width frontier (frontier.py: never falling, straight in log-parameters between the
-    members on it), and from each run's mean over the frontier's seeds a dotted line the length of its
-    reported distance: it ends on the frontier where the run's seeds share its parameter count."""
+    """Each family's width frontier, and from each run's mean over the frontier's seeds a dotted line the
+    length of its reported distance (it ends on the frontier where the run's seeds share a parameter count)."""
     for line in map(as_frontier, lines):
         params = np.geomspace(*line.params_range, 100)
         axes.plot(params / 1e6, [line.accuracy_at(p) for p in params], "-", color="tab:blue", alpha=0.5,
@@ -179,8 +172,7 @@ def frontier_panel(axes, lines, entries):
     for e in entries:
         if e["difference"] is not None:
             axes.plot([e["params"] / 1e6] * 2, [e["accuracy"], e["accuracy"] - e["difference"]], ":",
-                      color=RUN_COLOURS[e["kind"]], zorder=1,
-                      gid="distance to the frontier")
+                      color=RUN_COLOURS[e["kind"]], zorder=1, gid="distance to the frontier")
     if lines:
         from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
 
@@ -223,8 +215,7 @@ def cycles_panel(axes, curves, rows, headline_entries):
 
 
 def add_label(axes, x, y, text, colour):
-    """A run's name beside its point, in its colour (two close points' names may sit on either side of
-    both), placed by place_labels once the axes' limits are final."""
+    """A run's name beside its point, in its colour; place_labels places it once the axes' limits are final."""
     axes.annotate(text, (x, y), textcoords="offset points", xytext=(7, 4), fontsize=9, color=colour, gid="run label")
 
 
@@ -245,8 +236,8 @@ def place_labels(axes):
 
 
 def separate_labels(figure):
-    """Labels that would overprint one another stacked downwards, the highest first, in the figure's
-    final layout (drawn once to measure them)."""
+    """Labels that would overprint one another stacked downwards, the highest first, in the final layout
+    (drawn once to measure them)."""
     figure.canvas.draw()
     renderer, points_per_pixel = figure.canvas.get_renderer(), 72 / figure.dpi
     for axes in figure.axes:
@@ -267,7 +258,8 @@ def figure_title(headline_entries, frontier):
     if headline_entries:
         e = headline_entries[0]
         share = e["gap_closed"]
-        closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]"
+        closed = ("undefined (no gap)" if share is None
+                  else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]")
         lines.append(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
                      f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}")
     by_run = {e["run"]: e for e in frontier if e["difference"] is not None}

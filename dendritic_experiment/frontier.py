@@ -1,19 +1,6 @@
-"""The width frontier: the best test accuracy a network's own family reaches at a parameter count by
-spending parameters on width, and how far a run lies above or below it at its own count.
-
-A family is a model and its width variants (`resnet18`, `resnet18_w1.25`: every channel count times
-1.25; a run's family is data of its plan, experiment.PlannedRun.description). Its frontier is an efficiency frontier (docs/method.md, "The width frontier"): it never falls
-as parameters grow. Over the seeds at which every member was run, each member is its mean test
-accuracy; a member that scored below a smaller member is off the frontier (the smaller one is the
-better use of those parameters); the frontier runs through the others, straight in log(parameters)
-between them, and flat from the best of them to the widest member. Outside the members' range there
-is no frontier: nothing is extrapolated.
-
-The distance of a run to the frontier is paired by seed: at each seed, the run's test accuracy at
-its own parameter count (a dendritic run's seeds may keep different numbers of dendrites) minus
-that seed's members weighted as the frontier weighs them there (a contrast over runs, whose mean and
-interval comparisons.py computes as every other). A seed whose run lies outside the members' range
-is named with the reason, never dropped unsaid. Accuracies are in points (percent).
+"""The width frontier: the best test accuracy a family (a model and its width variants, `resnet18_w1.25`;
+a run's family is data of its plan) reaches at a parameter count by spending parameters on width, and
+each run's distance to it, paired by seed. The rules and the why: docs/method.md, "The width frontier".
 
     line = family_frontier(runs, "resnet18")      # None without two members of different sizes
     line.accuracy_at(12.4e6)                      # points, or None outside the range
@@ -60,10 +47,9 @@ class Frontier:
                 for member in self.members if member not in on}
 
     def weights_at(self, params):
-        """The frontier at params as a weighted sum of members' accuracies, ((name, weight), ...) with
-        weights summing to 1, or None outside the members' range. The same weights apply to each seed's
-        accuracies and to per-image correctness, so a run is paired with the frontier seed by seed and
-        image by image."""
+        """The frontier at params as members' weights, ((name, weight), ...) summing to 1, or None outside
+        the members' range. Weights, not an accuracy: they apply to each seed's accuracies and to per-image
+        correctness alike, so a run is paired with the frontier seed by seed and image by image."""
         low, high = self.params_range
         if not low <= params <= high:
             return None
@@ -122,9 +108,9 @@ def mean(values):
 
 
 def weights_against(runs, run_name, frontier):
-    """run_name against frontier at its own parameter count, at each of the frontier's seeds it was run
-    at, as a contrast over runs: ({seed: ((run_name, 1), (member, -weight), ...)} for the seeds inside
-    the members' range, {seed: why it is not compared} for the others)."""
+    """run_name against frontier at each seed's own parameter count (a dendritic run's seeds may keep
+    different numbers of dendrites), over the frontier's seeds, as a contrast over runs: ({seed:
+    ((run_name, 1), (member, -weight), ...)} inside the members' range, {seed: why not} outside it)."""
     weights, outside = {}, {}
     for run in runs:
         if run["name"] == run_name and run["seed"] in frontier.seeds:
@@ -140,6 +126,6 @@ def outside_reason(run, frontier):
     """Why a seed's run lies outside the frontier, in words."""
     (smallest, _, narrowest), (largest, _, widest) = frontier.members[0], frontier.members[-1]
     kept = f"kept {run['dendrites']} dendrite(s): " if run.get("dendrites") else ""
-    if run["params"] > largest:
-        return f"{kept}{run['params']:,.0f} parameters, beyond the widest member {widest} ({largest:,.0f})"
-    return f"{kept}{run['params']:,.0f} parameters, below the narrowest member {narrowest} ({smallest:,.0f})"
+    where = (f"beyond the widest member {widest} ({largest:,.0f})" if run["params"] > largest
+             else f"below the narrowest member {narrowest} ({smallest:,.0f})")
+    return f"{kept}{run['params']:,.0f} parameters, {where}"

@@ -1,13 +1,6 @@
-"""95% intervals for the report: the t interval of a paired contrast over seeds (a difference of two
-runs, or a run against the width frontier: weights over runs), Fieller's interval of a ratio of
-paired differences over seeds (the share of a gap closed), and both again from a paired bootstrap
-over test images when there is one seed; and the power of paired seeds,
-from the same t test as the intervals: what difference they resolve, how many a difference needs,
-and an exact sign-flip test.
-
-Accuracies are in points (percent). A share of a gap is undefined (None) when the gap itself
-cannot be told apart from zero: a ratio over a denominator that may be zero has no interval.
-"""
+"""95% intervals of paired contrasts and ratios (over seeds, or a paired bootstrap over test images
+with one seed) and the power of paired seeds; accuracies in points (percent). The rules and the
+why: docs/method.md, "Seeds and intervals"."""
 import itertools
 import math
 
@@ -41,10 +34,9 @@ def seed_interval(differences):
 
 
 def seed_ratio_interval(numerators, denominators):
-    """mean(numerators) / mean(denominators) with Fieller's 95% interval, from paired per-seed values
-    (at least two). The set of ratios r for which mean(numerator - r * denominator) = 0 is not
-    rejected by a t test; it is a bounded interval exactly when the denominator's own t test tells
-    its mean from zero. Returns (ratio, low, high), or None when it does not."""
+    """mean(numerators) / mean(denominators) with Fieller's 95% interval (the ratios r for which a t test
+    does not reject mean(numerator - r * denominator) = 0), from paired per-seed values (at least two).
+    (ratio, low, high), or None when the denominator's mean cannot be told from zero: no bounded interval."""
     n = len(numerators)
     a, _, aa = mean_and_covariance(numerators, numerators)
     b, _, bb = mean_and_covariance(denominators, denominators)
@@ -59,10 +51,9 @@ def seed_ratio_interval(numerators, denominators):
 
 
 def resampled_accuracies(correct, seed=0):
-    """correct: k x n booleans, k runs' per-image correctness on the same n test images. Returns
-    (the k accuracies, BOOTSTRAP_RESAMPLES x k accuracies of image sets resampled with replacement).
-    Each image is one of 2^k patterns of right and wrong; resampling images is a multinomial draw
-    of the patterns' counts, so 10,000 resamples cost nothing."""
+    """(the k accuracies, BOOTSTRAP_RESAMPLES x k accuracies of resampled image sets) from correct: k runs'
+    per-image correctness on the same n images. Each image is one of 2^k right/wrong patterns, so a
+    resample is a multinomial draw of the patterns' counts: 10,000 of them cost nothing."""
     correct = np.asarray(correct, dtype=bool)
     k, n = correct.shape
     patterns = (correct * (1 << np.arange(k))[:, None]).sum(axis=0)
@@ -78,17 +69,16 @@ def percentile_interval(samples):
 
 
 def bootstrap_contrast(weighted, seed=0):
-    """A weighted sum of runs' accuracies, points (weighted: [(correct, weight)], each run's per-image
-    correctness on the same test images: a - b is [(a, 1), (b, -1)]), with a paired bootstrap 95%
-    interval over test images."""
+    """A weighted sum of runs' accuracies (weighted: [(per-image correctness, weight)]; a - b is
+    [(a, 1), (b, -1)]) with its paired bootstrap 95% interval over test images."""
     observed, resampled = resampled_accuracies([correct for correct, _ in weighted], seed)
     weights = np.array([weight for _, weight in weighted])
     return (float(observed @ weights), *percentile_interval(resampled @ weights))
 
 
 def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
-    """From one paired bootstrap over test images: the gap large - small with its 95% interval, and
-    (run - small) / (large - small) with its 95% interval, or None when the gap's includes zero."""
+    """From one paired bootstrap: the gap large - small with its 95% interval, and (run - small) /
+    (large - small) with its 95% interval, or None when the gap's includes zero."""
     observed, resampled = resampled_accuracies([correct_run, correct_small, correct_large], seed)
     gap = resampled[:, 2] - resampled[:, 1]
     gap_interval = (float(observed[2] - observed[1]), *percentile_interval(gap))
@@ -102,8 +92,7 @@ def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
 
 
 def bootstrap_error_removed(correct_run, correct_against, seed=0):
-    """(error of against - error of run) / error of against with a paired bootstrap 95% interval over
-    test images: the share of against's remaining error that run removes."""
+    """The share of against's remaining error that run removes, with a paired bootstrap 95% interval."""
     observed, resampled = resampled_accuracies([correct_run, correct_against], seed)
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample where against gets every image right
         shares = (resampled[:, 0] - resampled[:, 1]) / (100 - resampled[:, 1])
@@ -113,9 +102,8 @@ def bootstrap_error_removed(correct_run, correct_against, seed=0):
 
 def t_test_power(effect, seeds):
     """The chance that a two-sided 5% paired t test over `seeds` seeds finds a true mean difference of
-    `effect` standard deviations of the per-seed differences: the noncentral t with seeds - 1 degrees
-    of freedom and noncentrality effect * sqrt(seeds), beyond either critical value (the lower tail
-    as the upper tail of -effect, which scipy computes without underflow)."""
+    `effect` sds of the per-seed differences. The lower tail is taken as the upper tail of -effect:
+    scipy computes that without underflow."""
     from scipy import stats
 
     df, noncentrality = seeds - 1, effect * math.sqrt(seeds)
@@ -124,8 +112,8 @@ def t_test_power(effect, seeds):
 
 
 def resolved_difference(sd_difference, seeds):
-    """The difference (points) that this many paired seeds find with POWER at a two-sided 5% level,
-    given the sd of the per-seed differences (3.26 sd at 3 seeds, 1.43 at 6, 1.00 at 10)."""
+    """The difference (points) that this many paired seeds find with POWER, given the sd of the per-seed
+    differences (3.26 sd at 3 seeds, 1.43 at 6, 1.00 at 10)."""
     from scipy import optimize
 
     effect = optimize.brentq(lambda effect: t_test_power(effect, seeds) - POWER, 0.0, 100.0, xtol=1e-6)
@@ -133,8 +121,8 @@ def resolved_difference(sd_difference, seeds):
 
 
 def seeds_needed(sd_difference, difference):
-    """The fewest paired seeds (at least 2: an interval needs two) whose t test finds `difference`
-    points with POWER, given the sd of the per-seed differences (0.5 sd: 34 seeds, 1 sd: 10, 1.5 sd: 6)."""
+    """The fewest paired seeds (at least 2: an interval needs two) that find `difference` points with
+    POWER, given the sd of the per-seed differences (0.5 sd: 34 seeds, 1 sd: 10, 1.5 sd: 6)."""
     effect = difference / sd_difference if sd_difference > 0 else math.inf
     seeds = 2
     while t_test_power(effect, seeds) < POWER:
@@ -143,10 +131,9 @@ def seeds_needed(sd_difference, difference):
 
 
 def sign_flip_p(differences, seed=0):
-    """Two-sided p of the exact sign-flip (permutation) test of paired differences: under no effect each
-    difference's sign is a coin flip, so p is the share of the 2^n sign patterns whose mean is at
-    least as far from zero as the observed one. All n signs agreeing gives the smallest p, 2 / 2^n:
-    0.25 at 3 seeds, 0.0625 at 5, 0.03125 at 6. Beyond EXACT_SIGN_FLIPS seeds, 2^16 patterns drawn at random."""
+    """Two-sided p of the exact sign-flip test of paired differences: the share of the 2^n sign patterns
+    whose mean is at least as far from zero as the observed one. Its smallest p is 2 / 2^n: 0.25 at 3
+    seeds, 0.0625 at 5, 0.03125 at 6. Beyond EXACT_SIGN_FLIPS seeds, 2^16 patterns drawn at random."""
     differences = np.asarray(differences, dtype=float)
     n = len(differences)
     if n <= EXACT_SIGN_FLIPS:

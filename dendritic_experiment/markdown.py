@@ -10,9 +10,7 @@ LATENCY_NOTE = "each run's model timed beside the others"
 
 
 def summary_markdown(summary):
-    """summary.md from summary.json: the question answered first, the width frontier, then the table,
-    the remaining error removed, every other difference, how many seeds they need, and what the
-    dendrites contribute."""
+    """summary.md from summary.json alone, the question answered first."""
     runs, headline_entries, frontier = summary["runs"], summary.get("headline", []), summary.get("frontier", [])
     comparisons = summary.get("comparisons", [])
     seeds = sorted({run["seed"] for run in runs})
@@ -21,7 +19,8 @@ def summary_markdown(summary):
         lines += [f"**Preliminary: one seed (seed {seeds[0]}).** Its intervals cover test-set noise for these "
                   "trained weights only, not the spread between seeds, which on CIFAR-100 is about the size "
                   "of the effects in question; run `--seeds 0,1,2` for a result.", ""]
-    lines += headline_lines(headline_entries, described(runs)) + frontier_lines(frontier, summary.get("frontiers", [])) + table_lines(runs)
+    lines += headline_lines(headline_entries, described(runs))
+    lines += frontier_lines(frontier, summary.get("frontiers", [])) + table_lines(runs)
     lines += error_removed_lines(summary.get("error_removed", []))
     lines += comparison_lines(comparisons) + power_lines([*headline_entries, *frontier, *comparisons])
     lines += contribution_lines(runs) + ["", "## Method", "", METHOD_NOTE.format(method=method_of(runs))]
@@ -32,8 +31,8 @@ METHOD_NOTE = (
     "Dendrites: {method}, as the library reported it for each dendritic run: trained jointly with the network "
     "by ordinary backpropagation. This is not Perforated Backpropagation, the correlation-trained "
     "dendrites behind the library authors' published results, which is a separate paid add-on "
-    "(perforatedbp) that this project switches off where it is installed. Test accuracy is measured once per run, after "
-    "training; model selection and every dendrite decision used the validation split only. *val. acc.* is "
+    "(perforatedbp) that this project switches off where it is installed. Test accuracy is measured once per run, "
+    "after training; model selection and every dendrite decision used the validation split only. *val. acc.* is "
     "the validation accuracy of the model each run reports (the one tested): the last epoch's for a "
     "baseline; for a dendritic run and its control, the model kept by one rule (a cycle's best epoch, kept "
     "when it beats the best so far by more than dendrite_min_gain; otherwise the run goes back to the model "
@@ -53,17 +52,17 @@ def headline_lines(entries, kinds):
     """Each dendritic run against each larger network, in words."""
     lines = []
     for e in entries:
-        verdict = (f"{e['run']} is {'below' if e['high'] < 0 else 'above'} {e['against']}" if e["distinguishable"]
-                   else f"{e['run']} and {e['against']} cannot be told apart")
+        answer = (f"{e['run']} is {'below' if e['high'] < 0 else 'above'} {e['against']}" if e["distinguishable"]
+                  else f"{e['run']} and {e['against']} cannot be told apart")
         lines += [f"## Does {e['run']} reach {e['against']}?", "",
-                  f"- **{e['run']} − {e['against']}**: {interval_text(e)} ({e['method']}): {verdict}.",
-                  f"- **Share of the {e['small']} → {e['against']} gap that {closer(kinds[e['small']])} closes**: " + gap_text(e), ""]
+                  f"- **{e['run']} − {e['against']}**: {interval_text(e)} ({e['method']}): {answer}.",
+                  f"- **Share of the {e['small']} → {e['against']} gap that {closer(kinds[e['small']])} closes**: "
+                  + gap_text(e), ""]
     return lines
 
 
 def frontier_lines(entries, lines=()):
-    """Each family's width frontier, its members on it and off it, and each dendritic run and control
-    against it at equal parameters, in words."""
+    """Each family's width frontier, and each dendritic run and control against it, in words."""
     text = []
     for line in map(as_frontier, lines):
         off = line.off
@@ -80,10 +79,8 @@ def frontier_lines(entries, lines=()):
                         "nothing is extrapolated; train a wider (or narrower) width variant to place it.")
             continue
         side = "above" if e["difference"] > 0 else "below"
-        interval = (f"95% interval [{e['low']:+.2f}, {e['high']:+.2f}] ({e['method']}); " +
-                    ("distinguishable from zero" if e["distinguishable"] else
-                     "not distinguishable from zero (the interval includes 0)") if e["low"] is not None
-                    else f"no interval ({e['method']})")
+        interval = (f"95% interval [{e['low']:+.2f}, {e['high']:+.2f}] ({e['method']}); {verdict(e)}"
+                    if e["low"] is not None else f"no interval ({e['method']})")
         over = (f" Over seed(s) {seed_text(e['seeds'])} only: {outside}, outside the frontier." if outside else "")
         text.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
                     f"at equal parameters: {interval}.{over}")
@@ -98,9 +95,13 @@ def seed_text(seeds):
     return ", ".join(map(str, seeds))
 
 
+def verdict(entry):
+    return ("distinguishable from zero" if entry["distinguishable"]
+            else "not distinguishable from zero (the interval includes 0)")
+
+
 def power_lines(entries):
-    """For each paired comparison: the smallest difference its seeds resolve, about how many seeds
-    +-0.5 and +-0.3 points need, and with 6 or more seeds the exact sign-flip p."""
+    """What each paired comparison's seeds resolve (comparisons.power), in words."""
     lines = []
     for e in entries:
         p = e.get("power")
@@ -122,8 +123,8 @@ def power_lines(entries):
 
 
 def closer(small):
-    """What the share of a gap from small (a run's record) measures: from a baseline, the dendritic run
-    has more epochs too."""
+    """What the share of a gap from small (a run's record) measures: from a baseline, the dendritic run's
+    extra epochs count too."""
     if small["kind"] == "control":
         return "the dendritic run, beyond equal extra training,"
     return "the dendritic run (its dendrites and its extra epochs together)"
@@ -138,7 +139,8 @@ def gap_text(entry):
     if share is None:
         return (f"undefined: the gap itself ({interval_text(gap)}) cannot be told apart from zero, so there is "
                 "no gap to close.")
-    return f"{share['share']:.0%}, 95% interval [{share['low']:.0%}, {share['high']:.0%}] (the gap: {interval_text(gap)})."
+    return (f"{share['share']:.0%}, 95% interval [{share['low']:.0%}, {share['high']:.0%}] "
+            f"(the gap: {interval_text(gap)}).")
 
 
 def table_lines(runs):
@@ -154,7 +156,8 @@ def table_lines(runs):
         "val. acc. (%) | params (M) | MACs per image (M) | dendrites | + params per dendrite (M) | epochs | start | "
         f"acc. gained vs {small} (points) | {small} error removed | params saved vs {large} | "
         "CPU latency, batch 1 / 32 (ms) | latency vs its baseline |",
-        "|---|---:|" + ("---:|---|" if several_seeds else "") + "---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---:|" + ("---:|---|" if several_seeds else "") +
+        "---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     latency_of = {row["name"]: row["latency"] for row in rows}
     for row in rows:
@@ -162,7 +165,8 @@ def table_lines(runs):
                   if several_seeds else "")
         lines.append(
             f"| {row['name']} | {row['test_accuracy']:.2f} | {spread}{row['val_accuracy']:.2f} | "
-            f"{row['params'] / 1e6:.2f} | {macs_text(row)} | {row['dendrites']} | {per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
+            f"{row['params'] / 1e6:.2f} | {macs_text(row)} | {row['dendrites']} | {per_dendrite(row)} | "
+            f"{row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} | {latency_text(row)} | "
             f"{latency_ratio(row, latency_of.get(row['family'], math.nan))} |"
@@ -210,9 +214,8 @@ def per_dendrite(row):
 def comparison_lines(comparisons):
     lines = ["", "## Is each difference real?", ""] if comparisons else []
     for c in comparisons:
-        verdict = ("distinguishable from zero" if c["distinguishable"] else
-                   "not distinguishable from zero (the interval includes 0)")
-        lines.append(f"- **{c['run']} − {c['against']}** ({c['meaning']}): {interval_text(c)} ({c['method']}); {verdict}.")
+        lines.append(f"- **{c['run']} − {c['against']}** ({c['meaning']}): {interval_text(c)} ({c['method']}); "
+                     f"{verdict(c)}.")
     return lines
 
 

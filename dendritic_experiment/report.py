@@ -3,17 +3,16 @@
 redrawn without training (main.py --plot-only)."""
 import os
 
-from dendritic_experiment.comparisons import compare_runs, cycle_curves, error_removed, frontier_entries, frontiers, headline
+from dendritic_experiment.comparisons import (compare_runs, cycle_curves, error_removed, frontier_entries, frontiers,
+                                              headline)
 from dendritic_experiment.figures import comparison_figure, save_figure
 from dendritic_experiment.markdown import summary_markdown
 from dendritic_experiment.utils import ExperimentError, read_json, write_atomic, write_json
 
 
 def write_report(results_dir, runs, run_dirs):
-    """summary.json (the runs, the headline question answered, the width frontiers and each run against
-    them, the remaining error removed, every other difference, the cycle-by-cycle validation of each
-    dendritic run and its control), summary.md and comparison.png for these runs; run_dirs: {(run
-    name, seed): its folder}. Returns the summary."""
+    """summary.json, summary.md and comparison.png for these runs (run_dirs: {(run name, seed): its folder});
+    returns the summary."""
     lines = frontiers(runs)
     summary = {"runs": runs, "headline": headline(runs, run_dirs), "frontiers": [line.as_dict() for line in lines],
                "frontier": frontier_entries(runs, run_dirs, lines), "error_removed": error_removed(runs, run_dirs),
