@@ -1,19 +1,12 @@
-"""How fast the real training step runs, against the common CIFAR recipe, on one device.
+"""Throughput of the real training step against the common CIFAR recipe, on one device; what is timed
+and how to read it: docs/performance.md, "The benchmark".
 
     python dendritic_experiment/benchmark.py            # on the GPU when there is one
     python dendritic_experiment/benchmark.py --quick    # tiny batches, few steps: under a minute on 2 CPU cores
-    python dendritic_experiment/benchmark.py --help     # every flag
     python dendritic_experiment/benchmark.py --project DIR   # the default experiment's time (projection.py)
 
-Times, in one process, after warm-up steps, the median of many steps of:
-  - train.training_step (augmentation on the device, autocast, channels_last, fused SGD:
-    exactly what training runs) for resnet18, resnet34 and resnet18 with 1 and 2 dendrites;
-  - the reference: a DataLoader over PIL images with torchvision transforms, fp32, NCHW, plain SGD
-    (the common CIFAR script), for resnet18 and resnet34;
-  - evaluation, the augmentation alone, and a large matrix multiply (the device's usable peak).
-Prints a table and writes results/benchmark.json (--output): images/s, step times, peak memory,
-FLOPs and the share of the peak they reach, ours/reference and what each dendrite costs per FLOP.
-Without --quick a CPU takes hours at batch 512: there, pass a small --batch-size and --steps.
+Prints a table and writes results/benchmark.json (--output). Without --quick a CPU takes hours at
+batch 512: there, pass a small --batch-size and --steps.
 """
 import argparse
 import contextlib
@@ -247,15 +240,13 @@ def measure_model(name, model, params, optimizer, images, labels, setup, args):
 
 
 def dendritic_models(setup, work_dir, images, labels):
-    """resnet18 with 1, then 2 dendrites on the default modules, grown as a warm-started run grows
-    them (runs.DendriticRun.warm_start): each yield is (dendrite count, model, parameter count,
-    the optimizer a dendritic run trains it with: the dendrites' own group first). The library's
-    tracker is released when the last is taken."""
+    """Yields (dendrite count, model, parameters, the optimizer a dendritic run trains it with) for resnet18
+    with 1, then 2 dendrites, grown as runs.DendriticRun.warm_start grows them; the tracker closes after the last."""
     settings = setup.settings
     modules = dendrite_modules_of("resnet18", settings.dendrite_modules)
+    model = setup.place(build_model("resnet18", width=settings.width))
     with contextlib.redirect_stdout(sys.stderr):  # the library's import banner; stdout is for the table
-        tracker = DendriteTracker(setup.place(build_model("resnet18", width=settings.width)), modules, settings, work_dir,
-                                  str(setup.device))
+        tracker = DendriteTracker(model, modules, settings, work_dir, str(setup.device))
     x = prepare_batch(images[:2], memory_format=setup.memory_format, dataset=settings.dataset)
 
     def new_optimizer():
@@ -344,10 +335,6 @@ def measure_reference(name, images, labels, args):
     return entry
 
 
-def measure_references(images, labels, args):
-    return {name: measure_reference(name, images, labels, args) for name in ("resnet18", "resnet34")}
-
-
 # ---------------------------------------------------------------------------------------------
 # Derived figures, the table, main
 # ---------------------------------------------------------------------------------------------
@@ -433,7 +420,7 @@ def main(argv=None):
         result["matmul"] = matmul_rate(args, setup.autocast_dtype or torch.float32)
         log(f"matmul: {rate_text(result['matmul']['flops_per_s'])} ({result['matmul']['dtype']})")
         result["models"], result["augmentation"] = measure_ours(images, labels, setup, args, work_dir)
-        result["reference"] = measure_references(images, labels, args)
+        result["reference"] = {name: measure_reference(name, images, labels, args) for name in ("resnet18", "resnet34")}
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     add_derived(result)

@@ -1,23 +1,8 @@
-"""Several runs at once, each a Ray task: on one machine's GPUs or on a Ray cluster.
-
-main.py imports this module only with --parallel-runs 1 or more; nothing else imports Ray.
-Each run is one task in a fresh worker process (max_calls=1: perforatedai keeps global state per
-process, so two runs never share one), holding its share of a GPU. The driver (main.py's process)
-keeps the order: a run is submitted once the runs it starts from have finished, finished runs
-are reused exactly as in the sequential path, and the summary is written when all are done.
-
-What the code relies on, checked with Ray 2.60 on a CPU machine:
-- address="local" always starts a new Ray here (address=None would join a `ray start` cluster
-  found on the machine); "auto" joins one or fails at once; num_cpus/num_gpus may only be given to
-  a local Ray.
-- A worker that dies (killed, node lost; also sys.exit, which Ray counts as a crash) is retried
-  up to max_retries times, in a new process; with retry_exceptions=False an exception raised by
-  the task is not retried. The driver gets RayTaskError (.cause: the original exception) or, once
-  the retries are spent, WorkerCrashedError.
-- Workers import the project as the package dendritic_experiment: the folder that holds it goes
-  on their PYTHONPATH through runtime_env (nothing of ours under a generic name). A task's
-  exception class must import in the driver, so errors leave as RuntimeError.
-- Ray gives each task OMP_NUM_THREADS = its num_cpus, and torch follows it.
+"""Several runs at once (--parallel-runs), each a Ray task, on one machine's GPUs or a Ray cluster; how
+to use it: README.md, "Several GPUs or machines (Ray)". Only main.py imports this module, only with
+--parallel-runs 1 or more: nothing else imports Ray. The driver (main.py's process) keeps the order and
+reuses finished runs exactly as the sequential path does. What the code relies on in Ray is noted where
+it does, checked with Ray 2.60 on a CPU machine.
 """
 import contextlib
 import os
@@ -54,6 +39,9 @@ def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
         # On this machine the cores are shared out among the runs at once; on a cluster a run takes one.
         cpus = 1 if settings.ray_address else max(1, (os.cpu_count() or 1) // settings.parallel_runs)
         check_fits_a_node(ray, gpus)
+        # max_calls=1: a fresh worker process per run, as perforatedai keeps global state per process. A worker
+        # that dies (killed, node lost; sys.exit too) is retried in a new process; an exception raised by the
+        # task is not (retry_exceptions=False).
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1, max_retries=MAX_RETRIES,
                           retry_exceptions=False)(train_task)
         # Workers elsewhere do not start in this folder; --retrain was done here, once (a retried
@@ -109,12 +97,14 @@ def schedule(ray, task, worker_settings, trial, experiment, waiting, progress):
         results[run] = result
         progress.done(run, result, trained, where)
     if failures:
-        raise ExperimentError(failures[0] if len(failures) == 1 else f"{len(failures)} runs failed; first: {failures[0]}")
+        raise ExperimentError(failures[0] if len(failures) == 1
+                              else f"{len(failures)} runs failed; first: {failures[0]}")
 
 
 def failure(error, run):
     """One line for a run that failed: its own message when it refused for a user's reason (not
-    retried), else what went wrong (a fault of the code also prints the worker's traceback)."""
+    retried), else what went wrong (a fault of the code also prints the worker's traceback). Ray raises
+    RayTaskError (.cause: the task's exception) or, once the retries are spent, WorkerCrashedError."""
     import ray
 
     if not isinstance(error, ray.exceptions.RayTaskError):  # its worker or node died MAX_RETRIES + 1 times
@@ -140,11 +130,14 @@ def start_ray(settings):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # every worker line, not folded into "repeated 2x"
     import ray
 
+    # Workers import the project as the package dendritic_experiment (nothing of ours under a generic name).
     path = os.pathsep.join([PACKAGE_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     runtime_env = {"env_vars": {"PYTHONPATH": path}}
     if WORKER_SETUP_HOOK:
         runtime_env["worker_process_setup_hook"] = WORKER_SETUP_HOOK
     options = dict(include_dashboard=False, logging_level="ERROR", runtime_env=runtime_env)
+    # "local" always starts a new Ray (None would join a `ray start` cluster found here); "auto" joins one or
+    # fails at once; num_cpus and num_gpus may only be given to a local Ray.
     if settings.ray_address:
         check_reachable(settings.ray_address)
         options.update(address=settings.ray_address)
@@ -210,10 +203,10 @@ def train_task(settings, trial, run_name, seed, upstream_results):
     """In a worker: train one run of the plan for trial (a sweep trial's folder, or None), resuming it
     from its checkpoint when there is one (a retry), or reuse it when it is finished (a retry, or a
     run the driver left to compare its precision here). upstream_results: {name: result} of the runs
-    it starts from. Errors leave as RuntimeError, which any process unpickles."""
+    it starts from. Errors leave as RuntimeError: a task's exception class must import in the driver."""
     import torch
 
-    # Ray sets OMP_NUM_THREADS to the task's CPUs, but torch may have started before (a setup hook).
+    # Ray sets OMP_NUM_THREADS to the task's CPUs, and torch follows it, unless it started before (a setup hook).
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -1,13 +1,11 @@
-"""CPU inference latency of several models, measured side by side: what a deployed model costs.
+"""CPU inference latency of several models, timed side by side: what a deployed model costs
+(docs/performance.md, "Latency and export", gives the table this prints and how it was measured).
 
     python dendritic_experiment/latency.py      # exported ResNet-18, with and without dendrites, and the library's
 
-measure_latency times every model in one process, interleaved (one forward of each in turn, the
-first model changing every round), so that a machine busy with other work slows all of them alike
-and their ratios hold; on a shared machine, models timed one after the other compared 41% apart
-where interleaved timings gave 18%. The entry point builds full-width models with random
-weights (latency does not depend on their values) and prints the table of docs/performance.md,
-"Latency and export".
+Models are timed interleaved, one forward of each in turn, so that a machine busy with other work
+slows all alike and their ratios hold: on a shared machine, models timed one after the other compared
+41% apart where interleaved timings gave 18%.
 """
 import argparse
 import io
@@ -27,14 +25,10 @@ from dendritic_experiment.costs import CIFAR_IMAGE  # noqa: E402
 
 def measure_latency(models, batch_sizes=(1, 64), threads=1, seconds=1.0, warmup_rounds=2, min_rounds=5,
                     max_rounds=200):
-    """{name: {batch size: median milliseconds of one forward pass}} of models ({name: nn.Module or
-    callable}, on the CPU), on a random CIFAR-sized batch, in eval mode and without gradients, with
-    torch using `threads` threads (set back afterwards). For each batch size: warmup_rounds untimed
-    rounds (the first call of a shape builds its kernels), then timed rounds, each one forward of every
-    model, until `seconds` have passed and at least min_rounds are done, or max_rounds are. It takes
-    (warmup_rounds + min_rounds) x the sum of one forward of each at least: four full-width ResNets
-    (two ResNet-18s, a dendritic one, a ResNet-34) on one thread took 21 s at batches 1 and 64 (0.6 to
-    1 s per forward at 64), 6 s at batches 1 and 16 (docs/performance.md, "Latency and export")."""
+    """{name: {batch size: median ms of one forward}} of models ({name: nn.Module or callable}) on the CPU,
+    in eval mode, without gradients, on `threads` threads. Per batch size: warmup_rounds untimed rounds (a
+    shape's first call builds its kernels), then rounds of one forward of each model until `seconds` have
+    passed and min_rounds are done, or max_rounds are; what that costs: docs/performance.md."""
     names = list(models)
     for model in models.values():
         to_eval_mode(model)
@@ -49,7 +43,7 @@ def measure_latency(models, batch_sizes=(1, 64), threads=1, seconds=1.0, warmup_
 
 
 def time_batch(models, names, batch, seconds, warmup_rounds, min_rounds, max_rounds):
-    """{name: median milliseconds} at one batch size (see measure_latency)."""
+    """{name: median milliseconds} at one batch size."""
     images = torch.randn(batch, *CIFAR_IMAGE, generator=torch.Generator().manual_seed(0))
     for _ in range(warmup_rounds):
         for name in names:
@@ -90,12 +84,10 @@ CACHE = "latency.json"  # in the results folder: the table and what it was measu
 
 
 def run_latencies(runs, run_dirs, results_dir):
-    """{run name: {batch size as text: median ms}} of each run's model on this machine's CPU (its first
-    seed's; dendrites rebuilt in plain PyTorch, plain_model.load), on RUN_THREADS thread(s), every
-    architecture timed once and side by side with the others. Reused from results_dir/latency.json
-    while the runs' architectures, the batch sizes, the threads, the CPU and torch are the same (a run
-    trained again with the same architecture runs as fast); else measured anew, all together, so that
-    the ratios hold (a few seconds for the default plan's full-width models)."""
+    """{run name: {batch size as text: median ms}} of each run's model (its first seed's, as plain_model.load
+    builds it) on this CPU, each architecture timed once, side by side. Reused from results_dir/latency.json
+    while architectures, batch sizes, threads, CPU and torch are the same (weights do not change the time);
+    else all are measured anew together, so that the ratios hold (seconds for the default plan's models)."""
     from dendritic_experiment import plain_model
     from dendritic_experiment.utils import read_json, write_json
 
@@ -115,10 +107,8 @@ def run_latencies(runs, run_dirs, results_dir):
     for name, result in first.items():
         if architectures[name] not in timed:
             timed[architectures[name]] = plain_model.load(run_dirs[name, result["seed"]], result)
-    by_architecture = measure_latency({str(i): model for i, model in enumerate(timed.values())}, RUN_BATCH_SIZES,
-                                      RUN_THREADS, seconds=0.5, warmup_rounds=1, min_rounds=3)
-    index = {arch: str(i) for i, arch in enumerate(timed)}
-    latency = {name: {str(batch): ms for batch, ms in by_architecture[index[arch]].items()}
+    by_architecture = measure_latency(timed, RUN_BATCH_SIZES, RUN_THREADS, seconds=0.5, warmup_rounds=1, min_rounds=3)
+    latency = {name: {str(batch): ms for batch, ms in by_architecture[arch].items()}
                for name, arch in architectures.items()}
     write_json(cache_path, dict(key=key, latency_ms=latency))
     print(f"latency: {len(timed)} model(s) timed side by side on the CPU in {time.perf_counter() - started:.1f} s "
@@ -127,8 +117,7 @@ def run_latencies(runs, run_dirs, results_dir):
 
 
 def architecture(result):
-    """What a finished run's forward pass computes, as text: its model, width and classes, and for a
-    dendritic run its dendrite modules, dendrites and activation (weights and seeds do not change its time)."""
+    """What a finished run's forward pass computes, as text (weights and seed do not change its time)."""
     settings = result["settings"]
     parts = [result["model"], f"width {settings.get('width')}", f"{len(result['classes'])} classes"]
     if result.get("dendrites"):
@@ -141,11 +130,10 @@ def architecture(result):
 # ---------------------------------------------------------------------------------------------
 
 def library_model(model_name, module_names, dendrites, activation="tanh", width=1.0, num_classes=100, seed=0):
-    """perforatedai's model of model_name (of models.MODELS) with `dendrites` dendrites on each of module_names, grown as
-    a run grows them (dendrites.DendriteTracker), its weights random and every dendrite's output scale
-    and dendrite-to-dendrite weight drawn from N(0, 1), so that each term of the forward counts. Returns
-    the tracker, closed: its .model, .checkpoint_state() and .parameter_count() stay usable. Imports the
-    library; the model's activation is the library's process-wide one, this model's until another is set."""
+    """The closed DendriteTracker (its .model, .checkpoint_state(), .parameter_count() stay usable) of perforatedai's
+    model_name with `dendrites` dendrites on each of module_names, grown as a run grows them. Weights are random,
+    each dendrite's output scale and dendrite-to-dendrite weight from N(0, 1) so that every term of the forward
+    counts. The model's activation is the library's process-wide one: this model's until another is set."""
     from dendritic_experiment.dendrites import DendriteTracker, wrapped_modules
     from dendritic_experiment.models import build_model
     from dendritic_experiment.settings import parse_settings
@@ -155,10 +143,11 @@ def library_model(model_name, module_names, dendrites, activation="tanh", width=
                                "--max-dendrites", str(dendrites + 1), "--dendrite-activation", activation,
                                "--width", str(width)])
     images, labels = torch.randn(2, *CIFAR_IMAGE), torch.tensor([0, 1])
+    model = build_model(model_name, num_classes, width)
     with tempfile.TemporaryDirectory(prefix="latency-") as run_dir, \
-            DendriteTracker(build_model(model_name, num_classes, width), module_names, settings, run_dir, "cpu") as tracker:
+            DendriteTracker(model, module_names, settings, run_dir, "cpu") as tracker:
         for added in range(dendrites + 1):
-            # As a run does: an optimizer for the current architecture and the shapes learnt, then a score;
+            # As a run does: an optimizer for the current architecture, the shapes learnt, then a score;
             # each forced switch with a better score keeps the dendrite and adds the next one.
             tracker.setup_optimizer(torch.optim.SGD, dict(lr=0.1), torch.optim.lr_scheduler.LambdaLR,
                                     dict(lr_lambda=lambda epoch: 1.0))
@@ -188,14 +177,15 @@ def comparison(model_name, module_names, dendrites, activation, batch_sizes, thr
     plain = build_model(model_name).eval()
     dendritic = plain_model.dendritic_model(model_name, 100, 1.0, module_names, dendrites, activation)
     dendritic.load_state_dict(plain_model.from_library(library.checkpoint_state()["model"], dendritic, module_names))
-    exported = {"plain": export_program(plain), "dendritic": export_program(dendritic)}
+    plain_program, dendritic_program = export_program(plain), export_program(dendritic)
     layers = costs.layer_macs(plain)
     plain_macs, dendritic_macs = sum(layers.values()), costs.dendritic_macs(layers, module_names, dendrites)
     # name: (the callable timed, its parameters, MACs per image, bytes of its .pt2)
     models = {
-        f"{model_name}, exported": (exported["plain"].module(), count(exported["plain"]), plain_macs, program_size(exported["plain"])),
-        "dendritic, exported": (exported["dendritic"].module(), count(exported["dendritic"]), dendritic_macs,
-                                program_size(exported["dendritic"])),
+        f"{model_name}, exported": (plain_program.module(), count(plain_program), plain_macs,
+                                    program_size(plain_program)),
+        "dendritic, exported": (dendritic_program.module(), count(dendritic_program), dendritic_macs,
+                                program_size(dendritic_program)),
         "dendritic, perforatedai": (library.model, library.parameter_count(), dendritic_macs, None),
         f"{model_name}, eager": (plain, count(plain), plain_macs, None),
         "dendritic, eager (plain_model)": (dendritic, count(dendritic), dendritic_macs, None),
@@ -228,8 +218,8 @@ def print_table(rows, model_name, module_names, dendrites, threads):
     for row in rows:
         size = f"{row['size'] / 1e6:.1f}" if row["size"] else "-"
         cells = [f"{row['ms'][b]:.2f} | {row['ms'][b] / baseline['ms'][b]:.3f}" for b in batches]
-        print(f"| {row['name']} | {row['params']:,} | {row['macs'] / 1e6:.1f}M | {row['macs'] / baseline['macs']:.3f} | "
-              f"{size} | " + " | ".join(cells) + " |")
+        print(f"| {row['name']} | {row['params']:,} | {row['macs'] / 1e6:.1f}M | "
+              f"{row['macs'] / baseline['macs']:.3f} | {size} | " + " | ".join(cells) + " |")
     exported = next(row for row in rows if row["name"] == "dendritic, exported")
     for b in batches:
         ratio, bound = exported["ms"][b] / baseline["ms"][b], 1.2 * exported["macs"] / baseline["macs"]

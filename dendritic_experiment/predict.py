@@ -1,18 +1,16 @@
-"""Classify new images with a finished run's model, baseline or dendritic.
+"""Classify new images with a finished run's model, baseline or dendritic: prints each image's most likely
+classes with their probabilities.
 
     python dendritic_experiment/predict.py results/resnet18_dendritic photo.jpg more.png   # top 5 of each
     python dendritic_experiment/predict.py results/resnet18 photo.jpg --top-k 3 --device cpu
-
-prints, for each image, its most likely classes with their probabilities. In Python:
 
     from dendritic_experiment.predict import Predictor
     predictor = Predictor.load("results/resnet18", device="cpu")
     predictor.predict(Image.open("photo.jpg"), top_k=3)    # [("apple", 0.83), ("pear", 0.07), ...]
     predictor.predict_batch([image, other_image])          # one such list per image
 
-Any image size or mode works: each is converted to RGB and resized to the 32x32 the models were
-trained on, then normalised exactly as in training (data.prepare_batch). A dendritic run's dendrites
-are rebuilt in plain PyTorch (plain_model.py): predicting needs no perforatedai.
+Any image size or mode works: each becomes RGB at the models' 32x32, normalised as in training
+(data.prepare_batch). Dendrites are rebuilt in plain PyTorch (plain_model.py): no perforatedai needed.
 """
 import argparse
 import os
@@ -42,8 +40,7 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir, device="auto"):
-        """The model of results/<run>/ (result.json and model.pt) on device (auto, cpu, cuda, ...); a
-        dendritic run's with its dendrites rebuilt in plain PyTorch (plain_model.py): no perforatedai needed."""
+        """The model of results/<run>/ (result.json and model.pt) on device (auto, cpu, cuda, ...)."""
         device = pick_device(check_device(str(device)))
         result = plain_model.read_result(run_dir)
         model = plain_model.load(run_dir, result).to(device)

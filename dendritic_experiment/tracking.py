@@ -1,20 +1,14 @@
-"""Weights & Biases, with --wandb-project: one wandb run per invocation of main.py (a sweep trial is
-one invocation), holding every training run of the experiment.
+"""Weights & Biases, with --wandb-project: one wandb run per invocation of main.py (a sweep trial is one),
+holding every training run of the experiment; what it logs: README.md, "Experiment tracking".
 
     <run>/seed<k>/epoch, <run>/seed<k>/val_accuracy, ...   each run's epochs, on an epoch axis of its own
-    <run>/seed<k>/dendrite_added, .../dendrite_removed      growth events at their epoch: the dendrites
-                                                            after it, and .../params_after_growth
+    <run>/seed<k>/dendrite_added, .../dendrite_removed      growth events at their epoch (the dendrites after it)
     summary: <run>/seed<k>/test_accuracy, ...               every run's final figures, reused ones too
-    summary: headline/..., comparison/...                   the verdict with its intervals
-    summary: sweep/dendritic_val_gain                       what sweep.yaml maximises (sweep_metrics),
-    summary: sweep/dendritic_val_accuracy                   and the dendritic run's own validation accuracy
+    summary: headline/..., comparison/..., sweep/...        the verdict with its intervals; what a sweep maximises
     pictures/comparison, pictures/<run>/seed<k>/curves      the report's pictures, at the end
 
-A run's epochs reach wandb when the run has finished (from its history.csv), in this process, so
-that runs trained by Ray workers are logged as those trained here. Nothing imports wandb unless
---wandb-project is set. Under a sweep agent (WANDB_SWEEP_ID and WANDB_RUN_ID in the environment)
-wandb.init joins the trial's run, and the trial's own runs (all but the baselines, which every
-trial shares) go to <results_dir>/sweeps/<sweep id>/<trial id>/ (sweep_trial).
+A run's epochs are logged from its history.csv once it has finished, in this process, so that runs trained
+by Ray workers are logged as those trained here. Nothing imports wandb unless --wandb-project is set.
 """
 import os
 
@@ -25,7 +19,9 @@ DENDRITIC_VAL = "sweep/dendritic_val_accuracy"  # logged beside it
 
 
 def sweep_trial(settings):
-    """The trial's folder under results_dir when main.py runs as a wandb sweep trial, else None."""
+    """The trial's folder under results_dir when main.py runs as a wandb sweep trial (a sweep agent sets
+    WANDB_SWEEP_ID and WANDB_RUN_ID, and wandb.init joins that run), else None. The trial's own runs go
+    there; the baselines, which every trial shares, stay in results_dir."""
     sweep, trial = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
     return os.path.join("sweeps", sweep, trial) if settings.wandb_project and sweep and trial else None
 
@@ -39,11 +35,9 @@ def check_sweep_trial(plan):
 
 
 def sweep_metrics(runs):
-    """{SWEEP_METRIC: the first dendritic run's validation accuracy less its control's (the same cycles
-    without dendrites), mean over seeds; DENDRITIC_VAL: its own, mean over seeds}, from
-    summary.json's runs; {} without a dendritic run. The gain, not the dendritic run's own accuracy, is
-    maximised: more and longer cycles give both runs the same extra training and the same selection on
-    validation, so only what the dendrites add is left."""
+    """{SWEEP_METRIC: the first dendritic run's validation accuracy less its control's, DENDRITIC_VAL: its own}, means
+    over seeds, from summary.json's runs; {} without a dendritic run. The gain is maximised, not the accuracy: more and
+    longer cycles give the control the same extra training and selection, so only what the dendrites add is left."""
     dendritic = next((run for run in runs if run["kind"] == "dendritic"), None)
     if dendritic is None:
         return {}
@@ -94,7 +88,8 @@ class Tracking:
         for entry in summary["headline"]:
             key = f"headline/{entry['run']} - {entry['against']}"
             self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
-            self.run.summary.update({f"{key}/gap_closed/{name}": value for name, value in (entry["gap_closed"] or {}).items()})
+            gap_closed = entry["gap_closed"] or {}
+            self.run.summary.update({f"{key}/gap_closed/{name}": value for name, value in gap_closed.items()})
         for entry in summary["comparisons"]:
             key = f"comparison/{entry['run']} - {entry['against']}"
             self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
@@ -106,9 +101,9 @@ class Tracking:
 
 
 def growth_events(history, result):
-    """[(epoch, 'dendrite_added' or 'dendrite_removed', dendrites after it, parameters after it)] of
-    a run's history (none for a run without dendrites): a count that rises is a dendrite added at
-    that epoch (before it trained); a run that ends with fewer dendrites than it last had removed one."""
+    """[(epoch, 'dendrite_added' or 'dendrite_removed', dendrites after it, parameters after it)] of a run's
+    history: a count that rises is a dendrite added at that epoch (before it trained); a run that ends with
+    fewer dendrites than it last had removed one."""
     if not history or "dendrites" not in history[0]:
         return []
     events, previous = [], 0
