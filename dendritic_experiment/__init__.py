@@ -1,4 +1,4 @@
-"""Does a ResNet-18 with perforatedai dendrites reach a ResNet-34 on CIFAR-100? The experiment, done right.
+"""Does a ResNet-18 with perforatedai dendrites reach a ResNet-34 on CIFAR-100? The method: docs/method.md.
 
     python dendritic_experiment/main.py     # or: python -m dendritic_experiment
 

@@ -1,22 +1,8 @@
-"""Compute per image: multiply-accumulates (MACs) of one inference, counted layer by layer.
-
-What is counted: every nn.Conv2d and nn.Linear, out elements x (in channels / groups) x kernel
-area for a convolution, out features x in features for a linear layer, measured by forward hooks
-on one image of the given shape, so strides, dilation and padding count as they run. Not counted:
-BatchNorm, activations, pooling, residual additions and biases (each at most one operation per
-output element, a few percent of a ResNet's total).
-
-A dendrite (perforatedai) is a copy of the module it is added to, run beside it on the same input,
-so each dendrite adds that module's MACs once more (perforatedai 3.2.9, checked by counting its own
-model with these hooks in tests/test_costs.py: the copies run in every forward pass; the hidden
-parent copy each wrapped module keeps to grow new dendrites does not). Its output is then scaled per channel and added, one multiply per
-output element, not counted here. A wrapped module's MACs are those of every convolution and
-linear layer under its name: a conv+bn pair (`layer3.0.conv2`), the classifier (`fc`) or a whole
-residual block (`layer3.0`, its shortcut included).
-
-    python -c "from dendritic_experiment import costs, models; \
-               print(costs.model_macs(models.build_model('resnet18')))"
-"""
+"""Compute per image: the multiply-accumulates (MACs) of one inference, counted by forward hooks on
+one image, so strides, dilation and padding count as they run. Counted: every nn.Conv2d and
+nn.Linear. Not counted: BatchNorm, activations, pooling, residual additions and biases (each at most
+one operation per output element, a few percent of a ResNet's total). What a dendrite costs:
+dendritic_macs; what it is: docs/method.md, "The dendrites"."""
 import functools
 
 import torch
@@ -29,11 +15,13 @@ CIFAR_IMAGE = (3, 32, 32)  # both datasets' images (data.py)
 
 def layer_macs(model, image_shape=CIFAR_IMAGE):
     """{name: MACs for one image} of every Conv2d and Linear in model, in the order they run."""
-    counts, hooks = {}, []
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            hooks.append(module.register_forward_hook(
-                lambda module, inputs, output, name=name: counts.__setitem__(name, counts.get(name, 0) + macs_of(module, output))))
+    counts = {}
+
+    def count(module, inputs, output, name):
+        counts[name] = counts.get(name, 0) + macs_of(module, output)
+
+    hooks = [module.register_forward_hook(functools.partial(count, name=name))
+             for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
     was_training = model.training
     model.eval()  # BatchNorm's running statistics stay as they are
     try:
@@ -65,9 +53,13 @@ def macs_under(layers, module_name):
 
 
 def dendritic_macs(layers, wrapped_modules, dendrites):
-    """MACs per image of the plain model with `dendrites` dendrites on each of wrapped_modules: the
-    plain model's total plus, per dendrite, one more copy of each wrapped module. layers: the plain
-    model's layer_macs. A name under which no layer is counted is refused (a typo would cost nothing)."""
+    """MACs per image of the plain model (layers: its layer_macs) with `dendrites` dendrites on each of
+    wrapped_modules. A perforatedai 3.2.9 dendrite is a copy of its module (a conv+bn pair, fc, a whole
+    block with its shortcut) that runs beside it on the same input, so each adds the MACs under that
+    module's name once more; the hidden parent copy a wrapped module keeps to grow new dendrites does not
+    run, and the per-channel scaling of a dendrite's output (one multiply per output element) is not
+    counted (checked on the library's own model in tests/test_costs.py). A name with no layer under it is
+    refused: a typo would cost nothing."""
     wrapped = {name: macs_under(layers, name) for name in wrapped_modules}
     missing = [name for name, macs in wrapped.items() if not macs]
     if missing:
@@ -76,13 +68,14 @@ def dendritic_macs(layers, wrapped_modules, dendrites):
 
 
 def run_macs(result):
-    """MACs per image of a finished run, from its result.json: its model at its width setting with
-    the dataset's classes, plus, for a dendritic run, a copy of each dendrite module per dendrite it kept."""
+    """MACs per image of a finished run, from its result.json: its model at its width with the
+    dataset's classes, plus, for a dendritic run, a copy of each dendrite module per dendrite it kept."""
     settings = result["settings"]
     layers = plain_layer_macs(result["model"], len(result["classes"]), settings["width"])
     if not result.get("dendrites"):
         return sum(layers.values())
-    return dendritic_macs(layers, dendrite_modules_of(result["model"], settings["dendrite_modules"]), result["dendrites"])
+    return dendritic_macs(layers, dendrite_modules_of(result["model"], settings["dendrite_modules"]),
+                          result["dendrites"])
 
 
 @functools.lru_cache(maxsize=None)

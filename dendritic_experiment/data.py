@@ -46,9 +46,8 @@ def dataset_folder(data_dir, spec):
 
 
 def data_fingerprint(data_dir, dataset):
-    """What the data files a run reads hold, wherever they lie: the first 16 hex digits of a sha256
-    over the training and test pickles and the class names, in a fixed order (CIFAR-100's 180 MB:
-    docs/performance.md, "Other measured times")."""
+    """What the data files a run reads hold, wherever they lie: 16 hex digits of a sha256 over the
+    training and test pickles and the class names (its time: docs/performance.md, "Other measured times")."""
     spec = DATASETS[dataset]
     folder = dataset_folder(data_dir, spec)
     digest = hashlib.sha256()
@@ -130,9 +129,8 @@ def normalisation(dataset, device):
 
 
 def augmentation_draws(count, augment, cutout, generator=None, shape=(32, 32)):
-    """The random numbers that augment count images of shape (height, width): crop offsets and flips
-    (augment), cutout centres (cutout), each count x 1 x 1, drawn on the CPU from generator (None: the
-    global one)."""
+    """Crop offsets and flips (augment) and cutout centres (cutout) for count images of shape (height,
+    width), each count x 1 x 1, drawn on the CPU from generator (None: the global one)."""
     height, width = shape
     draws = {}
     if augment:
@@ -157,12 +155,9 @@ def epoch_draws(images, batch_size, steps, augment, cutout, generator=None):
 def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100",
                   generator=None, draws=None):
     """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented with draws
-    (augmentation_draws on the images' device; None: drawn now from generator).
-
-    Crop and flip index whole batches at once (no per-image Python); cutout zeroes a square of
-    cutout x cutout pixels around a random centre, clipped at the border (DeVries and Taylor
-    2017), after normalisation, i.e. sets it to the mean colour.
-    """
+    (augmentation_draws on the images' device; None: drawn now from generator). Cutout (DeVries and
+    Taylor 2017) zeroes a cutout x cutout square around a random centre, clipped at the border, after
+    normalisation: it sets the square to the mean colour."""
     n, _, height, width = images.shape
     device = images.device
     if (augment or cutout) and draws is None:

@@ -1,14 +1,7 @@
-"""The networks: CIFAR ResNets and CompactNet at any width, and which of their layers can get dendrites.
+"""The networks: CIFAR ResNets and CompactNet at any width, and which of their layers can get dendrites
+(docs/method.md, "The dendrites").
 
     python dendritic_experiment/models.py    # every model, layer by layer, with its parameter count
-
-Every convolution sits with its BatchNorm in a `ConvBN` pair. That pair is one unit that can
-get dendrites: perforatedai needs each norm layer wrapped together with the layer it follows
-(dendrites.py does the wrapping). A linear layer (the classifier) can get them too, and so can a
-whole residual block (`layer3.0`), as the library authors' ResNet example places them.
-
-A model name may carry a width multiple: `resnet18_w1.25` is ResNet-18 with every channel count
-times 1.25 (on top of the --width setting), a baseline of the width frontier (frontier.py).
 """
 import os
 import re
@@ -25,7 +18,8 @@ from dendritic_experiment.utils import split_list  # noqa: E402
 
 
 class ConvBN(nn.Sequential):
-    """A bias-free convolution followed by its BatchNorm."""
+    """A bias-free convolution followed by its BatchNorm: one unit that can get dendrites, because
+    perforatedai needs each norm layer wrapped together with the layer it follows (dendrites.py wraps)."""
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, dilation=1, groups=1):
         super().__init__(
@@ -68,7 +62,8 @@ class Bottleneck(nn.Module):
         return F.relu(self.conv3(out) + self.shortcut(x))
 
 
-RESIDUAL_BLOCKS = (BasicBlock, Bottleneck)  # a ResNet's blocks: units a dendrite can copy whole
+# A ResNet's blocks: units a dendrite can copy whole, as the library authors' ResNet example places them.
+RESIDUAL_BLOCKS = (BasicBlock, Bottleneck)
 
 
 class ResNet(nn.Module):
@@ -139,9 +134,8 @@ class CompactNet(nn.Module):
         return torch.flatten(self.head(F.adaptive_avg_pool2d(x, 1)), 1)
 
 
-# Model name -> constructor(num_classes, width). Run names are these, plus "_dendritic" or "_continued",
-# or a width multiple "_w<multiple>" (a baseline only: model_and_width). width multiplies every channel
-# count (1: the standard network); see channels().
+# Model name -> constructor(num_classes, width), width multiplying every channel count (channels()).
+# Run names are these, plus "_dendritic", "_continued" or a width multiple (model_and_width).
 MODELS = {
     "resnet18": lambda num_classes, width: ResNet([2, 2, 2, 2], num_classes, channels(RESNET_WIDTHS, width)),
     "resnet34": lambda num_classes, width: ResNet([3, 4, 6, 3], num_classes, channels(RESNET_WIDTHS, width)),
@@ -169,12 +163,13 @@ def channels(widths, width):
     return scaled
 
 
-WIDTH_MARK = re.compile(r"^(?P<model>[a-z0-9]+)_w(?P<multiple>\d+(\.\d+)?)$")  # resnet18_w1.25
+WIDTH_MARK = re.compile(r"^(?P<model>[a-z0-9]+)_w(?P<multiple>\d+(\.\d+)?)$")
 
 
 def model_and_width(name):
     """(model, width multiple) of a model name: 'resnet18' -> ('resnet18', 1.0), 'resnet18_w1.25' ->
-    ('resnet18', 1.25); None when the name is neither a model nor a model at a positive multiple."""
+    ('resnet18', 1.25), every channel times 1.25 on top of --width: a baseline of the width frontier
+    (frontier.py). None when the name is neither a model nor a model at a positive multiple."""
     if name in MODELS:
         return name, 1.0
     match = WIDTH_MARK.match(name)
@@ -190,13 +185,13 @@ def build_model(name, num_classes=100, width=1.0):
 
 
 def dendrite_modules_of(model_name, setting):
-    """The module names (conv+bn pairs, linear layers, residual blocks) a dendrite_modules setting means for this model."""
+    """The module names a dendrite_modules setting means for this model ("auto": AUTO_DENDRITE_MODULES)."""
     return split_list(AUTO_DENDRITE_MODULES.get(model_name, "") if setting == "auto" else setting)
 
 
 def dendrite_slots(model):
     """Names of the modules that can get dendrites, in model order: every conv+bn pair, linear layer
-    (the ResNets' classifier, fc) and residual block (a ResNet's layer3.0: the dendrite copies the whole block)."""
+    (the classifier, fc) and residual block (layer3.0: the dendrite copies the whole block)."""
     return [name for name, module in model.named_modules() if isinstance(module, (ConvBN, nn.Linear) + RESIDUAL_BLOCKS)]
 
 
@@ -207,8 +202,8 @@ def layer_table(model, input_shape=(1, 3, 32, 32)):
              if isinstance(module, (ConvBN, nn.Linear)) or (isinstance(module, nn.Conv2d) and "." not in name)]
     for name, module in units:
         params = sum(p.numel() for p in module.parameters())
-        hooks.append(module.register_forward_hook(
-            lambda module, inputs, output, name=name, params=params: rows.append((name, tuple(output.shape[1:]), params))))
+        hooks.append(module.register_forward_hook(lambda module, inputs, output, name=name, params=params:
+                                                  rows.append((name, tuple(output.shape[1:]), params))))
     model.eval()
     with torch.no_grad():
         model(torch.zeros(input_shape))

@@ -1,9 +1,6 @@
-"""Training steps: one optimizer step, one epoch, evaluation, the final test, the one-batch check.
-
-Data stays on the device; metrics are summed there and read once per epoch, so the hot loop
-has no host-device synchronisation (the progress bar reads them every REFRESH_STEPS steps,
-and only when it is drawn on a terminal). runs.py strings epochs into the three kinds of run.
-"""
+"""Training steps: one optimizer step, one epoch, evaluation, the final test, the one-batch check;
+runs.py strings epochs into the three kinds of run. Data stays on the device and metrics are summed
+there, read once per epoch, so the hot loop has no host-device synchronisation."""
 import contextlib
 import math
 import os
@@ -18,7 +15,7 @@ from dendritic_experiment.dendrites import to_device
 from dendritic_experiment.models import build_model
 from dendritic_experiment.utils import save_torch
 
-REFRESH_STEPS = 25
+REFRESH_STEPS = 25  # how often the progress bar, drawn only on a terminal, reads the metrics
 
 
 class TrainingSetup:
@@ -58,10 +55,9 @@ class TrainingSetup:
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
     def forward_module(self, model):
-        """What the training step calls: the model, or its torch.compile wrapper (one per model object:
-        the tracker needs the bare model). perforatedai restructures a model in place; the wrapper's
-        guards see the new modules and recompile, and the dendrite modules run eagerly (the library is
-        compiled code that torch.compile cannot trace)."""
+        """The model, or its torch.compile wrapper (one per model object: the tracker needs the bare
+        model). When perforatedai restructures the model in place, the wrapper's guards recompile; the
+        dendrite modules run eagerly (the library is compiled code that torch.compile cannot trace)."""
         if not self.settings.compile:
             return model
         if self._compiled_for is not model:
@@ -78,16 +74,16 @@ class TrainingSetup:
 
 
 def crashes_in_channels_last(model):
-    """Whether model has a convolution that torch's CPU backward cannot run in channels_last: a 1x1
-    stride-2 one with fewer than 8 input channels (torch 2.14.1 frees memory twice: an abort or a
-    segfault). A ResNet's projection shortcut is one below 8 channels in layer1 (--width x multiple < 0.125)."""
+    """Whether model has a 1x1 strided convolution with fewer than 8 input channels, whose CPU backward
+    in channels_last frees memory twice in torch 2.14.1 (an abort or a segfault): a ResNet's layer1
+    projection shortcut at --width x multiple < 0.125."""
     return any(isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1) and module.stride != (1, 1)
                and module.in_channels < 8 for module in model.modules())
 
 
 def training_step(model, images, labels, optimizer, setup, scaler, draws=None):
-    """Augment a uint8 batch on its device (with draws: data.augmentation_draws on that device; None:
-    drawn now), then one optimizer step. Returns (loss, logits), unsynced."""
+    """Augment a uint8 batch on its device (draws: data.augmentation_draws there; None: drawn now), then
+    one optimizer step. Returns (loss, logits), unsynced."""
     settings = setup.settings
     x = prepare_batch(images, settings.augment, settings.cutout, setup.memory_format, settings.dataset, draws=draws)
     with setup.autocast():
@@ -119,11 +115,10 @@ def steps_per_epoch(num_images, batch_size):
 
 def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_scheduler=None, description="",
                     generator=None):
-    """One pass over the shuffled training set, batch_scheduler stepped after every batch; the order,
-    crops, flips and cutouts drawn from generator (a CPU generator; None: the global one) at the start,
-    copied to the device in one go (data.epoch_draws).
-    Returns {'train_loss', 'train_accuracy', 'first_bad_step'} (the first step whose loss was not
-    finite, 1-based; -1 when none)."""
+    """One pass over the shuffled training set, batch_scheduler stepped after every batch, its random
+    numbers drawn at the start from generator (a CPU one; None: the global one; data.epoch_draws).
+    Returns {'train_loss', 'train_accuracy', 'first_bad_step'}: the first step whose loss was not
+    finite, 1-based; -1 when none."""
     batch_size = min(setup.settings.batch_size, len(images))
     steps = steps_per_epoch(len(images), batch_size)
     model.train()
@@ -183,9 +178,9 @@ def final_test(model, data, setup, run_dir):
 
 
 def overfit_one_batch(model_name, data, setup, seed, max_steps=500, target_loss=0.05):
-    """Sanity check: fit one fixed batch, without augmentation, label smoothing or weight decay.
-    A loss that does not fall to near zero (below target_loss) means the model, loss or optimizer is miswired.
-    Returns (first loss, last loss, steps)."""
+    """Sanity check: fit one fixed batch, without augmentation, label smoothing or weight decay; a loss
+    that does not fall below target_loss means the model, loss or optimizer is miswired. Returns (first
+    loss, last loss, steps)."""
     torch.manual_seed(seed)
     model = setup.place(build_model(model_name, len(data.classes), setup.settings.width)).train()
     optimizer = torch.optim.SGD(model.parameters(), **dict(setup.optimizer_kwargs(0.05), weight_decay=0))

@@ -71,11 +71,9 @@ TEMPORARY_PREFIX = ".tmp-"
 
 
 def write_atomic(path, data):
-    """Write bytes or text to path so that readers see the old file or the new one, never half.
-
-    The temporary file is created with mode 0666 less the umask, as open() creates any file
-    (tempfile.mkstemp's 0600 would survive the rename and hide results from a group or a web server).
-    """
+    """Write bytes or text to path so that readers see the old file or the new one, never half. The
+    temporary file gets open()'s mode, 0666 less the umask: tempfile.mkstemp's 0600 would survive the
+    rename and hide results from a group or a web server."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     temporary = os.path.join(folder, TEMPORARY_PREFIX + secrets.token_hex(8))
