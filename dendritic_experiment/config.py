@@ -49,16 +49,16 @@ compile = False  # torch.compile each run's model, anew for every run and restru
 
 # --- dendrites (perforatedai) ---
 # The library authors' ResNet recipe, as flags (docs/method.md, "The library authors' ResNet recipe"):
-#   --dendrite-modules layer4.0,layer4.1 --dendrite-lr-multiplier 1 --dendrite-weight-decay 5e-4
-#   --dendrite-init-scale 0.1 --dendrite-activation relu --dendrite-lr 1.0 --switch-mode history
-#   --history-epochs 40 --max-dendrites 5 --dendrite-min-gain 0
+#   --dendrite-modules layer4.0,layer4.1 (their --convert-count 1) --dendrite-lr-multiplier 1
+#   --dendrite-weight-decay 5e-4 --dendrite-init-scale 0.1 --dendrite-activation relu --dendrite-lr 1.0
+#   --switch-mode history --history-epochs 40 --max-dendrites 5 --dendrite-min-gain 0
 dendrite_modules = "auto"  # conv+bn pairs, linear layers (fc) or residual blocks (layer3.0) that get dendrites; auto: models.AUTO_DENDRITE_MODULES
 max_dendrites = 3  # dendrites added at most; the tracker stops earlier when one does not improve validation
 switch_mode = "fixed"  # fixed: a dendrite every dendrite_epochs; history: when validation stalls history_epochs
 dendrite_epochs = 40  # epochs of each dendrite cycle in fixed mode (one per-epoch cosine cycle)
 history_epochs = 10  # history mode: epochs without validation improvement before the next dendrite
 dendrite_lr = 0.02  # peak learning rate of each dendrite cycle at batch 128: fine-tuning a trained model
-# The next four: the only setting of the CPU study (docs/studies.md, "The first study") under which
+# The next four: the only setting of the CPU study (docs/studies.md, "The first study, behind the defaults") under which
 # dendrites carried a measurable share of their layers' output; the library's defaults left them idle.
 dendrite_lr_multiplier = 30.0  # the dendrites' own parameters learn at this multiple of the cycle's rate (library: 1; 0: never)
 dendrite_weight_decay = 0.0  # L2 penalty on the dendrites' own parameters (library: the global one, 5e-4 here)

@@ -269,8 +269,9 @@ def train_in_order(settings, experiment, plan, tracking=None):
 
 
 class Progress:
-    """After each run, a line with the runs done, the time elapsed and the time left: each run left's planned
-    epochs (the most it can take) at the seconds per epoch measured so far, shared among the runs at once."""
+    """After each run, a line with the runs done, the time elapsed and the time left: the planned epochs of the
+    runs still to come (the most they can take) at the seconds per epoch measured so far, shared among the
+    runs that train at once."""
 
     def __init__(self, settings, plan, at_once=1, tracking=None):
         self.settings, self.at_once, self.started, self.tracking = settings, at_once, time.time(), tracking

@@ -28,7 +28,8 @@ def measure_latency(models, batch_sizes=(1, 64), threads=1, seconds=1.0, warmup_
     """{name: {batch size: median ms of one forward}} of models ({name: nn.Module or callable}) on the CPU,
     in eval mode, without gradients, on `threads` threads. Per batch size: warmup_rounds untimed rounds (a
     shape's first call builds its kernels), then rounds of one forward of each model until `seconds` have
-    passed and min_rounds are done, or max_rounds are; what that costs: docs/performance.md."""
+    passed and min_rounds are done, or max_rounds are; what that costs: docs/performance.md,
+    "Latency and export"."""
     names = list(models)
     for model in models.values():
         to_eval_mode(model)

@@ -230,10 +230,10 @@ def contribution_lines(runs):
             continue
         share = sum(f["dendrite_share"] for f in kept) / len(kept)
         scale = sum(f["dendrite_scale"] for f in kept) / len(kept)
-        verdict = ("next to nothing: in effect the run is its control with unused parameters, and any gain "
+        reading = ("next to nothing: in effect the run is its control with unused parameters, and any gain "
                    "over the baseline comes from the extra epochs" if share < NEGLIGIBLE_SHARE
                    else "a measurable part of what those layers compute")
         lines.append(f"- **{name}**: {len(kept)} of {len(seeds)} seed(s) kept dendrites; they carry {share:.3%} of "
                      f"their layers' output variance (mean |dendrites_to_top| {scale:.4f}; {CONTRIBUTION_NOTE}): "
-                     f"{verdict}.")
+                     f"{reading}.")
     return ["", "## What the dendrites contribute", "", *lines] if lines else []

@@ -131,7 +131,7 @@ class Run(abc.ABC):
         its epochs counted from the run's start), ...; the model it reports is self.model from then on."""
 
     def begin_epoch(self, epoch):
-        """Before an epoch trains: where a run starts a new cycle."""
+        """Before an epoch trains: nothing, unless a run starts a new cycle there."""
 
     def epoch_scaler(self, scaler):
         """The gradient scaler (fp16) this epoch's steps use."""
@@ -149,7 +149,7 @@ class Run(abc.ABC):
         return self.model.state_dict()
 
     def close(self):
-        """After the run, finished or not: where a run releases process-wide state."""
+        """After the run, finished or not: nothing, unless it holds process-wide state."""
 
 
 class BaselineRun(Run):

@@ -24,7 +24,7 @@ SETTINGS_USED = ("configuration_confirmed", "testing_dendrite_capacity", "unwrap
 
 def internal(condition, name, what):
     assert condition, (f"perforatedai internal `{name}` {what}: dendrites.py relies on it; install the "
-                       "perforatedai release requirements.txt pins, or adapt dendrites.py and its docstring")
+                       "perforatedai release requirements.txt pins, or adapt dendrites.py and the note beside the code that relies on it")
 
 
 def test_the_installed_release_is_the_pinned_one():
