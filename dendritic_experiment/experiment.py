@@ -15,10 +15,10 @@ import torch
 
 from dendritic_experiment.data import data_fingerprint, load_data
 from dendritic_experiment.dendrites import perforatedbp_version
-from dendritic_experiment.identity import git_commit, run_identity, what_changed
+from dendritic_experiment.identity import git_commit, result_settings, run_identity, what_changed
 from dendritic_experiment.models import build_model, model_and_width
 from dendritic_experiment.figures import write_run_pictures
-from dendritic_experiment.settings import pick_device, pick_precision, result_settings, seed_list, split_run_name
+from dendritic_experiment.settings import pick_device, pick_precision, seed_list, split_run_name
 from dendritic_experiment.utils import ExperimentError, read_json, remove_temporary_files, split_list, write_json
 
 

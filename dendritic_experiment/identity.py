@@ -1,8 +1,9 @@
 """A run's identity: what a finished result belongs to, so that it is reused only for the same thing
-(docs/method.md, "When results are reused"). result.json holds its "settings" (settings.result_settings)
-and its "identity" (run_identity); when any part differs the run trains again, and so does every run that
-starts from it, and what_changed says which part. The precision a run trained in is compared where
-`precision = auto` is resolved (experiment.Experiment.cached).
+(docs/method.md, "When results are reused"). Everything a result depends on is listed here, as data: its
+settings (result_settings) and its identity (run_identity: data, code, libraries, the runs it starts from),
+both in its result.json and compared in one place, what_changed; when any part differs the run trains again,
+and so does every run that starts from it. The precision a run trained in is compared where `precision =
+auto` is resolved (experiment.Experiment.cached).
 """
 import ast
 import functools
@@ -20,6 +21,29 @@ RESULT_FORMAT = 4
 NO_IDENTITY = "its result.json predates result identities (format 1)"
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
+# The settings a run's result depends on, stored in its result.json and compared before it is reused
+# (with the rest of its identity: run_identity); result_settings adds the seed, the model and the
+# precision setting (auto stays auto: it is resolved where the run trains).
+DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
+TRAINING_SETTINGS = ("width", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
+                     "warmup_epochs")
+DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
+                     "dendrite_lr", "dendrite_lr_multiplier", "dendrite_weight_decay", "dendrite_init_scale",
+                     "dendrite_activation", "dendrite_min_gain", "warm_start", "dendrite_warmup_epochs")
+# Every other setting, and why it cannot change a result (a test checks that each is in exactly one list).
+NOT_RESULT_SETTINGS = {
+    "data_dir": "where the data is read from: its contents are the data fingerprint",
+    "experiments": "which runs; each run's own identity says what it is",
+    "results_dir": "where results go", "run_name": "where results go",
+    "retrain": "trains again, whatever is cached", "plot_only": "trains nothing", "overfit_batch": "trains nothing",
+    "wandb_project": "where progress is logged",
+    "seeds": "which seeds; each run's identity has its own seed",
+    "checkpoint_seconds": "how often a run saves its progress (a resumed run ends as an uninterrupted one)",
+    "control": "whether the control is trained, not what it is",
+    "device": "where a run trains, recorded in its result.json (numbers differ only by float rounding)",
+    "parallel_runs": "how many runs train at once", "ray_address": "where Ray runs", "gpus_per_run": "where a run trains",
+    "compile": "the same computation, compiled", "channels_last": "the same computation, another memory layout",
+}
 # The modules whose code can change a number of each kind of run: their fingerprints are part of its
 # identity. Every other module is in NOT_RESULT_MODULES with the reason it cannot, or, where a kind of run
 # imports a module of another kind's list, in NOT_RESULT_FOR (tests/test_identity.py checks both).
@@ -59,6 +83,12 @@ NOT_RESULT_MODULES = {
     "plain_model": "a finished run's model rebuilt in plain PyTorch, after training",
     "latency": "the report's inference times, measured from finished runs' models",
 }
+
+
+def result_settings(settings, model, kind, seed):
+    """The settings a run's result depends on (the rest of its identity: run_identity)."""
+    names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
+    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model, precision=settings.precision)
 
 
 def run_identity(run, data, upstream_results):

@@ -7,7 +7,8 @@ import os
 import statistics
 
 from dendritic_experiment.experiment import plan_runs, planned_epochs
-from dendritic_experiment.settings import DATA_SETTINGS, parse_settings, seed_list
+from dendritic_experiment.identity import DATA_SETTINGS
+from dendritic_experiment.settings import parse_settings, seed_list
 from dendritic_experiment.utils import ExperimentError, read_csv, read_json, write_json
 
 # Settings that change the time of an epoch: a timed run must use config.py's (its epoch counts may differ).

@@ -1,5 +1,5 @@
 """config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the
-settings a result depends on (docs/method.md, "When results are reused"), the device and the precision.
+device and the precision (what a result depends on: identity.py).
 Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
@@ -101,35 +101,10 @@ def shrink_for_smoke(settings, given):
 
 
 # ---------------------------------------------------------------------------------------------
-# Run names, and the settings results depend on.
+# Run names and seeds.
 # ---------------------------------------------------------------------------------------------
 
 RUN_SUFFIXES = {"_dendritic": "dendritic", "_continued": "control"}  # a run name's ending -> its kind (else: baseline)
-
-# The settings a run's result depends on, stored in its result.json and compared before it is reused
-# (with the rest of its identity: identity.py); result_settings adds the seed, the model and the
-# precision setting (auto stays auto: it is resolved where the run trains).
-DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
-TRAINING_SETTINGS = ("width", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
-                     "warmup_epochs")
-DENDRITE_SETTINGS = ("dendrite_modules", "max_dendrites", "switch_mode", "dendrite_epochs", "history_epochs",
-                     "dendrite_lr", "dendrite_lr_multiplier", "dendrite_weight_decay", "dendrite_init_scale",
-                     "dendrite_activation", "dendrite_min_gain", "warm_start", "dendrite_warmup_epochs")
-# Every other setting, and why it cannot change a result (a test checks that each is in exactly one list).
-NOT_RESULT_SETTINGS = {
-    "data_dir": "where the data is read from: its contents are the data fingerprint",
-    "experiments": "which runs; each run's own identity says what it is",
-    "results_dir": "where results go", "run_name": "where results go",
-    "retrain": "trains again, whatever is cached", "plot_only": "trains nothing", "overfit_batch": "trains nothing",
-    "wandb_project": "where progress is logged",
-    "seeds": "which seeds; each run's identity has its own seed",
-    "checkpoint_seconds": "how often a run saves its progress (a resumed run ends as an uninterrupted one)",
-    "control": "whether the control is trained, not what it is",
-    "device": "where a run trains, recorded in its result.json (numbers differ only by float rounding)",
-    "parallel_runs": "how many runs train at once", "ray_address": "where Ray runs", "gpus_per_run": "where a run trains",
-    "compile": "the same computation, compiled", "channels_last": "the same computation, another memory layout",
-}
-
 
 def split_run_name(run_name):
     """The one reading of a run's name, into (model, kind): 'resnet18_continued' -> ('resnet18', 'control'),
@@ -138,12 +113,6 @@ def split_run_name(run_name):
         if run_name.endswith(suffix):
             return run_name.removesuffix(suffix), kind
     return run_name, "baseline"
-
-
-def result_settings(settings, model, kind, seed):
-    """The settings a run's result depends on (the rest of its identity: identity.run_identity)."""
-    names = DATA_SETTINGS + TRAINING_SETTINGS + (DENDRITE_SETTINGS if kind != "baseline" else ())
-    return dict({name: getattr(settings, name) for name in names}, seed=seed, model=model, precision=settings.precision)
 
 
 def seed_list(settings):

@@ -69,7 +69,7 @@ class TrainingSetup:
         if self.memory_format == torch.channels_last and self.device.type == "cpu" and crashes_in_channels_last(model):
             print("channels_last is off for this run: on the CPU, torch crashes (double free) in the backward of a "
                   "1x1 stride-2 convolution with fewer than 8 input channels in that layout", file=sys.stderr)
-            self.memory_format = torch.contiguous_format  # the same numbers (settings.NOT_RESULT_SETTINGS)
+            self.memory_format = torch.contiguous_format  # the same numbers (identity.NOT_RESULT_SETTINGS)
         return to_device(model, self.device, self.memory_format)
 
 

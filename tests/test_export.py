@@ -12,7 +12,7 @@ from dendritic_experiment import export, plain_model
 from dendritic_experiment.data import DATASETS, prepare_batch, read_cifar_file
 from dendritic_experiment.latency import library_model
 from dendritic_experiment.models import build_model, dendrite_modules_of
-from dendritic_experiment.settings import result_settings
+from dendritic_experiment.identity import result_settings
 from dendritic_experiment.utils import save_torch, write_json
 
 from helpers import PACKAGE, TINY_WIDTH, script_environment

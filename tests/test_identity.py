@@ -10,8 +10,8 @@ import pytest
 
 from dendritic_experiment import config, identity, main, train
 from dendritic_experiment.experiment import Experiment, plan_runs
-from dendritic_experiment.settings import (DATA_SETTINGS, DENDRITE_SETTINGS, NOT_RESULT_SETTINGS, TRAINING_SETTINGS,
-                                           parse_settings)
+from dendritic_experiment.identity import DATA_SETTINGS, DENDRITE_SETTINGS, NOT_RESULT_SETTINGS, TRAINING_SETTINGS
+from dendritic_experiment.settings import parse_settings
 from dendritic_experiment.utils import write_json
 
 from fake_cifar import write_fake_cifar, write_fake_cifar100
