@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import fcntl  # noqa: E402
+import json  # noqa: E402
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
@@ -50,7 +51,10 @@ def trained_once(data_dir, tmp_path_factory):
         folder = shared / name
         with open(shared / f"{name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
-            if not (folder / "finished").exists():
+            asked = json.dumps([flags, environment])  # a name stands for one set of flags, in every test
+            if (folder / "finished").exists():
+                assert (folder / "finished").read_text() == asked, f"trained_once({name!r}) asked with other flags"
+            else:
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir()
                 previous = os.umask(0o022)
@@ -62,7 +66,7 @@ def trained_once(data_dir, tmp_path_factory):
                 assert process.returncode == 0, process.stderr
                 (folder / "stdout").write_text(process.stdout)
                 (folder / "stderr").write_text(process.stderr)
-                (folder / "finished").touch()
+                (folder / "finished").write_text(asked)
         return folder
 
     return results
