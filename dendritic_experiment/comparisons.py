@@ -19,6 +19,7 @@ class Accuracies:
     def __init__(self, runs, run_dirs):
         self.by_run = {(run["name"], run["seed"]): run["test_accuracy"] for run in runs}
         self.run_dirs = run_dirs
+        self.correct_by_run = {}
 
     def seeds(self, *names):
         """The seeds at which every one of names was run."""
@@ -26,8 +27,11 @@ class Accuracies:
                       and all((other, seed) in self.by_run for other in names))
 
     def correct(self, name, seed):
-        saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
-        return (saved["predicted"] == saved["labels"]).numpy()
+        """Which test images the run got right at this seed (read once)."""
+        if (name, seed) not in self.correct_by_run:
+            saved = torch.load(os.path.join(self.run_dirs[name, seed], "test_predictions.pt"), weights_only=True)
+            self.correct_by_run[name, seed] = (saved["predicted"] == saved["labels"]).numpy()
+        return self.correct_by_run[name, seed]
 
     def contrast(self, weights):
         """The one comparison of runs: a weighted sum of their test accuracies, paired by seed (weights:
@@ -37,15 +41,17 @@ class Accuracies:
         if not seeds:
             return None
         values = [sum(weight * self.by_run[run, seed] for run, weight in weights[seed]) for seed in seeds]
-        if len(seeds) > 1:
-            difference, low, high = seed_interval(values)
-            method = f"t interval over {len(seeds)} seeds"
-        else:
-            weighted = [(self.correct(run, seeds[0]), weight) for run, weight in weights[seeds[0]]]
-            difference, low, high = bootstrap_contrast(weighted)
-            method = one_seed_method(len(weighted[0][0]), seeds[0])
+        difference, low, high, method = self.interval(values, seeds, weights[seeds[0]][0][0], lambda seed: (
+            bootstrap_contrast([(self.correct(run, seed), weight) for run, weight in weights[seed]])))
         return dict(difference=difference, low=low, high=high, method=method, distinguishable=low > 0 or high < 0,
                     seeds=seeds, differences=values, power=power(values))
+
+    def interval(self, values, seeds, run, one_seed):
+        """(estimate, low, high, method): the mean of values (one per seed) with its 95% t interval; with one
+        seed, one_seed(seed)'s (estimate, low, high), a paired bootstrap over the test images of run's."""
+        if len(seeds) > 1:
+            return (*seed_interval(values), f"t interval over {len(seeds)} seeds")
+        return (*one_seed(seeds[0]), one_seed_method(len(self.correct(run, seeds[0])), seeds[0]))
 
     def difference(self, a, b, seeds=None):
         """a - b with its 95% interval, over seeds or every seed both were run at, or None."""
@@ -61,11 +67,13 @@ class Accuracies:
             gap = self.difference(large, small, seeds)
             share = seed_ratio_interval([self.by_run[run, s] - self.by_run[small, s] for s in seeds],
                                         [self.by_run[large, s] - self.by_run[small, s] for s in seeds])
-        else:
+        else:  # the gap from the share's own bootstrap draw
             (difference, low, high), share = bootstrap_ratio_interval(
                 *(self.correct(name, seeds[0]) for name in (run, small, large)))
-            gap = dict(self.difference(large, small), difference=difference, low=low, high=high,
-                       distinguishable=low > 0 or high < 0)
+            gap = dict(run=large, against=small, difference=difference, low=low, high=high,
+                       method=one_seed_method(len(self.correct(large, seeds[0])), seeds[0]),
+                       distinguishable=low > 0 or high < 0, seeds=seeds,
+                       differences=[self.by_run[large, seeds[0]] - self.by_run[small, seeds[0]]], power=None)
         return gap, None if share is None else dict(zip(("share", "low", "high"), share))
 
     def error_removed(self, run, against):
@@ -75,13 +83,8 @@ class Accuracies:
         if not seeds:
             return None
         shares = [(self.by_run[run, s] - self.by_run[against, s]) / (100 - self.by_run[against, s]) for s in seeds]
-        if len(seeds) > 1:
-            share, low, high = seed_interval(shares)
-            method = f"t interval over {len(seeds)} seeds"
-        else:
-            correct_run, correct_against = self.correct(run, seeds[0]), self.correct(against, seeds[0])
-            share, low, high = bootstrap_error_removed(correct_run, correct_against)
-            method = one_seed_method(len(correct_run), seeds[0])
+        share, low, high, method = self.interval(shares, seeds, run, lambda seed: bootstrap_error_removed(
+            self.correct(run, seed), self.correct(against, seed)))
         return dict(run=run, against=against, seeds=seeds, shares=shares, share=share, low=low, high=high,
                     method=method, distinguishable=low > 0 or high < 0)
 
