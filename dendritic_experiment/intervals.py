@@ -124,10 +124,14 @@ def seeds_needed(sd_difference, difference):
     """The fewest paired seeds (at least 2: an interval needs two) that find `difference` points with
     POWER, given the sd of the per-seed differences (0.5 sd: 34 seeds, 1 sd: 10, 1.5 sd: 6)."""
     effect = difference / sd_difference if sd_difference > 0 else math.inf
-    seeds = 2
-    while t_test_power(effect, seeds) < POWER:
-        seeds += 1
-    return seeds
+    enough = 2  # doubled until enough, then bisected: power rises with seeds, and a small effect needs thousands
+    while t_test_power(effect, enough) < POWER:
+        enough *= 2
+    too_few = enough // 2 if enough > 2 else 1
+    while enough - too_few > 1:
+        middle = (too_few + enough) // 2
+        too_few, enough = (too_few, middle) if t_test_power(effect, middle) >= POWER else (middle, enough)
+    return enough
 
 
 def sign_flip_p(differences, seed=0):

@@ -154,9 +154,13 @@ def test_power_from_the_paired_differences():
 def test_seeds_needed_and_difference_resolved_match_the_reference_values():
     """Paired t, two-sided 5%, 80% power, effects in sds of the per-seed differences (G*Power's values;
     the normal approximation ((1.96 + 0.84) / effect)^2 says 32, 13, 8 and 4)."""
-    from dendritic_experiment.intervals import resolved_difference, seeds_needed
+    from dendritic_experiment.intervals import POWER, resolved_difference, seeds_needed, t_test_power
 
     assert [seeds_needed(1.0, effect) for effect in (0.5, 0.8, 1.0, 1.5)] == [34, 15, 10, 6]
+    # A small effect (0.3 points at sd 20): the fewest seeds with 80% power, near the normal approximation's
+    # ((1.96 + 0.84) / 0.015)^2 = 34,844, one seed fewer falling short.
+    needed = seeds_needed(20.0, 0.3)
+    assert t_test_power(0.015, needed - 1) < POWER <= t_test_power(0.015, needed) and abs(needed - 34_844) < 100
     assert [seeds_needed(0.4, 0.4 * effect) for effect in (0.5, 0.8, 1.0, 1.5)] == [34, 15, 10, 6]  # in points
     assert [resolved_difference(1.0, seeds) for seeds in (3, 4, 5, 6)] == pytest.approx([3.26, 2.13, 1.68, 1.43],
                                                                                         abs=0.006)
