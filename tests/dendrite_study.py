@@ -11,7 +11,7 @@ baseline at all), against its control (the same cycle without dendrites), and ag
 width frontier: resnet18_w0.875, resnet18 and resnet18_w1.125 trained from scratch for 10 + --cycle
 epochs, as long as a dendritic run trains in all (a frontier of 10-epoch baselines would credit the
 dendrites with the cycle's extra epochs; the control measures those). The frontier's math is
-frontier.py's, the power's and sign-flip test's report.py's, the compute costs.py's.
+frontier.py's, every contrast with its interval, power and sign-flip p comparisons.py's, the compute costs.py's.
 
 Writes OUT/study.md: per arm, dendritic - control, dendritic - frontier at equal parameters and
 control - frontier (what the warm start and the restarted schedule alone cost or gave), each in test
@@ -31,10 +31,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as python tests/dendrite_study.py
-from dendritic_experiment.comparisons import frontier_entries, power
+from dendritic_experiment.comparisons import Accuracies, frontier_entries
 from dendritic_experiment.costs import dendritic_macs, plain_layer_macs
 from dendritic_experiment.frontier import family_frontier
-from dendritic_experiment.intervals import seed_interval
 from dendritic_experiment.models import dendrite_modules_of
 
 from fake_cifar import write_fake_cifar
@@ -122,16 +121,18 @@ def finished(folder, run, seed):
         return json.load(f), read_history(path)
 
 
-def contrast_row(arm, contrast, differences, seeds, note=""):
-    """One contrast over seeds: its mean and 95% t interval, the exact sign-flip p (6 seeds or more),
-    the difference these seeds resolve with 80% power, and every seed's difference."""
+def contrast_row(arm, contrast, entry, note=""):
+    """One contrast over seeds, as the report computes it (comparisons.Accuracies.contrast): its mean and
+    95% t interval, the exact sign-flip p (6 seeds or more), the difference these seeds resolve with 80%
+    power, and every seed's difference."""
+    differences = entry["differences"] if entry else []
     if len(differences) < 2:
         return f"| {arm} | {contrast} | {'n/a' if not differences else f'{differences[0]:+.2f} (one seed)'} | | | |"
-    mean, low, high = seed_interval(differences)
-    p = power(differences)
+    p = entry["power"]
     flip = f"{p['sign_flip_p']:.3f}" if p["sign_flip_p"] is not None else f"n/a ({len(differences)} seeds)"
-    return (f"| {arm} | {contrast}{note} | {mean:+.2f} [{low:+.2f}, {high:+.2f}] | {flip} | ±{p['resolves']:.2f} | "
-            f"{', '.join(f'{d:+.2f}' for d in differences)} (seeds {', '.join(map(str, seeds))}) |")
+    return (f"| {arm} | {contrast}{note} | {entry['difference']:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}] "
+            f"| {flip} | ±{p['resolves']:.2f} | {', '.join(f'{d:+.2f}' for d in differences)} "
+            f"(seeds {', '.join(map(str, entry['seeds']))}) |")
 
 
 def frontier_runs(out, seeds):
@@ -152,11 +153,10 @@ def arm_rows(out, name, seeds, frontier):
     and its costs and dendrites."""
     folder, flags = ARMS[name]
     short = folder
-    against_control, share4, share_end, seconds, kept, runs = [], [], [], [], [], []
+    share4, share_end, seconds, kept, runs = [], [], [], [], []
     for seed in seeds:
         dendritic, history = finished(arm_folder(out, folder, seed), "resnet18_dendritic", seed)
         control, control_history = finished(arm_folder(out, folder, seed), "resnet18_continued", seed)
-        against_control.append(dendritic["test_accuracy"] - control["test_accuracy"])
         share4.append(float(history[min(3, len(history) - 1)]["dendrite_share"]))
         share_end.append(float(history[-1]["dendrite_share"]))
         seconds.append((statistics.median(float(r["seconds"]) for r in history[1:]),
@@ -166,10 +166,11 @@ def arm_rows(out, name, seeds, frontier):
             runs.append(dict(name=run, seed=seed, params=result["params"], dendrites=result["dendrites"],
                              test_accuracy=result["test_accuracy"],
                              folder=os.path.join(arm_folder(out, folder, seed), run_folder(run, seed))))
-    rows = [contrast_row(short, "dendritic − control", against_control, seeds)]
     line = family_frontier(frontier, "resnet18")
     table = frontier + as_planned(runs)
     run_dirs = {(run["name"], run["seed"]): run["folder"] for run in table}
+    against_control = Accuracies(table, run_dirs).difference("resnet18_dendritic", "resnet18_continued")
+    rows = [contrast_row(short, "dendritic − control", against_control)]
     entries = {entry["run"]: entry for entry in (frontier_entries(table, run_dirs, [line]) if line else [])}
     for run, label in (("resnet18_dendritic", "dendritic − width frontier"), ("resnet18_continued", "control − width frontier")):
         distance = entries.get(run)
@@ -177,7 +178,7 @@ def arm_rows(out, name, seeds, frontier):
             rows.append(f"| {short} | {label} | n/a (no frontier yet) | | | |")
             continue
         outside = "".join(f"; seed {seed} outside: {why}" for seed, why in distance["outside"].items())
-        rows.append(contrast_row(short, label, distance["differences"], distance["seeds"], outside))
+        rows.append(contrast_row(short, label, distance, outside))
     modules = dendrite_modules_of("resnet18", flags[flags.index("--dendrite-modules") + 1])
     layers = plain_layer_macs("resnet18", 100, 0.125)
     macs_added = dendritic_macs(layers, modules, 1) - sum(layers.values())
