@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dendritic_experiment.data import prepare_batch
+from dendritic_experiment.data import epoch_draws, prepare_batch
 from dendritic_experiment.models import build_model
 from dendritic_experiment.settings import parse_settings
 from dendritic_experiment.train import TrainingSetup, network_group, training_step, warmup_cosine
@@ -219,8 +219,10 @@ def test_a_training_step_reads_nothing_back_from_the_device(tiny, tmp_path):
     for model in models + [resumed_dendritic_model(on_cpu, tmp_path, images, labels)]:
         model = on_meta.place(model).train()
         optimizer = torch.optim.SGD(model.parameters(), **on_meta.optimizer_kwargs(0.1))
+        # The draws as train_one_epoch makes them: on the CPU once per epoch, then on the device.
+        _, draws = epoch_draws(images.to("meta"), len(images), 1, settings.augment, settings.cutout)
         loss, logits = training_step(model, images.to("meta"), labels.to("meta"), optimizer, on_meta,
-                                     on_meta.grad_scaler())
+                                     on_meta.grad_scaler(), draws)
         assert loss.device.type == "meta" and logits.shape == (8, 100)
 
 
