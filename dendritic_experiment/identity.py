@@ -78,7 +78,6 @@ NOT_RESULT_MODULES = {
     "comparisons": "the report's numbers", "markdown": "the report's words", "figures": "the pictures, drawn after a run",
     "frontier": "the report's width frontier", "costs": "the report's MACs per image, counted from a finished run's model",
     "main": "the command line", "predict": "a separate tool: predictions of a finished run",
-    "benchmark": "a separate tool: timing", "projection": "a separate tool: a time estimate",
     "export": "a separate tool: a finished run's model as a torch.export program",
     "plain_model": "a finished run's model rebuilt in plain PyTorch, after training",
     "latency": "the report's inference times, measured from finished runs' models",

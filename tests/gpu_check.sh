@@ -242,7 +242,7 @@ EOF
 
 stage_benchmark() {  # its table (stdout) also to benchmark.txt; run in an empty folder, which it must leave empty
     set -o pipefail; mkdir "$WORK/benchmark" && cd "$WORK/benchmark" || return 1
-    "$PY" "$REPO/dendritic_experiment/benchmark.py" --device "$DEVICE" $BENCHMARK_FLAGS --output "$OUT/benchmark.json" \
+    "$PY" "$REPO/tests/benchmark.py" --device "$DEVICE" $BENCHMARK_FLAGS --output "$OUT/benchmark.json" \
         | tee "$OUT/benchmark.txt" && [ -z "$(ls -A)" ] || { echo "FAILED (or left files here: $(ls -A))"; return 1; }
 }
 
@@ -250,7 +250,7 @@ stage_benchmark() {  # its table (stdout) also to benchmark.txt; run in an empty
 short_run_and_projection() {
     local results=$1; shift
     "$PY" "$MAIN" $WIDTH_FLAGS --seeds 0 --device "$DEVICE" --data-dir "$FULL_DATA" --results-dir "$results" "$@" || return 1
-    "$PY" "$REPO/dendritic_experiment/benchmark.py" --project "$results" $WIDTH_FLAGS
+    "$PY" "$REPO/tests/benchmark.py" --project "$results" $WIDTH_FLAGS
 }
 stage_timed() { short_run_and_projection "$WORK/timed" $TIMED_FLAGS; }
 stage_compile() { short_run_and_projection "$WORK/compile" --compile $COMPILE_FLAGS; }

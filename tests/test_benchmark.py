@@ -2,7 +2,8 @@
 import json
 import os
 
-from dendritic_experiment import benchmark
+import benchmark
+
 from dendritic_experiment.experiment import run_names
 from dendritic_experiment.settings import parse_settings
 from dendritic_experiment.utils import run_cli, write_csv, write_json

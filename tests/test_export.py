@@ -10,12 +10,12 @@ import torch
 
 from dendritic_experiment import export, plain_model
 from dendritic_experiment.data import DATASETS, prepare_batch, read_cifar_file
-from dendritic_experiment.latency import library_model
 from dendritic_experiment.models import build_model, dendrite_modules_of
 from dendritic_experiment.identity import result_settings
 from dendritic_experiment.utils import save_torch, write_json
 
 from helpers import PACKAGE, TINY_WIDTH, script_environment
+from latency_table import library_model
 
 # Two dendrites each on a conv+bn pair and on a whole residual block: every term of the forward
 # (two activations, the dendrite-to-dendrite weights, per-channel scales) and both kinds of module.

@@ -1,5 +1,5 @@
 """latency.measure_latency: models timed side by side, in turn, in eval mode, without gradients, on the
-threads asked for. What it measures is not tested here (speed belongs in a benchmark: latency.py's entry point)."""
+threads asked for. What it measures is not tested here (speed belongs in a benchmark: tests/latency_table.py)."""
 import torch
 
 from dendritic_experiment.export import export_program

@@ -182,7 +182,7 @@ def test_compiled_training_matches_eager_across_a_dendrite_restructure(tiny, dat
 
 def resnet18_with_0_1_2_dendrites(setup, tmp_path, images, labels):
     """The plain model, then copies of it with 1 and 2 dendrites, grown as a warm-started run grows them."""
-    from dendritic_experiment import benchmark
+    import benchmark  # tests/benchmark.py
 
     grown = benchmark.dendritic_models(setup, str(tmp_path), images, labels)
     return [build_model("resnet18", width=TINY_WIDTH)] + [copy.deepcopy(model) for _, model, _, _ in grown]

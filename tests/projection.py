@@ -1,7 +1,7 @@
 """The default experiment's wall time, projected from a short timed run of it (TIMED_RUN, on the device
 to project for: docs/performance.md, "Timing the full-size run"); printed and written to DIR/projection.json.
 
-    python dendritic_experiment/benchmark.py --project DIR
+    python tests/benchmark.py --project DIR
 """
 import os
 import statistics

@@ -1,9 +1,9 @@
 """Throughput of the real training step against the common CIFAR recipe, on one device; what is timed
 and how to read it: docs/performance.md, "The benchmark".
 
-    python dendritic_experiment/benchmark.py            # on the GPU when there is one
-    python dendritic_experiment/benchmark.py --quick    # tiny batches, few steps: under a minute on 2 CPU cores
-    python dendritic_experiment/benchmark.py --project DIR   # the default experiment's time (projection.py)
+    python tests/benchmark.py               # on the GPU when there is one
+    python tests/benchmark.py --quick       # tiny batches, few steps: under a minute on 2 CPU cores
+    python tests/benchmark.py --project DIR     # the default experiment's time (projection.py)
 
 Prints a table and writes results/benchmark.json (--output). Without --quick a CPU takes hours at
 batch 512: there, pass a small --batch-size and --steps.
@@ -25,18 +25,17 @@ import torchvision.transforms as T
 from PIL import Image
 from tqdm import tqdm
 
-if __name__ == "__main__" and not __package__:  # run as a file: import the package, not its files one by one
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run as python tests/benchmark.py
 from dendritic_experiment import config  # noqa: E402
 from dendritic_experiment.costs import model_macs  # noqa: E402
 from dendritic_experiment.data import DATASETS, epoch_draws, prepare_batch  # noqa: E402
 from dendritic_experiment.dendrites import DendriteTracker  # noqa: E402
 from dendritic_experiment.models import build_model, dendrite_modules_of  # noqa: E402
-from dendritic_experiment.projection import project  # noqa: E402
 from dendritic_experiment.settings import parse_settings, pick_device, pick_precision  # noqa: E402
 from dendritic_experiment.train import TrainingSetup, training_step  # noqa: E402
 from dendritic_experiment.utils import run_cli, write_json  # noqa: E402
+
+from projection import project  # noqa: E402
 
 FULL = dict(batch_size=512, steps=50, warmup_steps=10)
 QUICK = dict(batch_size=16, steps=3, warmup_steps=2)  # every stage, seconds per model on 2 CPU cores
@@ -65,7 +64,7 @@ def at_least(low):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python dendritic_experiment/benchmark.py",
+        prog="python tests/benchmark.py",
         description="Training and evaluation throughput of the project's training step against a "
         "DataLoader + PIL reference, on one device. Writes a JSON file and prints a table.")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
