@@ -44,7 +44,10 @@ def trained_once(data_dir, tmp_path_factory):
     for the whole suite: the first test process to ask trains it, under a lock, and the other reuses
     it (the same data in another folder: the same fingerprint). A test copies what it changes
     (helpers.copy_results)."""
-    shared = tmp_path_factory.getbasetemp().parent / "trained_once"  # one folder for both test processes
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a test process's folder is in the session's: one for both
+        session = session.parent
+    shared = session / "trained_once"  # never the parent of a one-process session's: it holds every session's
     shared.mkdir(exist_ok=True)
 
     def results(name, flags, **environment):
