@@ -52,12 +52,10 @@ def run_names(settings):
     """--experiments in order, with each warm-started dendritic run's control right after it."""
     names = []
     for run in split_list(settings.experiments):
-        names.append(run)
         model, kind = split_run_name(run)
-        control = model + "_continued"
-        if kind == "dendritic" and settings.warm_start and settings.control and control not in names:
-            names.append(control)
-    return list(dict.fromkeys(names))
+        with_control = kind == "dendritic" and settings.warm_start and settings.control
+        names += [run, model + "_continued"] if with_control else [run]
+    return list(dict.fromkeys(names))  # a run listed twice, or a control listed too, trains once
 
 
 def control_source(settings, run_name):
