@@ -143,7 +143,11 @@ class Experiment:
         cached = read_json(os.path.join(run.folder, "result.json"))
         if not cached:
             return None
-        changed = what_changed(cached, *self.identity(run)) or (self.precision_changed(cached) if here else None)
+        changed = what_changed(cached, *self.identity(run))
+        # `precision = auto` stays auto in a result's settings and resolves by the device that trains: the
+        # precision a run trained in is compared where it is resolved.
+        if not changed and here and cached.get("precision") != self.precision:
+            changed = f"it trained in {cached.get('precision')} and would train in {self.precision} here"
         if changed:
             print(f"{run}: {changed}; training it again", file=sys.stderr)
             return None
@@ -155,13 +159,6 @@ class Experiment:
             return None
         print(f"{run.name}: reusing the finished result in {run.folder}", file=sys.stderr)
         return cached
-
-    def precision_changed(self, cached):
-        """`precision = auto` stays auto in a result's settings and resolves by the device that trains: the
-        precision a run trained in is compared where it is resolved."""
-        if cached.get("precision") != self.precision:
-            return f"it trained in {cached.get('precision')} and would train in {self.precision} here"
-        return None
 
     def forget(self, run):
         """--retrain: the run's result and checkpoint go, so that it trains from the start."""
