@@ -160,9 +160,10 @@ class Experiment:
         print(f"{run.name}: reusing the finished result in {run.folder}", file=sys.stderr)
         return cached
 
-    def forget(self, run):
-        """--retrain: the run's result and checkpoint go, so that it trains from the start."""
-        for name in ("result.json", "checkpoint.pt"):
+    def forget(self, run, names=("result.json", "checkpoint.pt")):
+        """The run's files of these names, removed where they are; by default its result and checkpoint
+        (--retrain: so that it trains from the start)."""
+        for name in names:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run.folder, name))
 
@@ -214,8 +215,7 @@ class Experiment:
         print(f"{run}: training on {self.device} ({self.precision})", file=sys.stderr)
         trainer = self.new_run(run)
         # An old result goes first: no result.json ever sits beside a history it did not make.
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(run.folder, "result.json"))
+        self.forget(run, ["result.json"])
         checkpoint_key = dict(settings=settings, identity=identity, precision=self.precision)
         try:
             outcome = train_run(trainer, run.name, run.folder, checkpoint_key)
@@ -231,8 +231,7 @@ class Experiment:
                       files={name: os.path.getsize(os.path.join(run.folder, name)) for name in SAVED_FILES})
         write_json(os.path.join(run.folder, "result.json"), result)
         write_run_pictures(run.folder, run.name, self.data)
-        with contextlib.suppress(FileNotFoundError):  # finished: result.json and model.pt are the run now
-            os.remove(os.path.join(run.folder, "checkpoint.pt"))
+        self.forget(run, ["checkpoint.pt"])  # finished: result.json and model.pt are the run now
         self.trained.add(run)
         return result
 
