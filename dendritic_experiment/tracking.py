@@ -88,14 +88,12 @@ class Tracking:
     def experiment_finished(self, summary, report_dir, run_dirs):
         """The verdict (summary.json's headline and comparisons) in the run's summary, the number a
         sweep maximises, and the report's pictures."""
-        for entry in summary["headline"]:
-            key = f"headline/{entry['run']} - {entry['against']}"
-            self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
-            gap_closed = entry["gap_closed"] or {}
-            self.run.summary.update({f"{key}/gap_closed/{name}": value for name, value in gap_closed.items()})
-        for entry in summary["comparisons"]:
-            key = f"comparison/{entry['run']} - {entry['against']}"
-            self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
+        for section, prefix in (("headline", "headline"), ("comparisons", "comparison")):
+            for entry in summary[section]:
+                key = f"{prefix}/{entry['run']} - {entry['against']}"
+                self.run.summary.update({f"{key}/{name}": entry[name] for name in ("difference", "low", "high")})
+                gap_closed = entry.get("gap_closed") or {}  # a headline's only
+                self.run.summary.update({f"{key}/gap_closed/{name}": value for name, value in gap_closed.items()})
         self.run.summary.update(sweep_metrics(summary["runs"]))
         pictures = {"pictures/comparison": os.path.join(report_dir, "comparison.png")}
         pictures.update({f"pictures/{name}/seed{seed}/curves": os.path.join(folder, "curves.png")
