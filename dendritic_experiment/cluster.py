@@ -27,7 +27,7 @@ def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
     from), at most settings.parallel_runs training at once. trial: the sweep trial's folder the plan
     was made for (tracking.sweep_trial), decided here and handed to every task: workers of a `ray
     start` cluster do not have this process's environment, which names the trial."""
-    progress = Progress(settings, plan, settings.parallel_runs, tracking)
+    progress = Progress(settings, plan, tracking)
     waiting = reuse_finished(settings, experiment, plan, progress)
     if not waiting:
         return  # everything was finished: no Ray at all

@@ -257,7 +257,7 @@ def damage(path, size):
 
 def train_in_order(settings, experiment, plan, tracking=None):
     """Every run of the plan in this process, one after the other."""
-    progress = Progress(settings, plan, tracking=tracking)
+    progress = Progress(settings, plan, tracking)
     for run in plan:
         progress.done(run, experiment.result(run), run in experiment.trained)
 
@@ -265,10 +265,10 @@ def train_in_order(settings, experiment, plan, tracking=None):
 class Progress:
     """After each run, a line with the runs done, the time elapsed and the time left: the planned epochs of the
     runs still to come (the most they can take) at the seconds per epoch measured so far, shared among the
-    runs that train at once."""
+    runs that train at once (--parallel-runs, or one)."""
 
-    def __init__(self, settings, plan, at_once=1, tracking=None):
-        self.settings, self.at_once, self.started, self.tracking = settings, at_once, time.time(), tracking
+    def __init__(self, settings, plan, tracking=None):
+        self.settings, self.started, self.tracking = settings, time.time(), tracking
         self.left, self.total, self.seconds_per_epoch = list(plan), len(plan), {}
 
     def done(self, run, result, trained, where=None):
@@ -293,7 +293,7 @@ class Progress:
         for run in self.left:
             rates = self.seconds_per_epoch.get(run.name, measured)
             seconds += sum(planned_epochs(run.kind, self.settings).values()) * sum(rates) / len(rates)
-        return f"about {clock(seconds / self.at_once)} left"
+        return f"about {clock(seconds / (self.settings.parallel_runs or 1))} left"
 
 
 def clock(seconds):
