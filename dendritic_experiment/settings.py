@@ -129,50 +129,48 @@ def refuse(settings, name, allowed):
 
 def check_settings(settings):
     check_runs(settings)
-    for name in ("epochs", "batch_size", "max_dendrites", "dendrite_epochs", "history_epochs"):
-        if getattr(settings, name) < 1:
-            refuse(settings, name, "use a whole number of at least 1")
-    for name in ("lr", "dendrite_lr"):
-        if not 0 < getattr(settings, name) <= 10:
-            refuse(settings, name, "use a learning rate above 0 and at most 10")
-    for name, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("dendrite_weight_decay", 0, 1),
-                            ("label_smoothing", 0, 1)):
-        if not low <= getattr(settings, name) < high:
-            refuse(settings, name, f"use a value in [{low}, {high})")
-    if not 0 <= settings.dendrite_lr_multiplier <= 1000:
-        refuse(settings, "dendrite_lr_multiplier", "use a value from 0 (dendrites that never learn) to 1000")
-    if not 0 < settings.dendrite_init_scale <= 1000:
-        refuse(settings, "dendrite_init_scale", "use a value above 0 and at most 1000")
-    if settings.dendrite_activation not in ACTIVATIONS:
-        refuse(settings, "dendrite_activation", f"use {', '.join(ACTIVATIONS)}")
-    if not 0 <= settings.dendrite_min_gain < 100:
-        refuse(settings, "dendrite_min_gain", "use accuracy points from 0 to 100")
-    if settings.switch_mode == "history" and not 0 <= settings.dendrite_warmup_epochs < settings.history_epochs:
-        refuse(settings, "dendrite_warmup_epochs", f"use 0 to {settings.history_epochs - 1}: with --switch-mode history "
-               f"a cycle can end after --history-epochs {settings.history_epochs} epochs, and the network must train in it")
-    if settings.switch_mode != "history" and not 0 <= settings.dendrite_warmup_epochs < settings.dendrite_epochs:
-        refuse(settings, "dendrite_warmup_epochs", f"use 0 to {settings.dendrite_epochs - 1} (fewer than --dendrite-epochs)")
-    if settings.checkpoint_seconds < 0:
-        refuse(settings, "checkpoint_seconds", "use 0 (after every epoch) or more seconds")
-    if not 0 <= settings.warmup_epochs < settings.epochs:
-        refuse(settings, "warmup_epochs", f"use 0 to {settings.epochs - 1} (fewer than --epochs)")
-    if not 0 < settings.val_split < 50000:
-        refuse(settings, "val_split", "hold out between 1 and 49,999 of the 50,000 training images")
-    if not 0 <= settings.cutout <= 32:
-        refuse(settings, "cutout", "use 0 (off) to 32 pixels")
-    if settings.precision not in ("auto", "bf16", "fp16", "fp32"):
-        refuse(settings, "precision", "use auto, bf16, fp16 or fp32")
-    if settings.switch_mode not in ("fixed", "history"):
-        refuse(settings, "switch_mode", "use fixed or history")
-    if not valid_device_name(settings.device):
-        refuse(settings, "device", "use auto, cpu, mps, cuda or cuda:N")
-    if settings.dataset not in DATASETS:
-        refuse(settings, "dataset", f"use {' or '.join(DATASETS)}")
-    check_parallel_runs(settings)
-    if settings.wandb_project and not wandb_installed():
-        refuse(settings, "wandb_project", "wandb is not installed: pip install wandb, or leave --wandb-project empty")
-    if settings.run_name and not re.fullmatch(r"[\w.-]+", settings.run_name):
-        refuse(settings, "run_name", "use letters, digits, '_', '-' or '.' (it names a folder in --results-dir)")
+    s, history = settings, settings.switch_mode == "history"
+    cycle = s.history_epochs if history else s.dendrite_epochs  # a dendrite warm-up must leave the network an epoch
+    checks = [  # (setting, whether its value is allowed, what is allowed): all tested, the first failing one refused
+        *((name, getattr(s, name) >= 1, "use a whole number of at least 1")
+          for name in ("epochs", "batch_size", "max_dendrites", "dendrite_epochs", "history_epochs")),
+        *((name, 0 < getattr(s, name) <= 10, "use a learning rate above 0 and at most 10")
+          for name in ("lr", "dendrite_lr")),
+        *((name, 0 <= getattr(s, name) < 1, "use a value in [0, 1)")
+          for name in ("momentum", "weight_decay", "dendrite_weight_decay", "label_smoothing")),
+        ("dendrite_lr_multiplier", 0 <= s.dendrite_lr_multiplier <= 1000,
+         "use a value from 0 (dendrites that never learn) to 1000"),
+        ("dendrite_init_scale", 0 < s.dendrite_init_scale <= 1000, "use a value above 0 and at most 1000"),
+        ("dendrite_activation", s.dendrite_activation in ACTIVATIONS, f"use {', '.join(ACTIVATIONS)}"),
+        ("dendrite_min_gain", 0 <= s.dendrite_min_gain < 100, "use accuracy points from 0 to 100"),
+        ("dendrite_warmup_epochs", 0 <= s.dendrite_warmup_epochs < cycle, f"use 0 to {cycle - 1}" + (
+            f": with --switch-mode history a cycle can end after --history-epochs {cycle} epochs, and the network "
+            "must train in it" if history else " (fewer than --dendrite-epochs)")),
+        ("checkpoint_seconds", s.checkpoint_seconds >= 0, "use 0 (after every epoch) or more seconds"),
+        ("warmup_epochs", 0 <= s.warmup_epochs < s.epochs, f"use 0 to {s.epochs - 1} (fewer than --epochs)"),
+        ("val_split", 0 < s.val_split < 50000, "hold out between 1 and 49,999 of the 50,000 training images"),
+        ("cutout", 0 <= s.cutout <= 32, "use 0 (off) to 32 pixels"),
+        ("precision", s.precision in ("auto", "bf16", "fp16", "fp32"), "use auto, bf16, fp16 or fp32"),
+        ("switch_mode", s.switch_mode in ("fixed", "history"), "use fixed or history"),
+        ("device", valid_device_name(s.device), "use auto, cpu, mps, cuda or cuda:N"),
+        ("dataset", s.dataset in DATASETS, f"use {' or '.join(DATASETS)}"),
+        ("parallel_runs", s.parallel_runs >= 0,
+         "use 0 (one run after another) or the number of runs to train at once"),
+        ("gpus_per_run", 0 < s.gpus_per_run <= 8,
+         "use a share of one GPU (such as 0.5) or a number of GPUs up to 8"),
+        ("parallel_runs", not s.parallel_runs or ray_installed(),
+         "Ray is not installed: pip install ray, or leave --parallel-runs at 0"),
+        ("device", not (s.parallel_runs and s.device.startswith("cuda:")),
+         "with --parallel-runs Ray gives each run its GPU: use auto or cuda"),
+        ("ray_address", not s.ray_address or s.parallel_runs, "it is used only with --parallel-runs 1 or more"),
+        ("wandb_project", not s.wandb_project or wandb_installed(),
+         "wandb is not installed: pip install wandb, or leave --wandb-project empty"),
+        ("run_name", not s.run_name or re.fullmatch(r"[\w.-]+", s.run_name),
+         "use letters, digits, '_', '-' or '.' (it names a folder in --results-dir)"),
+    ]
+    for name, allowed, what_is_allowed in checks:
+        if not allowed:
+            refuse(settings, name, what_is_allowed)
 
 
 def wandb_installed():
@@ -181,19 +179,6 @@ def wandb_installed():
 
 def ray_installed():
     return importlib.util.find_spec("ray") is not None
-
-
-def check_parallel_runs(settings):
-    if settings.parallel_runs < 0:
-        refuse(settings, "parallel_runs", "use 0 (one run after another) or the number of runs to train at once")
-    if not 0 < settings.gpus_per_run <= 8:
-        refuse(settings, "gpus_per_run", "use a share of one GPU (such as 0.5) or a number of GPUs up to 8")
-    if settings.parallel_runs and not ray_installed():
-        refuse(settings, "parallel_runs", "Ray is not installed: pip install ray, or leave --parallel-runs at 0")
-    if settings.parallel_runs and settings.device.startswith("cuda:"):
-        refuse(settings, "device", "with --parallel-runs Ray gives each run its GPU: use auto or cuda")
-    if settings.ray_address and not settings.parallel_runs:
-        refuse(settings, "ray_address", "it is used only with --parallel-runs 1 or more")
 
 
 def check_runs(settings):
