@@ -25,7 +25,7 @@ if __name__ == "__main__" and not __package__:  # run as a file: import the pack
 
 from dendritic_experiment import plain_model  # noqa: E402
 from dendritic_experiment.data import prepare_batch  # noqa: E402
-from dendritic_experiment.settings import pick_device, valid_device_name  # noqa: E402
+from dendritic_experiment.settings import DEVICES, pick_device  # noqa: E402
 from dendritic_experiment.utils import ExperimentError, run_cli  # noqa: E402
 
 IMAGE_SIZE = 32  # CIFAR resolution: every model here saw only 32x32 inputs
@@ -41,7 +41,7 @@ class Predictor:
     @classmethod
     def load(cls, run_dir, device="auto"):
         """The model of results/<run>/ (result.json and model.pt) on device (auto, cpu, cuda, ...)."""
-        device = pick_device(check_device(str(device)))
+        device = pick_device(str(device))
         result = plain_model.read_result(run_dir)
         model = plain_model.load(run_dir, result).to(device)
         return cls(model, result["classes"], result["dataset"], device)
@@ -70,13 +70,6 @@ class Predictor:
     def predict(self, image, top_k=5):
         """[(class name, probability)] of one image's top_k classes, most likely first."""
         return self.predict_batch([image], top_k)[0]
-
-
-def check_device(name):
-    """The --device values main.py accepts; anything else is refused in one line."""
-    if not valid_device_name(name):
-        raise ExperimentError(f"--device {name!r} is not allowed: use auto, cpu, mps, cuda or cuda:N")
-    return name
 
 
 def to_pixels(image):
@@ -116,7 +109,7 @@ def build_parser():
                         "(such as results/resnet18 or results/resnet18_dendritic)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     parser.add_argument("--top-k", type=int, default=5, help="classes printed per image")
-    parser.add_argument("--device", default="auto", help="auto, cpu, mps, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help=DEVICES)
     return parser
 
 

@@ -152,7 +152,7 @@ def check_settings(settings):
         ("cutout", 0 <= s.cutout <= 32, "use 0 (off) to 32 pixels"),
         ("precision", s.precision in ("auto", "bf16", "fp16", "fp32"), "use auto, bf16, fp16 or fp32"),
         ("switch_mode", s.switch_mode in ("fixed", "history"), "use fixed or history"),
-        ("device", valid_device_name(s.device), "use auto, cpu, mps, cuda or cuda:N"),
+        ("device", valid_device_name(s.device), f"use {DEVICES}"),
         ("dataset", s.dataset in DATASETS, f"use {' or '.join(DATASETS)}"),
         ("parallel_runs", s.parallel_runs >= 0,
          "use 0 (one run after another) or the number of runs to train at once"),
@@ -259,11 +259,17 @@ def check_frontier_reach(settings, runs, model, chosen):
 # Device and precision
 # ---------------------------------------------------------------------------------------------
 
+DEVICES = "auto, cpu, mps, cuda or cuda:N"  # what --device accepts (main.py and predict.py)
+
+
 def valid_device_name(name):
     return name in ("auto", "cpu", "mps") or name.split(":")[0] == "cuda"
 
 
 def pick_device(name):
+    """The device --device names; one main.py would refuse is refused here too (predict.py's flag comes unchecked)."""
+    if not valid_device_name(name):
+        raise ExperimentError(f"--device {name!r} is not allowed: use {DEVICES}")
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise ExperimentError(f"--device {name}: no CUDA device is visible; use --device cpu or auto")
