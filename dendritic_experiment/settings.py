@@ -84,20 +84,17 @@ def flags_given(argv):
 def shrink_for_smoke(settings, given):
     """--smoke: every stage and a real dendrite in under 3 minutes on 2 CPU cores; a setting a flag gave
     stays as given, the others are said on stderr."""
-    smoke = {"epochs": 2, "batch_size": 64, "warmup_epochs": None, "dendrite_epochs": None, "max_dendrites": 1,
-             "switch_mode": "fixed", "seeds": settings.seeds.split(",")[0]}  # one seed: a preliminary result
-    shrunk = []
-    for name, value in smoke.items():
-        if name in given:
-            continue
-        if name == "warmup_epochs":  # one epoch, unless --epochs leaves no room for it
-            value = min(1, settings.epochs - 1)
-        elif name == "dendrite_epochs":  # one epoch, and one more per epoch of a --dendrite-warmup-epochs
-            value = settings.dendrite_warmup_epochs + 1
-        setattr(settings, name, value)
-        shrunk.append(f"--{name.replace('_', '-')} {value}")
+    epochs = settings.epochs if "epochs" in given else 2
+    smoke = {"epochs": epochs, "batch_size": 64,
+             "warmup_epochs": min(1, epochs - 1),  # one epoch, unless --epochs leaves no room for it
+             "dendrite_epochs": settings.dendrite_warmup_epochs + 1,  # one epoch, and one more per warm-up epoch
+             "max_dendrites": 1, "switch_mode": "fixed",
+             "seeds": settings.seeds.split(",")[0]}  # one seed: a preliminary result
+    shrunk = {name: value for name, value in smoke.items() if name not in given}
+    vars(settings).update(shrunk)
     if shrunk:
-        print(f"--smoke: {', '.join(shrunk)} (a flag you give is kept)", file=sys.stderr)
+        said = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in shrunk.items())
+        print(f"--smoke: {said} (a flag you give is kept)", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------
