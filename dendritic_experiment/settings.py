@@ -155,12 +155,12 @@ def check_settings(settings):
          "use 0 (one run after another) or the number of runs to train at once"),
         ("gpus_per_run", 0 < s.gpus_per_run <= 8,
          "use a share of one GPU (such as 0.5) or a number of GPUs up to 8"),
-        ("parallel_runs", not s.parallel_runs or ray_installed(),
+        ("parallel_runs", not s.parallel_runs or installed("ray"),
          "Ray is not installed: pip install ray, or leave --parallel-runs at 0"),
         ("device", not (s.parallel_runs and s.device.startswith("cuda:")),
          "with --parallel-runs Ray gives each run its GPU: use auto or cuda"),
         ("ray_address", not s.ray_address or s.parallel_runs, "it is used only with --parallel-runs 1 or more"),
-        ("wandb_project", not s.wandb_project or wandb_installed(),
+        ("wandb_project", not s.wandb_project or installed("wandb"),
          "wandb is not installed: pip install wandb, or leave --wandb-project empty"),
         ("run_name", not s.run_name or re.fullmatch(r"[\w.-]+", s.run_name),
          "use letters, digits, '_', '-' or '.' (it names a folder in --results-dir)"),
@@ -170,12 +170,8 @@ def check_settings(settings):
             refuse(settings, name, what_is_allowed)
 
 
-def wandb_installed():
-    return importlib.util.find_spec("wandb") is not None
-
-
-def ray_installed():
-    return importlib.util.find_spec("ray") is not None
+def installed(module):
+    return importlib.util.find_spec(module) is not None
 
 
 def check_runs(settings):

@@ -48,7 +48,7 @@ def test_overfit_batch_reports_the_loss_falling(tiny, data_dir, tmp_path, capsys
 
 
 def test_without_wandb_the_project_flag_is_refused(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(settings, "wandb_installed", lambda: False)
+    monkeypatch.setattr(settings, "installed", lambda module: module != "wandb")
     assert main.cli(["--wandb-project", "p", "--results-dir", str(tmp_path)]) == 2
     assert "wandb is not installed: pip install wandb" in capsys.readouterr().err
 

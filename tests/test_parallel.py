@@ -112,6 +112,6 @@ def test_without_parallel_runs_nothing_imports_ray(data_dir, tmp_path):
 def test_parallel_runs_without_ray_installed_are_refused(monkeypatch, tmp_path, capsys):
     from dendritic_experiment import main, settings
 
-    monkeypatch.setattr(settings, "ray_installed", lambda: False)
+    monkeypatch.setattr(settings, "installed", lambda module: module != "ray")
     assert main.cli(["--parallel-runs", "2", "--results-dir", str(tmp_path)]) == 2
     assert "--parallel-runs 2 is not allowed: Ray is not installed: pip install ray" in capsys.readouterr().err
