@@ -125,7 +125,6 @@ def refuse(settings, name, allowed):
 
 
 def check_settings(settings):
-    check_runs(settings)
     s, history = settings, settings.switch_mode == "history"
     cycle = s.history_epochs if history else s.dendrite_epochs  # a dendrite warm-up must leave the network an epoch
     checks = [  # (setting, whether its value is allowed, what is allowed): all tested, the first failing one refused
@@ -168,6 +167,7 @@ def check_settings(settings):
     for name, allowed, what_is_allowed in checks:
         if not allowed:
             refuse(settings, name, what_is_allowed)
+    check_runs(settings)  # after the single settings it reads (the dataset's classes, the width)
 
 
 def installed(module):

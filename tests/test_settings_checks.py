@@ -53,3 +53,13 @@ def test_a_dendritic_run_that_can_outgrow_its_widest_width_variant_is_refused_be
     assert main.cli([*plan, "--dendrite-modules", "layer4.0,layer4.1"]) == 2
     # On layer3's two blocks (14,528 + 18,560 parameters and 2 x 32 scales) it stays within: 215,404 < 282,270
     assert parse_settings([*plan, "--dendrite-modules", "layer3.0,layer3.1"])
+
+
+def test_every_wrong_setting_is_refused_in_one_line_whatever_runs_are_planned():
+    """The checks of single settings come before those of the runs, which use them (a dendritic run
+    with a width frontier looks up the dataset's classes): an unknown dataset is named, not a KeyError."""
+    plan = ["--experiments", "resnet18,resnet18_w1.5,resnet18_dendritic"]
+    for flags, refused_flag in ((["--dataset", "mnist"], "--dataset 'mnist'"), (["--epochs", "0"], "--epochs 0")):
+        with pytest.raises(ExperimentError) as refused:
+            parse_settings([*plan, *flags])
+        assert str(refused.value).startswith(f"{refused_flag} is not allowed: use ") and "\n" not in str(refused.value)
