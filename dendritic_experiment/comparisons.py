@@ -33,16 +33,17 @@ class Accuracies:
             self.correct_by_run[name, seed] = (saved["predicted"] == saved["labels"]).numpy()
         return self.correct_by_run[name, seed]
 
-    def contrast(self, weights):
+    def contrast(self, weights, one_seed=None):
         """The one comparison of runs: a weighted sum of their test accuracies, paired by seed (weights:
         {seed: ((run, weight), ...)}; a - b is ((a, 1), (b, -1))), each seed's value, their mean with its
-        95% interval (with one seed, over test images) and what the seeds resolve. None without a seed."""
+        95% interval (with one seed, over test images: one_seed(seed)'s, else its own bootstrap) and what
+        the seeds resolve. None without a seed."""
         seeds = sorted(weights)
         if not seeds:
             return None
         values = [sum(weight * self.by_run[run, seed] for run, weight in weights[seed]) for seed in seeds]
-        difference, low, high, method = self.interval(values, seeds, weights[seeds[0]][0][0], lambda seed: (
-            bootstrap_contrast([(self.correct(run, seed), weight) for run, weight in weights[seed]])))
+        difference, low, high, method = self.interval(values, seeds, weights[seeds[0]][0][0], one_seed or (
+            lambda seed: bootstrap_contrast([(self.correct(run, seed), weight) for run, weight in weights[seed]])))
         return dict(difference=difference, low=low, high=high, method=method, distinguishable=low > 0 or high < 0,
                     seeds=seeds, differences=values, power=power(values))
 
@@ -51,12 +52,14 @@ class Accuracies:
         seed, one_seed(seed)'s (estimate, low, high), a paired bootstrap over the test images of run's."""
         if len(seeds) > 1:
             return (*seed_interval(values), f"t interval over {len(seeds)} seeds")
-        return (*one_seed(seeds[0]), one_seed_method(len(self.correct(run, seeds[0])), seeds[0]))
+        images, seed = len(self.correct(run, seeds[0])), seeds[0]  # what a one-seed interval covers, and what not:
+        return (*one_seed(seed), f"paired bootstrap over {images:,} test images, seed {seed} only: "
+                "test-set noise for these trained weights, not the seed-to-seed spread")
 
-    def difference(self, a, b, seeds=None):
-        """a - b with its 95% interval, over seeds or every seed both were run at, or None."""
+    def difference(self, a, b, seeds=None, one_seed=None):
+        """a - b with its 95% interval, over seeds or every seed both were run at, or None (one_seed: as contrast)."""
         seeds = self.seeds(a, b) if seeds is None else seeds
-        entry = self.contrast({seed: ((a, 1.0), (b, -1.0)) for seed in seeds})
+        entry = self.contrast({seed: ((a, 1.0), (b, -1.0)) for seed in seeds}, one_seed)
         return entry and dict(run=a, against=b, **entry)
 
     def gap_closed(self, run, small, large):
@@ -68,12 +71,9 @@ class Accuracies:
             share = seed_ratio_interval([self.by_run[run, s] - self.by_run[small, s] for s in seeds],
                                         [self.by_run[large, s] - self.by_run[small, s] for s in seeds])
         else:  # the gap from the share's own bootstrap draw
-            (difference, low, high), share = bootstrap_ratio_interval(
+            gap_interval, share = bootstrap_ratio_interval(
                 *(self.correct(name, seeds[0]) for name in (run, small, large)))
-            gap = dict(run=large, against=small, difference=difference, low=low, high=high,
-                       method=one_seed_method(len(self.correct(large, seeds[0])), seeds[0]),
-                       distinguishable=low > 0 or high < 0, seeds=seeds,
-                       differences=[self.by_run[large, seeds[0]] - self.by_run[small, seeds[0]]], power=None)
+            gap = self.difference(large, small, seeds, one_seed=lambda seed: gap_interval)
         return gap, None if share is None else dict(zip(("share", "low", "high"), share))
 
     def error_removed(self, run, against):
@@ -87,12 +87,6 @@ class Accuracies:
             self.correct(run, seed), self.correct(against, seed)))
         return dict(run=run, against=against, seeds=seeds, shares=shares, share=share, low=low, high=high,
                     method=method, distinguishable=low > 0 or high < 0)
-
-
-def one_seed_method(images, seed):
-    """How a one-seed interval was computed, and what it does not cover."""
-    return (f"paired bootstrap over {images:,} test images, seed {seed} only: "
-            "test-set noise for these trained weights, not the seed-to-seed spread")
 
 
 def power(differences):
