@@ -64,7 +64,8 @@ def resampled_accuracies(correct, seed=0):
 
 
 def percentile_interval(samples):
-    low, high = np.percentile(samples, [2.5, 97.5])
+    """The 2.5th and 97.5th percentiles of samples, leaving out NaN (a resampled share of 0 / 0)."""
+    low, high = np.nanpercentile(samples, [2.5, 97.5])
     return float(low), float(high)
 
 
@@ -86,9 +87,8 @@ def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
         return gap_interval, None
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample with no gap at all: an infinite share
         shares = (resampled[:, 0] - resampled[:, 1]) / gap
-    share = (float((observed[0] - observed[1]) / (observed[2] - observed[1])),
-             *(float(value) for value in np.nanpercentile(shares, [2.5, 97.5])))
-    return gap_interval, share
+    share = float((observed[0] - observed[1]) / (observed[2] - observed[1]))
+    return gap_interval, (share, *percentile_interval(shares))
 
 
 def bootstrap_error_removed(correct_run, correct_against, seed=0):
@@ -96,8 +96,7 @@ def bootstrap_error_removed(correct_run, correct_against, seed=0):
     observed, resampled = resampled_accuracies([correct_run, correct_against], seed)
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample where against gets every image right
         shares = (resampled[:, 0] - resampled[:, 1]) / (100 - resampled[:, 1])
-    low, high = np.nanpercentile(shares, [2.5, 97.5])
-    return float((observed[0] - observed[1]) / (100 - observed[1])), float(low), float(high)
+    return (float((observed[0] - observed[1]) / (100 - observed[1])), *percentile_interval(shares))
 
 
 def t_test_power(effect, seeds):
