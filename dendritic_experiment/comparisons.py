@@ -1,6 +1,7 @@
 """The report's numbers (summary.json): every comparison between runs with its 95% interval and the
 power of its seeds, from the runs' results and saved test predictions. How the statistics work:
 docs/method.md, "Seeds and intervals" and "The width frontier"."""
+import itertools
 import math
 import os
 
@@ -248,27 +249,18 @@ def cycle_curves(runs, run_dirs):
 def cycle_bests(history, cycles):
     """The best val_accuracy of each cycle (cycles: epochs per cycle, in order) that history reaches."""
     scores = [float(row["val_accuracy"]) for row in history]
-    bests, first = [], 0
-    for length in cycles:
-        if first >= len(scores):
-            break
-        bests.append(max(scores[first:first + length]))
-        first += length
-    return bests
+    firsts = itertools.accumulate(cycles, initial=0)
+    return [max(scores[first:first + length]) for first, length in zip(firsts, cycles) if first < len(scores)]
 
 
 def aggregate(runs):
     """One row per run name: mean and spread over seeds, with the gains the table reports."""
-    rows = {}
+    rows, per_seed = {}, dict(accuracies="test_accuracy", val_accuracies="val_accuracy", param_counts="params",
+                              dendrite_counts="dendrites", epoch_counts="epochs", mac_counts="macs")
     for run in runs:
-        row = rows.setdefault(run["name"], dict(run, accuracies=[], val_accuracies=[], param_counts=[],
-                                                dendrite_counts=[], epoch_counts=[], mac_counts=[]))
-        row["accuracies"].append(run["test_accuracy"])
-        row["val_accuracies"].append(run["val_accuracy"])
-        row["param_counts"].append(run["params"])
-        row["dendrite_counts"].append(run["dendrites"])
-        row["epoch_counts"].append(run["epochs"])
-        row["mac_counts"].append(run.get("macs"))
+        row = rows.setdefault(run["name"], dict(run, **{listed: [] for listed in per_seed}))
+        for listed, key in per_seed.items():
+            row[listed].append(run.get(key))  # macs: None where a run did not record them
     for row in rows.values():
         n = len(row["accuracies"])
         row["test_accuracy"] = mean(row["accuracies"])
@@ -295,8 +287,7 @@ def reference_networks(runs):
     """(small, large): the table's reference networks, the first dendritic run's family (else the first
     run's model) and the first larger network of another family (resnet18 and resnet34 by default), or None."""
     small = next((run["family"] for run in runs if run["kind"] == "dendritic"), runs[0]["model"] if runs else None)
-    large = next(iter(larger_networks(runs, small)), None) if small else None
-    return small, large
+    return small, next(iter(larger_networks(runs, small)), None)
 
 
 def spread_text(values):
