@@ -9,7 +9,7 @@ import torch
 
 from dendritic_experiment.comparisons import aggregate
 from dendritic_experiment.data import DATASETS
-from dendritic_experiment.frontier import as_frontier
+from dendritic_experiment.frontier import Frontier
 from dendritic_experiment.markdown import LATENCY_NOTE, seed_text
 from dendritic_experiment.utils import read_csv, read_json, write_atomic
 
@@ -165,7 +165,7 @@ def accuracy_panel(axes, rows, key, label, scale=1e6):
 def frontier_panel(axes, lines, entries):
     """Each family's width frontier, and from each run's mean over the frontier's seeds a dotted line the
     length of its reported distance (it ends on the frontier where the run's seeds share a parameter count)."""
-    for line in map(as_frontier, lines):
+    for line in (Frontier(**line) for line in lines):  # summary.json's form
         params = np.geomspace(*line.params_range, 100)
         axes.plot(params / 1e6, [line.accuracy_at(p) for p in params], "-", color="tab:blue", alpha=0.5,
                   linewidth=1.5, zorder=1, label=f"{line.family} width frontier (seeds {seed_text(line.seeds)})")

@@ -76,11 +76,6 @@ class Frontier:
         return dict(family=self.family, seeds=list(self.seeds), members=[list(member) for member in self.members])
 
 
-def as_frontier(line):
-    """A Frontier from itself or from its summary.json form (Frontier.as_dict)."""
-    return line if isinstance(line, Frontier) else Frontier(**line)
-
-
 def family_frontier(runs, family):
     """The frontier of family's baselines in runs (dicts with name, kind, family, seed, params,
     test_accuracy), over the seeds at which every member was run. None with fewer than two members or

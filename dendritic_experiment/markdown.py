@@ -2,7 +2,7 @@
 import math
 
 from dendritic_experiment.comparisons import SIGN_FLIP_SEEDS, aggregate, described, reference_networks
-from dendritic_experiment.frontier import as_frontier
+from dendritic_experiment.frontier import Frontier
 
 NEGLIGIBLE_SHARE = 0.001  # dendrites carrying under 0.1% of their layers' output variance do next to nothing
 CONTRIBUTION_NOTE = "measured after training on a fixed batch of validation images"
@@ -64,7 +64,7 @@ def headline_lines(entries, kinds):
 def frontier_lines(entries, lines=()):
     """Each family's width frontier, and each dendritic run and control against it, in words."""
     text = []
-    for line in map(as_frontier, lines):
+    for line in (Frontier(**line) for line in lines):  # summary.json's form
         off = line.off
         members = ", ".join(f"{name} {params / 1e6:.2f}M {accuracy:.2f}%" + (
             f" (off the frontier: the smaller {off[name]} scored higher)" if name in off else "")
