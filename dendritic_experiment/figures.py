@@ -10,7 +10,7 @@ import torch
 from dendritic_experiment.comparisons import aggregate
 from dendritic_experiment.data import DATASETS
 from dendritic_experiment.frontier import Frontier
-from dendritic_experiment.markdown import LATENCY_NOTE, seed_text
+from dendritic_experiment.markdown import LATENCY_NOTE, bounds, interval_text, seed_text
 from dendritic_experiment.utils import read_csv, read_json, write_atomic
 
 
@@ -258,20 +258,13 @@ def figure_title(headline_entries, frontier):
     if headline_entries:
         e = headline_entries[0]
         share = e["gap_closed"]
-        closed = ("undefined (no gap)" if share is None
-                  else f"{share['share']:.0%} [{share['low']:.0%}, {share['high']:.0%}]")
-        lines.append(f"{e['run']} − {e['against']}: {e['difference']:+.2f} points, 95% interval "
-                     f"[{e['low']:+.2f}, {e['high']:+.2f}]; share of the gap closed: {closed}")
+        closed = "undefined (no gap)" if share is None else f"{share['share']:.0%} {bounds(share, '.0%')}"
+        lines.append(f"{e['run']} − {e['against']}: {interval_text(e)}; share of the gap closed: {closed}")
     by_run = {e["run"]: e for e in frontier if e["difference"] is not None}
     for e in [e for e in by_run.values() if e["kind"] == "dendritic"][:1]:
-        line = f"{e['run']} − the {e['family']} width frontier at equal parameters: {distance_text(e)}"
+        line = f"{e['run']} − the {e['family']} width frontier at equal parameters: {interval_text(e)}"
         control = next((c for c in by_run.values() if c["repeats"] == e["run"] and c["family"] == e["family"]), None)
         if control:  # the frontier's baselines trained fewer epochs: what the dendrites add is the gap between the two
-            line += f"; its control (the same extra epochs, no dendrites): {distance_text(control)}"
+            line += f"; its control (the same extra epochs, no dendrites): {interval_text(control)}"
         lines.append(line)
     return "\n".join(lines)
-
-
-def distance_text(entry):
-    interval = f", 95% interval [{entry['low']:+.2f}, {entry['high']:+.2f}]" if entry["low"] is not None else ""
-    return f"{entry['difference']:+.2f} points{interval}"

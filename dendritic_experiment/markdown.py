@@ -72,18 +72,16 @@ def frontier_lines(entries, lines=()):
         text.append(f"- **The {line.family} width frontier** over seed(s) {seed_text(line.seeds)} (mean test accuracy; "
                     f"it never falls as parameters grow: docs/method.md): {members}.")
     for e in entries:
-        where = f"{e['run']} ({e['params'] / 1e6:.2f}M parameters)" if e["seeds"] else e["run"]
         outside = "; ".join(f"seed {seed} {why}" for seed, why in e["outside"].items())
         if e["difference"] is None:
             text.append(f"- **{e['run']}** lies outside the {e['family']} width frontier in every seed ({outside}): "
                         "nothing is extrapolated; train a wider (or narrower) width variant to place it.")
             continue
         side = "above" if e["difference"] > 0 else "below"
-        interval = (f"95% interval [{e['low']:+.2f}, {e['high']:+.2f}] ({e['method']}); {verdict(e)}"
-                    if e["low"] is not None else f"no interval ({e['method']})")
         over = (f" Over seed(s) {seed_text(e['seeds'])} only: {outside}, outside the frontier." if outside else "")
-        text.append(f"- **{where}** is {side} the {e['family']} width frontier by {abs(e['difference']):.2f} points "
-                    f"at equal parameters: {interval}.{over}")
+        text.append(f"- **{e['run']} ({e['params'] / 1e6:.2f}M parameters)** is {side} the {e['family']} width "
+                    f"frontier by {abs(e['difference']):.2f} points at equal parameters: 95% interval {bounds(e)} "
+                    f"({e['method']}); {verdict(e)}.{over}")
     if any(e["kind"] == "control" for e in entries):
         text.append("- A warm-started run trained its baseline's epochs and then its cycles, the frontier's baselines "
                     "theirs only: read the dendritic run's distance beside its control's (the same extra epochs, no "
@@ -130,8 +128,13 @@ def closer(small):
     return "the dendritic run (its dendrites and its extra epochs together)"
 
 
+def bounds(entry, fmt="+.2f"):
+    """An entry's 95% interval as '[low, high]', the way summary.md and comparison.png write it."""
+    return f"[{entry['low']:{fmt}}, {entry['high']:{fmt}}]"
+
+
 def interval_text(entry):
-    return f"{entry['difference']:+.2f} points, 95% interval [{entry['low']:+.2f}, {entry['high']:+.2f}]"
+    return f"{entry['difference']:+.2f} points, 95% interval {bounds(entry)}"
 
 
 def gap_text(entry):
@@ -139,8 +142,7 @@ def gap_text(entry):
     if share is None:
         return (f"undefined: the gap itself ({interval_text(gap)}) cannot be told apart from zero, so there is "
                 "no gap to close.")
-    return (f"{share['share']:.0%}, 95% interval [{share['low']:.0%}, {share['high']:.0%}] "
-            f"(the gap: {interval_text(gap)}).")
+    return f"{share['share']:.0%}, 95% interval {bounds(share, '.0%')} (the gap: {interval_text(gap)})."
 
 
 def table_lines(runs):
@@ -194,8 +196,8 @@ def error_removed_lines(entries):
     lines = []
     for e in entries:
         per_seed = ", ".join(f"{share:.1%}" for share in e["shares"])
-        lines.append(f"- **{e['run']} against {e['against']}**: {e['share']:.1%}, 95% interval [{e['low']:.1%}, "
-                     f"{e['high']:.1%}] ({e['method']}); per seed ({seed_text(e['seeds'])}): {per_seed}.")
+        lines.append(f"- **{e['run']} against {e['against']}**: {e['share']:.1%}, 95% interval {bounds(e, '.1%')} "
+                     f"({e['method']}); per seed ({seed_text(e['seeds'])}): {per_seed}.")
     return ["", "## Remaining error removed", "",
             "(error of the network it is measured against − error of the run) / error of that network, per seed: "
             "the share of the remaining test error the run removes.", "", *lines] if lines else []
