@@ -50,7 +50,7 @@ def seed_ratio_interval(numerators, denominators):
     return a / b, (big_b - root) / big_a, (big_b + root) / big_a
 
 
-def resampled_accuracies(correct, seed=0):
+def resampled_accuracies(correct):
     """(the k accuracies, BOOTSTRAP_RESAMPLES x k accuracies of resampled image sets) from correct: k runs'
     per-image correctness on the same n images. Each image is one of 2^k right/wrong patterns, so a
     resample is a multinomial draw of the patterns' counts: 10,000 of them cost nothing."""
@@ -59,7 +59,7 @@ def resampled_accuracies(correct, seed=0):
     patterns = (correct * (1 << np.arange(k))[:, None]).sum(axis=0)
     counts = np.bincount(patterns, minlength=2 ** k)
     right_in = (np.arange(2 ** k)[:, None] >> np.arange(k)) & 1  # pattern -> which runs are right
-    draws = np.random.default_rng(seed).multinomial(n, counts / n, size=BOOTSTRAP_RESAMPLES)
+    draws = np.random.default_rng(0).multinomial(n, counts / n, size=BOOTSTRAP_RESAMPLES)  # a fixed draw: reproducible
     return 100 * counts @ right_in / n, 100 * draws @ right_in / n
 
 
@@ -69,18 +69,18 @@ def percentile_interval(samples):
     return float(low), float(high)
 
 
-def bootstrap_contrast(weighted, seed=0):
+def bootstrap_contrast(weighted):
     """A weighted sum of runs' accuracies (weighted: [(per-image correctness, weight)]; a - b is
     [(a, 1), (b, -1)]) with its paired bootstrap 95% interval over test images."""
-    observed, resampled = resampled_accuracies([correct for correct, _ in weighted], seed)
+    observed, resampled = resampled_accuracies([correct for correct, _ in weighted])
     weights = np.array([weight for _, weight in weighted])
     return (float(observed @ weights), *percentile_interval(resampled @ weights))
 
 
-def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
+def bootstrap_ratio_interval(correct_run, correct_small, correct_large):
     """From one paired bootstrap: the gap large - small with its 95% interval, and (run - small) /
     (large - small) with its 95% interval, or None when the gap's includes zero."""
-    observed, resampled = resampled_accuracies([correct_run, correct_small, correct_large], seed)
+    observed, resampled = resampled_accuracies([correct_run, correct_small, correct_large])
     gap = resampled[:, 2] - resampled[:, 1]
     gap_interval = (float(observed[2] - observed[1]), *percentile_interval(gap))
     if gap_interval[1] <= 0 <= gap_interval[2]:
@@ -91,9 +91,9 @@ def bootstrap_ratio_interval(correct_run, correct_small, correct_large, seed=0):
     return gap_interval, (share, *percentile_interval(shares))
 
 
-def bootstrap_error_removed(correct_run, correct_against, seed=0):
+def bootstrap_error_removed(correct_run, correct_against):
     """The share of against's remaining error that run removes, with a paired bootstrap 95% interval."""
-    observed, resampled = resampled_accuracies([correct_run, correct_against], seed)
+    observed, resampled = resampled_accuracies([correct_run, correct_against])
     with np.errstate(divide="ignore", invalid="ignore"):  # a resample where against gets every image right
         shares = (resampled[:, 0] - resampled[:, 1]) / (100 - resampled[:, 1])
     return (float((observed[0] - observed[1]) / (100 - observed[1])), *percentile_interval(shares))
@@ -133,7 +133,7 @@ def seeds_needed(sd_difference, difference):
     return enough
 
 
-def sign_flip_p(differences, seed=0):
+def sign_flip_p(differences):
     """Two-sided p of the exact sign-flip test of paired differences: the share of the 2^n sign patterns
     whose mean is at least as far from zero as the observed one. Its smallest p is 2 / 2^n: 0.25 at 3
     seeds, 0.0625 at 5, 0.03125 at 6. Beyond EXACT_SIGN_FLIPS seeds, 2^16 patterns drawn at random."""
@@ -142,6 +142,6 @@ def sign_flip_p(differences, seed=0):
     if n <= EXACT_SIGN_FLIPS:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
     else:
-        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(2 ** EXACT_SIGN_FLIPS, n))
+        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(2 ** EXACT_SIGN_FLIPS, n))
     observed = abs(differences.mean())
     return float(np.mean(np.abs(signs @ differences / n) >= observed - 1e-9))
