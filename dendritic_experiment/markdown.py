@@ -5,7 +5,6 @@ from dendritic_experiment.comparisons import SIGN_FLIP_SEEDS, aggregate, describ
 from dendritic_experiment.frontier import Frontier
 
 NEGLIGIBLE_SHARE = 0.001  # dendrites carrying under 0.1% of their layers' output variance do next to nothing
-CONTRIBUTION_NOTE = "measured after training on a fixed batch of validation images"
 LATENCY_NOTE = "each run's model timed beside the others"
 
 
@@ -146,8 +145,8 @@ def gap_text(entry):
 
 
 def table_lines(runs):
-    def cell(row, key, fmt):
-        return format(row[key], fmt) if key in row and not math.isnan(row[key]) else "n/a"
+    def cell(row, key, fmt, scale=1):
+        return format(row[key] / scale, fmt) if key in row and not math.isnan(row[key]) else "n/a"
 
     rows = aggregate(runs)
     small, large = (name or "n/a" for name in reference_networks(runs))
@@ -167,8 +166,8 @@ def table_lines(runs):
                   if several_seeds else "")
         lines.append(
             f"| {row['name']} | {row['test_accuracy']:.2f} | {spread}{row['val_accuracy']:.2f} | "
-            f"{row['params'] / 1e6:.2f} | {macs_text(row)} | {row['dendrites']} | {per_dendrite(row)} | "
-            f"{row['epochs']} | {row.get('start', 'scratch')} | "
+            f"{row['params'] / 1e6:.2f} | {cell(row, 'macs', ',.1f', 1e6)} | {row['dendrites']} | "
+            f"{per_dendrite(row)} | {row['epochs']} | {row.get('start', 'scratch')} | "
             f"{cell(row, 'accuracy_gained', '+.2f')} | {cell(row, 'error_removed', '.1%')} | "
             f"{cell(row, 'params_saved', '.1%')} | {latency_text(row)} | "
             f"{latency_ratio(row, latency_of.get(row['family'], math.nan))} |"
@@ -203,11 +202,6 @@ def error_removed_lines(entries):
             "the share of the remaining test error the run removes.", "", *lines] if lines else []
 
 
-def macs_text(row):
-    """Millions of multiply-accumulates per image, or n/a for runs that did not record them."""
-    return "n/a" if math.isnan(row["macs"]) else f"{row['macs'] / 1e6:,.1f}"
-
-
 def per_dendrite(row):
     """What one dendrite adds, in millions of parameters ('-' for a run without dendrites)."""
     return f"{row['params_per_dendrite'] / 1e6:.3f}" if row.get("params_per_dendrite") else "-"
@@ -236,6 +230,6 @@ def contribution_lines(runs):
                    "over the baseline comes from the extra epochs" if share < NEGLIGIBLE_SHARE
                    else "a measurable part of what those layers compute")
         lines.append(f"- **{name}**: {len(kept)} of {len(seeds)} seed(s) kept dendrites; they carry {share:.3%} of "
-                     f"their layers' output variance (mean |dendrites_to_top| {scale:.4f}; {CONTRIBUTION_NOTE}): "
-                     f"{reading}.")
+                     f"their layers' output variance (mean |dendrites_to_top| {scale:.4f}; measured after training on "
+                     f"a fixed batch of validation images): {reading}.")
     return ["", "## What the dendrites contribute", "", *lines] if lines else []
