@@ -36,22 +36,21 @@ def curves_figure(history, title):
     figure, panels = plt.subplots(1, 3 if dendritic else 2, figsize=(16.5 if dendritic else 11, 4))
     loss_axes, accuracy_axes = panels[:2]
     epochs = [int(row["epoch"]) for row in history]
+    counts = [int(row.get("dendrites") or 0) for row in history]
     if dendritic:
         contribution_panel(panels[2], epochs, history)
-    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
-        for split, style in (("train", "-o"), ("val", "--o")):
-            axes.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style, markersize=3,
-                      label="validation" if split == "val" else split)
-        counts = [int(row.get("dendrites") or 0) for row in history]
+    for axes, metric, ylabel in ((loss_axes, "loss", "loss: cross-entropy with the training's label smoothing (both)"),
+                                 (accuracy_axes, "accuracy", "accuracy (%)")):
+        for split, style, label in (("train", "-o", "train"), ("val", "--o", "validation")):
+            axes.plot(epochs, [float(row[f"{split}_{metric}"]) for row in history], style, markersize=3, label=label)
         for epoch, previous, count in zip(epochs, [0] + counts, counts):  # a warm start adds one before epoch 1
             if count > previous:
                 axes.axvline(epoch - 0.5, color="tab:green", linestyle=":")
         axes.set_xlabel("epoch")
-        axes.set_ylabel(metric + (" (%)" if metric == "accuracy" else ""))
+        axes.set_ylabel(ylabel)
         axes.grid(alpha=0.3)
-    loss_axes.set_ylabel("loss: cross-entropy with the training's label smoothing (both)")
     loss_axes.legend()
-    if any(int(row.get("dendrites") or 0) for row in history):
+    if any(counts):
         accuracy_axes.plot([], [], color="tab:green", linestyle=":", label="dendrite added")
         accuracy_axes.legend()
     figure.suptitle(title)
