@@ -152,7 +152,7 @@ def accuracy_panel(axes, rows, key, label, scale=1e6):
     """Test accuracy against rows' key (params, macs or latency, per image) over scale: each seed a dot,
     the mean with its sd."""
     for row in rows:
-        colour, x = RUN_COLOURS.get(row["kind"], RUN_COLOURS["baseline"]), row[key] / scale
+        colour, x = RUN_COLOURS[row["kind"]], row[key] / scale
         axes.scatter([value / scale for value in row[PER_SEED[key]]], row["accuracies"], s=14, color=colour,
                      alpha=0.5, zorder=2)
         sd = 0 if math.isnan(row["test_sd"]) else row["test_sd"]
