@@ -14,7 +14,6 @@ import zipfile
 import torch
 
 from dendritic_experiment.data import data_fingerprint, load_data
-from dendritic_experiment.dendrites import perforatedbp_version
 from dendritic_experiment.identity import git_commit, result_settings, run_identity, what_changed
 from dendritic_experiment.models import build_model, model_and_width
 from dendritic_experiment.figures import write_run_pictures
@@ -223,9 +222,8 @@ class Experiment:
             size = self.settings.batch_size
             raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
-        add_ons = {"perforatedbp": perforatedbp_version()} if run.kind == "dendritic" else {}
         result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", **run.description(), seed=run.seed,
-                      dataset=self.settings.dataset, **outcome, **add_ons, classes=self.data.classes,
+                      dataset=self.settings.dataset, **outcome, classes=self.data.classes,
                       device=str(self.device), precision=self.precision, finished_at=datetime.datetime.now().isoformat(),
                       settings=settings, identity=identity, code_commit=git_commit(),
                       files={name: os.path.getsize(os.path.join(run.folder, name)) for name in SAVED_FILES})
