@@ -260,7 +260,7 @@ def aggregate(runs):
     for run in runs:
         row = rows.setdefault(run["name"], dict(run, **{listed: [] for listed in per_seed}))
         for listed, key in per_seed.items():
-            row[listed].append(run.get(key))  # macs: None where a run did not record them
+            row[listed].append(run.get(key) if key == "macs" else run[key])  # macs: None where not recorded
     for row in rows.values():
         n = len(row["accuracies"])
         row["test_accuracy"] = mean(row["accuracies"])

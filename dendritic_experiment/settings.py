@@ -127,6 +127,8 @@ def refuse(settings, name, allowed):
 def check_settings(settings):
     s, history = settings, settings.switch_mode == "history"
     cycle = s.history_epochs if history else s.dendrite_epochs  # a dendrite warm-up must leave the network an epoch
+    why_cycle = (f": with --switch-mode history a cycle can end after --history-epochs {cycle} epochs, and the network "
+                 "must train in it" if history else " (fewer than --dendrite-epochs)")
     checks = [  # (setting, whether its value is allowed, what is allowed): all tested, the first failing one refused
         *((name, getattr(s, name) >= 1, "use a whole number of at least 1")
           for name in ("epochs", "batch_size", "max_dendrites", "dendrite_epochs", "history_epochs")),
@@ -139,9 +141,7 @@ def check_settings(settings):
         ("dendrite_init_scale", 0 < s.dendrite_init_scale <= 1000, "use a value above 0 and at most 1000"),
         ("dendrite_activation", s.dendrite_activation in ACTIVATIONS, f"use {', '.join(ACTIVATIONS)}"),
         ("dendrite_min_gain", 0 <= s.dendrite_min_gain < 100, "use accuracy points from 0 to 100"),
-        ("dendrite_warmup_epochs", 0 <= s.dendrite_warmup_epochs < cycle, f"use 0 to {cycle - 1}" + (
-            f": with --switch-mode history a cycle can end after --history-epochs {cycle} epochs, and the network "
-            "must train in it" if history else " (fewer than --dendrite-epochs)")),
+        ("dendrite_warmup_epochs", 0 <= s.dendrite_warmup_epochs < cycle, f"use 0 to {cycle - 1}{why_cycle}"),
         ("checkpoint_seconds", s.checkpoint_seconds >= 0, "use 0 (after every epoch) or more seconds"),
         ("warmup_epochs", 0 <= s.warmup_epochs < s.epochs, f"use 0 to {s.epochs - 1} (fewer than --epochs)"),
         ("val_split", 0 < s.val_split < 50000, "hold out between 1 and 49,999 of the 50,000 training images"),

@@ -55,11 +55,19 @@ def test_a_dendritic_run_that_can_outgrow_its_widest_width_variant_is_refused_be
     assert parse_settings([*plan, "--dendrite-modules", "layer3.0,layer3.1"])
 
 
-def test_every_wrong_setting_is_refused_in_one_line_whatever_runs_are_planned():
+def test_an_unknown_dataset_is_refused_in_one_line_whatever_runs_are_planned():
     """The checks of single settings come before those of the runs, which use them (a dendritic run
     with a width frontier looks up the dataset's classes): an unknown dataset is named, not a KeyError."""
-    plan = ["--experiments", "resnet18,resnet18_w1.5,resnet18_dendritic"]
-    for flags, refused_flag in ((["--dataset", "mnist"], "--dataset 'mnist'"), (["--epochs", "0"], "--epochs 0")):
+    with pytest.raises(ExperimentError) as refused:
+        parse_settings(["--experiments", "resnet18,resnet18_w1.5,resnet18_dendritic", "--dataset", "mnist"])
+    assert str(refused.value) == "--dataset 'mnist' is not allowed: use cifar100 or cifar10"
+
+
+def test_a_device_name_main_py_refuses_is_refused_alike_where_a_tool_picks_its_device():
+    """predict.py's --device reaches settings.pick_device unchecked: the same one line, not torch's error."""
+    from dendritic_experiment.settings import pick_device
+
+    for refuse in (parse_settings, pick_device):
         with pytest.raises(ExperimentError) as refused:
-            parse_settings([*plan, *flags])
-        assert str(refused.value).startswith(f"{refused_flag} is not allowed: use ") and "\n" not in str(refused.value)
+            refuse(["--device", "gpu"] if refuse is parse_settings else "gpu")
+        assert str(refused.value) == "--device 'gpu' is not allowed: use auto, cpu, mps, cuda or cuda:N"
