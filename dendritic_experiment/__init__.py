@@ -2,10 +2,6 @@
 
     python dendritic_experiment/main.py     # or: python -m dendritic_experiment
 
-Modules, one subject each: config (every setting), settings (flags and checks), experiment (the
-plan: which runs, cached or trained), runs (the three kinds of run and their epoch loop), train
-(the step, an epoch, evaluation), data, models, dendrites (the one place that knows perforatedai),
-contribution (what dendrites add), report and intervals (the comparison), cluster (Ray), predict,
-plain_model and export (a finished run without perforatedai), latency, utils. Developer tools that
-measure the project itself (benchmark, projection, the latency table, the study) live in tests/.
+Modules, one subject each: README.md's "Layout". The tools that measure the project itself (the
+study, the GPU check, the benchmark, the latency table) live in tests/.
 """

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from dendritic_experiment.comparisons import Accuracies, frontier_entries
 from dendritic_experiment.costs import dendritic_macs, plain_layer_macs
 from dendritic_experiment.frontier import family_frontier
+from dendritic_experiment.markdown import bounds
 from dendritic_experiment.models import dendrite_modules_of
 
 from fake_cifar import write_fake_cifar
@@ -130,7 +131,7 @@ def contrast_row(arm, contrast, entry, note=""):
         return f"| {arm} | {contrast} | {'n/a' if not differences else f'{differences[0]:+.2f} (one seed)'} | | | |"
     p = entry["power"]
     flip = f"{p['sign_flip_p']:.3f}" if p["sign_flip_p"] is not None else f"n/a ({len(differences)} seeds)"
-    return (f"| {arm} | {contrast}{note} | {entry['difference']:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}] "
+    return (f"| {arm} | {contrast}{note} | {entry['difference']:+.2f} {bounds(entry)} "
             f"| {flip} | ±{p['resolves']:.2f} | {', '.join(f'{d:+.2f}' for d in differences)} "
             f"(seeds {', '.join(map(str, entry['seeds']))}) |")
 
