@@ -1,17 +1,16 @@
 """What dendrites add to the layers that hold them, measured on a model (docs/method.md, "Do the dendrites
-contribute?"): no library state, only the modules' own tensors and forward passes.
-"""
+contribute?"): no library state, only the modules' own tensors and forward passes."""
 import torch
 
 
 @torch.no_grad()
 def contribution(model, images, max_dendrites):
-    """How much the dendrites add to the outputs of the modules that hold them, on images (a fixed batch,
-    in eval mode): {'dendrite_scale': mean |dendrites_to_top| in use, 'dendrite_share': the share of the
-    modules' output variance (variance_share) that the dendrites' term carries, averaged over the modules,
-    then the same for each dendrite k ('dendrite<k>_scale', 'dendrite<k>_share'), k up to max_dendrites;
-    0 where none}. A dendrite's term is a module's output less its output, on the same input, with that
-    dendrite's scale at zero: no library internal beyond dendrites_to_top is needed."""
+    """How much the dendrites add to the outputs of the modules that hold them, on images (a fixed batch, in eval
+    mode): {'dendrite_scale': mean |dendrites_to_top| in use, 'dendrite_share': the share of the modules' output
+    variance (variance_share) that the dendrites' term carries, averaged over the modules, then the same for each
+    dendrite k ('dendrite<k>_scale', 'dendrite<k>_share'), k up to max_dendrites; 0 where none}. A dendrite's term is
+    a module's output less its output, on the same input, with that dendrite's scale at zero: no library internal
+    beyond dendrites_to_top (and dendrite_modules_added, which modules hold dendrites) is needed."""
     figures = {"dendrite_scale": 0.0, "dendrite_share": 0.0}
     for k in range(1, max_dendrites + 1):
         figures.update({f"dendrite{k}_scale": 0.0, f"dendrite{k}_share": 0.0})
@@ -52,7 +51,7 @@ def contribution(model, images, max_dendrites):
 
 
 def variance_share(output, term):
-    """sum_c Var(term)_c / sum_c Var(output)_c, variances over images and positions (channels: dim 1): a
-    constant shift per channel is a bias, not a contribution."""
+    """sum_c Var(term)_c / sum_c Var(output)_c, variances over images and positions (channels: dim 1): a constant
+    shift per channel is a bias, not a contribution."""
     dims = [d for d in range(output.dim()) if d != 1]
     return term.var(dim=dims).sum() / output.var(dim=dims).sum()

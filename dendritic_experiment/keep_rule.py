@@ -1,13 +1,7 @@
-"""The one rule by which a dendritic run and its control keep a dendrite cycle (docs/method.md, "The keep rule"):
-
-    rule = KeepRule(settings, start_val_accuracy)    # a warm start: the finished baseline counts as kept
-    rule.add(epoch, val_accuracy, dendrites)          # after every epoch: whether it is its cycle's best so far
-    rule.end_cycle(library_kept=None)                 # at a cycle's end: whether the cycle is kept
-
-perforatedai's tracker decides the same for a dendritic run only because the two share the scores (score(),
-shifted by score_offset()) and its "new best" is the rule's `>` (its improvement thresholds at 0:
-dendrites.configure); end_cycle raises LibraryDisagrees should their decisions ever differ.
-"""
+"""The one rule by which a dendritic run and its control keep a dendrite cycle (docs/method.md, "The keep rule").
+perforatedai's tracker decides the same for a dendritic run only because the two share the scores (score(), shifted
+by score_offset()) and its "new best" is the rule's `>` (its improvement thresholds at 0: dendrites.configure);
+end_cycle raises LibraryDisagrees should their decisions ever differ."""
 
 
 class LibraryDisagrees(RuntimeError):
@@ -15,19 +9,18 @@ class LibraryDisagrees(RuntimeError):
 
 
 def score_offset(settings):
-    """The shift that keeps every score at 1 or more: perforatedai reads a best score of exactly 0 as "no
-    best yet" and counts any score as a new best, so a baseline that scored 0.0 (or an epoch whose
-    handicapped score came out exactly 0) would be beaten by anything."""
+    """The shift that keeps every score at 1 or more: perforatedai reads a best score of exactly 0 as "no best yet"
+    and counts any score as a new best, so a baseline that scored 0.0 (or an epoch whose handicapped score came out
+    exactly 0) would be beaten by anything."""
     return 1 + settings.max_dendrites * settings.dendrite_min_gain
 
 
 def score(val_accuracy, dendrites, settings):
-    """What the rule (and perforatedai's tracker) compares: validation accuracy in points, less
-    dendrite_min_gain per dendrite in the model (a control counts the dendritic run's: one per cycle),
-    shifted above 0. Within a cycle the handicap is a constant, so its best epoch is still the one kept,
-    and the k-th dendrite is kept exactly when its cycle's best beats the best so far by more than
-    dendrite_min_gain. A threshold at every epoch (the library's improvement_threshold) would never
-    count a cycle that climbs slowly."""
+    """What the rule (and perforatedai's tracker) compares: validation accuracy in points, less dendrite_min_gain
+    per dendrite in the model (a control counts the dendritic run's: one per cycle), shifted above 0. Within a cycle
+    the handicap is a constant, so its best epoch is still the one kept, and the k-th dendrite is kept exactly when
+    its cycle's best beats the best so far by more than dendrite_min_gain. A threshold at every epoch (the library's
+    improvement_threshold) would never count a cycle that climbs slowly."""
     return val_accuracy - dendrites * settings.dendrite_min_gain + score_offset(settings)
 
 
@@ -37,10 +30,10 @@ def val_accuracy_of(score_value, dendrites, settings):
 
 
 class KeepRule:
-    """Which cycles a run keeps, and which epoch's model it reports. A cycle is kept when its best score
-    beats the best kept so far, and its best epoch (the first with that score) is then the model kept;
-    otherwise the run goes back to the model it kept and stops. The start (a finished baseline, epoch 0)
-    counts as kept; without one, the first cycle (a neuron-only phase from scratch) is kept."""
+    """Which cycles a run keeps, and which epoch's model it reports. A cycle is kept when its best score beats the
+    best kept so far, and its best epoch (the first with that score) is then the model kept; otherwise the run goes
+    back to the model it kept and stops. The start (a finished baseline, epoch 0) counts as kept; without one, the
+    first cycle (a neuron-only phase from scratch) is kept."""
 
     def __init__(self, settings, start_val_accuracy=None):
         self.settings = settings
@@ -48,8 +41,8 @@ class KeepRule:
         self.cycle_best = None
 
     def add(self, epoch, val_accuracy, dendrites):
-        """An epoch's validation accuracy, with the dendrites of its model; returns whether it is
-        its cycle's best so far (its model is then the one kept if the cycle is)."""
+        """An epoch's validation accuracy, with the dendrites of its model; returns whether it is its cycle's best so
+        far (its model is then the one kept if the cycle is)."""
         epoch_score = score(val_accuracy, dendrites, self.settings)
         if self.cycle_best is None or epoch_score > self.cycle_best["score"]:
             self.cycle_best = {"score": epoch_score, "epoch": epoch}
@@ -57,9 +50,9 @@ class KeepRule:
         return False
 
     def end_cycle(self, library_kept=None):
-        """The cycle ends; returns whether it is kept. library_kept: whether perforatedai kept the dendrite
-        in a dendritic run (it removes one whose cycle set no new best of the run; None for a control),
-        checked so that no reported epoch or dendrite count rests on the library or the rule alone."""
+        """The cycle ends; returns whether it is kept. library_kept: whether perforatedai kept the dendrite in a
+        dendritic run (it removes one whose cycle set no new best of the run; None for a control), checked so that no
+        reported epoch or dendrite count rests on the library or the rule alone."""
         kept = self.kept is None or self.cycle_best["score"] > self.kept["score"]
         if library_kept is not None and library_kept != kept:
             raise LibraryDisagrees(
