@@ -1,7 +1,6 @@
-"""CIFAR-100 and CIFAR-10: the python-pickle folders read into uint8 tensors on the training
-device, and each batch augmented and normalised there in one go (no per-image Python). The random
-numbers of the batches (order, crops, flips, cutouts) are drawn on the CPU, once per epoch, whatever
-device trains: a seed gives the same batches on every device (docs/method.md, "The control")."""
+"""CIFAR-100 and CIFAR-10: the python-pickle folders read into uint8 tensors on the training device, and each batch
+augmented and normalised there in one go (no per-image Python). The batches' random numbers are drawn on the CPU, once
+per epoch, whatever device trains: a seed gives the same batches on every device (docs/method.md, "The control")."""
 import collections
 import functools
 import hashlib
@@ -154,10 +153,9 @@ def epoch_draws(images, batch_size, steps, augment, cutout, generator=None):
 
 def prepare_batch(images, augment=False, cutout=0, memory_format=torch.channels_last, dataset="cifar100",
                   generator=None, draws=None):
-    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented with draws
-    (augmentation_draws on the images' device; None: drawn now from generator). Cutout (DeVries and
-    Taylor 2017) zeroes a cutout x cutout square around a random centre, clipped at the border, after
-    normalisation: it sets the square to the mean colour."""
+    """uint8 N x 3 x H x W -> normalised float in memory_format, optionally augmented with draws (augmentation_draws
+    on the images' device; None: drawn now from generator). Cutout (DeVries and Taylor 2017) zeroes a cutout x cutout
+    square around a random centre, clipped at the border, after normalisation: the square becomes the mean colour."""
     n, _, height, width = images.shape
     device = images.device
     if (augment or cutout) and draws is None:

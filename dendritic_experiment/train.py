@@ -115,10 +115,9 @@ def steps_per_epoch(num_images, batch_size):
 
 def train_one_epoch(model, images, labels, optimizer, setup, scaler, batch_scheduler=None, description="",
                     generator=None):
-    """One pass over the shuffled training set, batch_scheduler stepped after every batch, its random
-    numbers drawn at the start from generator (a CPU one; None: the global one; data.epoch_draws).
-    Returns {'train_loss', 'train_accuracy', 'first_bad_step'}: the first step whose loss was not
-    finite, 1-based; -1 when none."""
+    """One pass over the shuffled training set, batch_scheduler stepped after every batch, its random numbers drawn
+    at the start from generator (a CPU one; None: the global one; data.epoch_draws). Returns {'train_loss',
+    'train_accuracy', 'first_bad_step'}: the first step whose loss was not finite, 1-based; -1 when none."""
     batch_size = min(setup.settings.batch_size, len(images))
     steps = steps_per_epoch(len(images), batch_size)
     model.train()
@@ -178,9 +177,8 @@ def final_test(model, data, setup, run_dir):
 
 
 def overfit_one_batch(model_name, data, setup, seed, max_steps=500, target_loss=0.05):
-    """Sanity check: fit one fixed batch, without augmentation, label smoothing or weight decay; a loss
-    that does not fall below target_loss means the model, loss or optimizer is miswired. Returns (first
-    loss, last loss, steps)."""
+    """Sanity check: fit one fixed batch, without augmentation, label smoothing or weight decay; a loss that does not
+    fall below target_loss means the model, loss or optimizer is miswired. Returns (first loss, last loss, steps)."""
     torch.manual_seed(seed)
     model = setup.place(build_model(model_name, len(data.classes), setup.settings.width)).train()
     optimizer = torch.optim.SGD(model.parameters(), **dict(setup.optimizer_kwargs(0.05), weight_decay=0))
