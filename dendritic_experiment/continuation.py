@@ -17,9 +17,9 @@ CONTRIBUTION_IMAGES = 256  # validation images on which a dendritic run measures
 
 
 def cycle_schedule(settings, length):
-    """(scheduler class, its arguments) for one dendrite cycle of `length` epochs, stepped once per epoch by the
-    tracker: a cosine from the cycle's peak in fixed mode; in history mode a tenth of the learning rate whenever
-    validation stalls. The control replays the rates this gave."""
+    """(scheduler class, its arguments) for one dendrite cycle of `length` epochs, stepped once per
+    epoch by the tracker: a cosine from the cycle's peak in fixed mode; in history mode a tenth of
+    the learning rate whenever validation stalls. The control replays the rates this gave."""
     if settings.switch_mode == "history":
         return torch.optim.lr_scheduler.ReduceLROnPlateau, dict(
             mode="max", factor=0.1, patience=max(1, settings.history_epochs // 2))
@@ -27,14 +27,14 @@ def cycle_schedule(settings, length):
 
 
 def network_frozen(settings, epoch_in_cycle):
-    """Whether the network's own parameters stay frozen in this epoch (1 = the first) of a dendrite cycle: its first
-    dendrite_warmup_epochs train the new dendrite alone (the control, with none, runs the batches)."""
+    """Whether the network's own parameters stay frozen in this epoch (1 = the first) of a dendrite cycle:
+    its first dendrite_warmup_epochs train the new dendrite alone (the control, with none, runs the batches)."""
     return epoch_in_cycle <= settings.dendrite_warmup_epochs
 
 
 class DendriticRun(Run):
-    """A run perforatedai's tracker drives. With baseline_weights, the first (neuron-only) phase is the finished
-    baseline: its validation score is reported and the first dendrite added before any training."""
+    """A run perforatedai's tracker drives. With baseline_weights, the first (neuron-only) phase is the
+    finished baseline: its validation score is reported and the first dendrite added before any training."""
 
     def __init__(self, model_name, data, setup, seed, run_dir, baseline_weights=None):
         super().__init__(model_name, data, setup, seed)
@@ -88,16 +88,16 @@ class DendriticRun(Run):
         return self.settings.epochs if first_phase else self.settings.dendrite_epochs
 
     def begin_epoch(self, epoch):
-        """During a dendrite warm-up (network_frozen) the optimizer's group "network" gets no gradient; BatchNorm's
-        running statistics still follow the batches. setup_optimizer unfreezes it at a rebuild."""
+        """During a dendrite warm-up (network_frozen) the optimizer's group "network" gets no gradient;
+        BatchNorm's running statistics still follow the batches. setup_optimizer unfreezes it at a rebuild."""
         self.warming_up = not self.first_phase and network_frozen(self.settings, self.epochs_in_cycle + 1)
         for parameter in network_group(self.optimizer)["params"]:
             parameter.requires_grad_(not self.warming_up)
 
     def epoch_scaler(self, scaler):
-        """A warm-up's steps scale their loss with a copy of the run's scaler, made at its first epoch: the
-        dendrites' steps still back off on an overflow, and the run's own scaler comes out of the warm-up as the
-        frozen control's does, which takes no step then (fp16)."""
+        """A warm-up's steps scale their loss with a copy of the run's scaler, made at its first epoch:
+        the dendrites' steps still back off on an overflow, and the run's own scaler comes out of the
+        warm-up as the frozen control's does, which takes no step then (fp16)."""
         if not self.warming_up:
             self.warmup_scaler = None
             return scaler
@@ -130,8 +130,8 @@ class DendriticRun(Run):
             val_accuracy, train_accuracy, self.epochs_in_cycle, self.cycle_length(self.first_phase))
         if restructured or self.complete:  # the cycle ended: the tracker removed its dendrite, or kept it
             self.keep.end_cycle(library_kept=self.dendrites.dendrite_count >= dendrites)
-        # Load-bearing: the library's save of a new best made every parameter contiguous, undoing channels_last, and
-        # a restructure adds new modules: place() puts the layout back.
+        # Load-bearing: the library's save of a new best made every parameter contiguous, undoing
+        # channels_last, and a restructure adds new modules: place() puts the layout back.
         self.model = self.setup.place(model)
         if restructured and not self.complete:
             self.new_cycle(first_phase=False)
@@ -164,8 +164,8 @@ class DendriticRun(Run):
             "start": "baseline" if warm else "scratch",
             "epochs": self.keep.kept_epoch,
             "epochs_including_baseline": self.keep.kept_epoch + (self.settings.epochs if warm else 0),
-            # Epochs trained with each dendrite count, in order, and the network's learning rate in each epoch: the
-            # continued control repeats these cycles at these rates.
+            # Epochs trained with each dendrite count, in order, and the network's learning rate in each
+            # epoch: the continued control repeats these cycles at these rates.
             "cycles": [dendrite_counts.count(n) for n in sorted(set(dendrite_counts))],
             "lrs": [row["lr"] for row in history],
             # What the first dendrite added, kept or not: on every module of dendrite_modules, a copy and its scales.
@@ -184,10 +184,10 @@ def prepare_sample(data, setup, size=2):
 
 
 class ContinuedRun(Run):
-    """The control for a warm-started dendritic run: the baseline trained on for the dendritic run's cycles at its
-    learning rates (lrs, replayed: in history mode too the schedules are one), without dendrites. Each cycle is scored
-    as if it had the dendritic run's dendrites (one per cycle); at every cycle's start it goes back to the model kept,
-    as the tracker does at a switch, and after a cycle not kept it stops."""
+    """The control for a warm-started dendritic run: the baseline trained on for the dendritic run's cycles
+    at its learning rates (lrs, replayed: in history mode too the schedules are one), without dendrites.
+    Each cycle is scored as if it had the dendritic run's dendrites (one per cycle); at every cycle's start
+    it goes back to the model kept, as the tracker does at a switch, and after a cycle not kept it stops."""
 
     def __init__(self, model_name, data, setup, seed, baseline_weights, cycles, lrs):
         super().__init__(model_name, data, setup, seed)

@@ -51,7 +51,7 @@ def contribution(model, images, max_dendrites):
 
 
 def variance_share(output, term):
-    """sum_c Var(term)_c / sum_c Var(output)_c, variances over images and positions (channels: dim 1): a constant
-    shift per channel is a bias, not a contribution."""
+    """sum_c Var(term)_c / sum_c Var(output)_c, variances over images and positions (channels: dim 1): a
+    constant shift per channel is a bias, not a contribution."""
     dims = [d for d in range(output.dim()) if d != 1]
     return term.var(dim=dims).sum() / output.var(dim=dims).sum()

@@ -60,12 +60,12 @@ class DendriteTracker:
         for name in module_names:
             module = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
-            # A BatchNorm beside a wrapped convolution stops the library in its debugger ("norm layer not accounted
-            # for"), so a conv+bn pair (models.ConvBN, a Sequential) is wrapped whole, as one PAISequential. A linear
-            # layer goes in alone (the library finds its output's layout itself). A residual block goes in whole: the
-            # library converts a wrapped module as one unit without looking inside (its norm layers need nothing), so
-            # its dendrite copies the block, shortcut included, and adds to its output after its last ReLU, as in the
-            # library authors' ResNet example (docs/method.md).
+            # A BatchNorm beside a wrapped convolution stops the library in its debugger ("norm layer not
+            # accounted for"), so a conv+bn pair (models.ConvBN, a Sequential) is wrapped whole, as one
+            # PAISequential. A linear layer goes in alone (the library finds its output's layout itself). A
+            # residual block goes in whole: the library converts a wrapped module as one unit without looking
+            # inside (its norm layers need nothing), so its dendrite copies the block, shortcut included, and
+            # adds to its output after its last ReLU, as in the library authors' ResNet example (docs/method.md).
             parts = list(module) if isinstance(module, torch.nn.Sequential) else [module]
             setattr(model.get_submodule(parent_name), child, GPA.PAISequential(parts))
         configure(library_settings(), settings, device)
@@ -95,10 +95,10 @@ class DendriteTracker:
 
     @contextlib.contextmanager
     def library_call(self):
-        """Around every call into the library: it writes to ./PAI/ of the current directory (so that is the run's),
-        prints to stdout (the results table's, so to stderr here), and steps the scheduler at a switch before any
-        optimizer step, also at a warm start (PyTorch's warning about that order is expected, and silenced here
-        only). Before and after, the run must be gradient descent."""
+        """Around every call into the library: it writes to ./PAI/ of the current directory (so that is
+        the run's), prints to stdout (the results table's, so to stderr here), and steps the scheduler at a
+        switch before any optimizer step, also at a warm start (PyTorch's warning about that order is
+        expected, and silenced here only). Before and after, the run must be gradient descent."""
         require_gradient_descent()
         previous = os.getcwd()
         os.chdir(self.run_dir)
@@ -111,12 +111,12 @@ class DendriteTracker:
             os.chdir(previous)
 
     def setup_optimizer(self, optimizer_class, optimizer_kwargs, scheduler_class, scheduler_kwargs):
-        """(optimizer, scheduler), new for the current architecture (after every restructure). The dendrites'
-        parameters form the group "dendrites" (dendrite_lr_multiplier times the learning rate, dendrite_weight_decay),
-        the rest the group "network", last: the library records "the" learning rate from the last group, so groups
-        are found by name, never by position. The library drops every parameter that needs no gradient (and a group
-        left empty), so all are made trainable first: a switch can come during a dendrite warm-up, and the frozen
-        network would never train again."""
+        """(optimizer, scheduler), new for the current architecture (after every restructure). The
+        dendrites' parameters form the group "dendrites" (dendrite_lr_multiplier times the learning rate,
+        dendrite_weight_decay), the rest the group "network", last: the library records "the" learning rate
+        from the last group, so groups are found by name, never by position. The library drops every
+        parameter that needs no gradient (and a group left empty), so all are made trainable first: a switch
+        can come during a dendrite warm-up, and the frozen network would never train again."""
         self.tracker.set_optimizer(optimizer_class)
         self.tracker.set_scheduler(scheduler_class)
         dendrite, network = [], []
@@ -130,19 +130,19 @@ class DendriteTracker:
             return self.tracker.setup_optimizer(self.model, dict(optimizer_kwargs, params=groups), scheduler_kwargs)
 
     def learn_shapes(self, images, labels):
-        """The library learns its tensor shapes from one backward pass, needed before a score is reported on an
-        untrained step; eval mode leaves the BatchNorm statistics alone."""
+        """The library learns its tensor shapes from one backward pass; eval mode leaves the
+        BatchNorm statistics alone. Needed before a score is reported on an untrained step."""
         self.model.eval()
         F.cross_entropy(self.model(images), labels).backward()
         self.model.zero_grad(set_to_none=True)
 
     def end_epoch(self, val_accuracy, train_accuracy, epochs_in_cycle, cycle_length=0, force_switch=False):
-        """Report one epoch; in fixed mode a cycle ends (a switch) after cycle_length epochs. Returns the library's
-        (model, restructured, complete): always use that model, rebuild optimizer and scheduler after a restructure,
-        stop when complete. The tracker steps the scheduler itself, once per call, and rolls back to the best model at
-        every switch; on every new best it saves the whole model (best_model.pt), which makes every parameter
-        contiguous (channels_last is lost). It sees the keep rule's score (keep_rule.score), so that it decides as the
-        rule does; architecture_scores undoes it."""
+        """Report one epoch; in fixed mode a cycle ends (a switch) after cycle_length epochs. Returns the
+        library's (model, restructured, complete): always use that model, rebuild optimizer and scheduler
+        after a restructure, stop when complete. The tracker steps the scheduler itself, once per call, and
+        rolls back to the best model at every switch; on every new best it saves the whole model
+        (best_model.pt), which makes every parameter contiguous (channels_last is lost). It sees the keep
+        rule's score (keep_rule.score), so that it decides as the rule does; architecture_scores undoes it."""
         force_switch = force_switch or (self.fixed_cycles and epochs_in_cycle >= cycle_length)
         self.tracker.add_extra_score(train_accuracy, "Train")
         score = keep_rule.score(val_accuracy, self.dendrite_count, self.settings)
@@ -154,11 +154,11 @@ class DendriteTracker:
         return model, bool(restructured), bool(complete)
 
     def start_from_baseline(self, val_accuracy, train_accuracy):
-        """A finished baseline's scores as the whole first phase; the tracker adds the first dendrite. The library
-        counts a first validation score as the best to beat only with more than initial_history_after_switches epochs
-        since a switch; a warm start reports the baseline once, so for that call the setting is -1 (else the first
-        dendrite would be kept even when it made validation worse), and at once 0 again, because setup_optimizer
-        steps the new scheduler by it."""
+        """A finished baseline's scores as the whole first phase; the tracker adds the first dendrite.
+        The library counts a first validation score as the best to beat only with more than
+        initial_history_after_switches epochs since a switch; a warm start reports the baseline once, so
+        for that call the setting is -1 (else the first dendrite would be kept even when it made validation
+        worse), and at once 0 again, because setup_optimizer steps the new scheduler by it."""
         self.GPA.pc.set_initial_history_after_switches(-1)
         try:
             return self.end_epoch(val_accuracy, train_accuracy, 0, force_switch=True)
@@ -166,8 +166,8 @@ class DendriteTracker:
             self.GPA.pc.set_initial_history_after_switches(0)
 
     def draw_graphs(self):
-        """The library's growth graph (<run_dir>/PAI/PAI.png) and its CSVs, from its records: at the end, every epoch
-        up to the kept model's (completing, the tracker reloads that model's records)."""
+        """The library's growth graph (<run_dir>/PAI/PAI.png) and its CSVs, from its records: at the end,
+        every epoch up to the kept model's (completing, the tracker reloads that model's records)."""
         self.tracker.making_graphs = True
         try:
             with self.library_call():
@@ -218,10 +218,10 @@ class DendriteTracker:
         return int(self.tracker.member_vars["num_dendrites_added"])
 
     def parameter_count(self):
-        """The parameters that run in a forward pass, as in the model rebuilt without the library (plain_model.py).
-        Left out: each wrapped module's hidden copy (kept to grow new dendrites), every output scale but the newest
-        (each switch appends a longer copy) and the next dendrite's scaffold of dendrite-to-dendrite weights.
-        (UPA.count_params leaves out the hidden copy only.)"""
+        """The parameters that run in a forward pass, as in the model rebuilt without the library
+        (plain_model.py). Left out: each wrapped module's hidden copy (kept to grow new dendrites), every
+        output scale but the newest (each switch appends a longer copy) and the next dendrite's scaffold of
+        dendrite-to-dendrite weights. (UPA.count_params leaves out the hidden copy only.)"""
         unused = {id(parameter) for module in wrapped_modules(self.model)
                   for parameter in [*module.dendrite_module.parent_module.parameters(), *module.dendrites_to_top[:-1],
                                     *module.dendrite_module.dendrites_to_candidates]}
@@ -229,12 +229,12 @@ class DendriteTracker:
 
 
 def library():
-    """perforatedai's globals and utils modules (GPA, UPA), imported here only. When the paid perforatedbp add-on
-    (Perforated Backpropagation: correlation-trained dendrites) is importable, the globals module imports
-    perforatedbp.globals_pbp and switches itself to it (set_perforated_backpropagation(True),
-    set_no_extra_n_modes(False)), and the modules, tracker and utils modules import perforatedbp's modules_pbp,
-    tracker_pbp and utils_pbp. The import prints "Building dendrites with/without Perforated Backpropagation" on
-    stdout, which is the summary's alone, so it goes to stderr."""
+    """perforatedai's globals and utils modules (GPA, UPA), imported here only. When the paid perforatedbp
+    add-on (Perforated Backpropagation: correlation-trained dendrites) is importable, the globals module
+    imports perforatedbp.globals_pbp and switches itself to it (set_perforated_backpropagation(True),
+    set_no_extra_n_modes(False)), and the modules, tracker and utils modules import perforatedbp's
+    modules_pbp, tracker_pbp and utils_pbp. The import prints "Building dendrites with/without Perforated
+    Backpropagation" on stdout, which is the summary's alone, so it goes to stderr."""
     with contextlib.redirect_stdout(sys.stderr):
         from perforatedai import globals_perforatedai as GPA
         from perforatedai import utils_perforatedai as UPA
@@ -262,8 +262,8 @@ def require_gradient_descent():
 
 
 def perforatedbp_version():
-    """perforatedbp's version ('version unknown' without its package record) when perforatedai would import it,
-    else None. Read without importing either."""
+    """perforatedbp's version ('version unknown' without its package record) when perforatedai would
+    import it, else None. Read without importing either."""
     if importlib.util.find_spec("perforatedbp") is None:
         return None
     try:
@@ -309,23 +309,23 @@ def configure(pc, settings, device):
 def wrapped_modules(model):
     """The library's modules that hold dendrites (or can grow them), in model order. Each computes
         y = main(x) + sum_i dendrites_to_top[-1][i, c] * act(D_i(x) + earlier dendrites' terms)
-    (act: pai_forward_function; in full: plain_model.py). dendrites_to_top[-1] (dendrites x channels) starts at zero,
-    so a new dendrite leaves the output unchanged and at first only that scale gets a gradient."""
+    (act: pai_forward_function; in full: plain_model.py). dendrites_to_top[-1] (dendrites x channels) starts
+    at zero, so a new dendrite leaves the output unchanged and at first only that scale gets a gradient."""
     return [module for module in model.modules() if hasattr(module, "dendrites_to_top")]
 
 
 def library_version():
-    """'perforatedai 3.2.9, perforatedbp not installed': what a dendritic result came from (perforatedbp, if
-    installed, was switched off: the run checked)."""
+    """'perforatedai 3.2.9, perforatedbp not installed': what a dendritic result came from (perforatedbp,
+    if installed, was switched off: the run checked)."""
     version = perforatedbp_version()
     return (f"perforatedai {importlib.metadata.version('perforatedai')}, "
             + (f"perforatedbp {version} installed (switched off)" if version else "perforatedbp not installed"))
 
 
 def to_device(model, device, memory_format=torch.preserve_format):
-    """model.to(device, memory_format), except perforatedai's 0-dim `this_node_index` buffers, which stay on the
-    host: its modules test `dim == self.this_node_index` in every forward, and on a GPU each test would wait for the
-    device (16 waits per training step with one dendrite on two modules)."""
+    """model.to(device, memory_format), except perforatedai's 0-dim `this_node_index` buffers, which stay on
+    the host: its modules test `dim == self.this_node_index` in every forward, and on a GPU each test would
+    wait for the device (16 waits per training step with one dendrite on two modules)."""
     indices = {module: index.cpu() for module in model.modules()
                if (index := module._buffers.get("this_node_index")) is not None and index.dim() == 0}
     model = model.to(device, memory_format=memory_format)
@@ -341,8 +341,8 @@ def library_folder(run_dir):
 
 
 def copy_library_outputs(run_dir):
-    """Copy the library's final growth graph and CSVs into the run folder, and give its own files the mode any new
-    file gets (it writes its checkpoints with mode 0600)."""
+    """Copy the library's final growth graph and CSVs into the run folder, and give its own files the
+    mode any new file gets (it writes its checkpoints with mode 0600)."""
     folder = library_folder(run_dir)
     for name in os.listdir(folder):
         os.chmod(os.path.join(folder, name), new_file_mode())
@@ -353,8 +353,8 @@ def copy_library_outputs(run_dir):
 
 
 def architecture_scores(run_dir, settings):
-    """[(params, best validation accuracy)] per dendrite count 0, 1, ..., from the library's own table (columns:
-    parameters, best validation score, ...), the keep rule's score undone."""
+    """[(params, best validation accuracy)] per dendrite count 0, 1, ..., from the library's own
+    table (columns: parameters, best validation score, ...), the keep rule's score undone."""
     with open(os.path.join(run_dir, f"{SAVE_NAME}_best_arch_scores.csv")) as f:
         rows = [row for row in list(csv.reader(f))[1:] if row]
     return [(int(float(row[0])), keep_rule.val_accuracy_of(float(row[1]), count, settings))

@@ -9,9 +9,9 @@ class LibraryDisagrees(RuntimeError):
 
 
 def score_offset(settings):
-    """The shift that keeps every score at 1 or more: perforatedai reads a best score of exactly 0 as "no best yet"
-    and counts any score as a new best, so a baseline that scored 0.0 (or an epoch whose handicapped score came out
-    exactly 0) would be beaten by anything."""
+    """The shift that keeps every score at 1 or more: perforatedai reads a best score of exactly 0 as "no
+    best yet" and counts any score as a new best, so a baseline that scored 0.0 (or an epoch whose
+    handicapped score came out exactly 0) would be beaten by anything."""
     return 1 + settings.max_dendrites * settings.dendrite_min_gain
 
 
@@ -30,10 +30,10 @@ def val_accuracy_of(score_value, dendrites, settings):
 
 
 class KeepRule:
-    """Which cycles a run keeps, and which epoch's model it reports. A cycle is kept when its best score beats the
-    best kept so far, and its best epoch (the first with that score) is then the model kept; otherwise the run goes
-    back to the model it kept and stops. The start (a finished baseline, epoch 0) counts as kept; without one, the
-    first cycle (a neuron-only phase from scratch) is kept."""
+    """Which cycles a run keeps, and which epoch's model it reports. A cycle is kept when its best score
+    beats the best kept so far, and its best epoch (the first with that score) is then the model kept;
+    otherwise the run goes back to the model it kept and stops. The start (a finished baseline, epoch 0)
+    counts as kept; without one, the first cycle (a neuron-only phase from scratch) is kept."""
 
     def __init__(self, settings, start_val_accuracy=None):
         self.settings = settings
@@ -41,8 +41,8 @@ class KeepRule:
         self.cycle_best = None
 
     def add(self, epoch, val_accuracy, dendrites):
-        """An epoch's validation accuracy, with the dendrites of its model; returns whether it is its cycle's best so
-        far (its model is then the one kept if the cycle is)."""
+        """An epoch's validation accuracy, with the dendrites of its model; returns whether it is
+        its cycle's best so far (its model is then the one kept if the cycle is)."""
         epoch_score = score(val_accuracy, dendrites, self.settings)
         if self.cycle_best is None or epoch_score > self.cycle_best["score"]:
             self.cycle_best = {"score": epoch_score, "epoch": epoch}
@@ -50,9 +50,9 @@ class KeepRule:
         return False
 
     def end_cycle(self, library_kept=None):
-        """The cycle ends; returns whether it is kept. library_kept: whether perforatedai kept the dendrite in a
-        dendritic run (it removes one whose cycle set no new best of the run; None for a control), checked so that no
-        reported epoch or dendrite count rests on the library or the rule alone."""
+        """The cycle ends; returns whether it is kept. library_kept: whether perforatedai kept the dendrite
+        in a dendritic run (it removes one whose cycle set no new best of the run; None for a control),
+        checked so that no reported epoch or dendrite count rests on the library or the rule alone."""
         kept = self.kept is None or self.cycle_best["score"] > self.kept["score"]
         if library_kept is not None and library_kept != kept:
             raise LibraryDisagrees(

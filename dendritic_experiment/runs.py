@@ -15,8 +15,8 @@ from dendritic_experiment.utils import ExperimentError, save_torch
 
 
 def train_run(run, run_name, run_dir, cache_key):
-    """Train run to completion (resuming from run_dir/checkpoint.pt when it fits); save model.pt and the test
-    predictions. Returns the run's result."""
+    """Train run to completion (resuming from run_dir/checkpoint.pt when it fits); save model.pt and the
+    test predictions. Returns the run's result."""
     setup = run.setup
     checkpoint = Checkpoint(run_dir, run_name, cache_key, setup.device, setup.settings.checkpoint_seconds)
     log = EpochLog(run_dir, run_name)
@@ -63,8 +63,8 @@ def train_epoch(run, run_name, epoch, scaler, checkpoint):
 
 
 def check_finite(metrics, run_name, epoch, setup, checkpoint):
-    """Stop a run whose loss went NaN or infinite; its last checkpoint (of a good epoch) stays. The advice says what
-    it costs: a changed setting of the run's identity starts it over."""
+    """Stop a run whose loss went NaN or infinite; its last checkpoint (of a good epoch) stays. The advice
+    says what it costs: a changed setting of the run's identity starts it over."""
     step = metrics.pop("first_bad_step")
     if step >= 0:
         kept = (f"its checkpoint of epoch {checkpoint.epoch} is kept, and resumes it only with these settings"
@@ -99,9 +99,9 @@ class Run(abc.ABC):
 
     def epoch_generator(self, epoch):
         """The random numbers of an epoch's batches (order, crops, flips, cutouts), seeded by the run's seed,
-        data_stream and epoch, on the CPU whatever device trains: a run and its control share them across devices,
-        nothing drawn for weights (a new dendrite's) shifts them, and a resumed epoch draws what an uninterrupted one
-        would."""
+        data_stream and epoch, on the CPU whatever device trains: a run and its control share them across
+        devices, nothing drawn for weights (a new dendrite's) shifts them, and a resumed epoch draws what an
+        uninterrupted one would."""
         generator = torch.Generator()
         key = hashlib.sha256(f"{self.seed}/{self.data_stream}/{epoch}".encode()).digest()
         return generator.manual_seed(int.from_bytes(key[:8], "little"))
@@ -124,8 +124,8 @@ class Run(abc.ABC):
 
     @abc.abstractmethod
     def result(self, history):
-        """The run's result: params, dendrites, val_accuracy and epochs (of the model it reports, its epochs counted
-        from the run's start), ...; the model it reports is self.model from then on."""
+        """The run's result: params, dendrites, val_accuracy and epochs (of the model it reports,
+        its epochs counted from the run's start), ...; the model it reports is self.model from then on."""
 
     def begin_epoch(self, epoch):
         """Before an epoch trains: nothing, unless a run starts a new cycle there."""
