@@ -60,12 +60,11 @@ class DendriteTracker:
         for name in module_names:
             module = model.get_submodule(name)
             parent_name, _, child = name.rpartition(".")
-            # A BatchNorm beside a wrapped convolution stops the library in its debugger ("norm layer not
-            # accounted for"), so a conv+bn pair (models.ConvBN, a Sequential) is wrapped whole, as one
-            # PAISequential. A linear layer goes in alone (the library finds its output's layout itself). A
-            # residual block goes in whole: the library converts a wrapped module as one unit without looking
-            # inside (its norm layers need nothing), so its dendrite copies the block, shortcut included, and
-            # adds to its output after its last ReLU, as in the library authors' ResNet example (docs/method.md).
+            # A BatchNorm beside a wrapped convolution stops the library in its debugger ("norm layer not accounted
+            # for"), so a conv+bn pair (models.ConvBN, a Sequential) is wrapped whole, as one PAISequential; a linear
+            # layer alone (the library finds its output's layout itself); a residual block whole: the library converts
+            # a wrapped module as one unit without looking inside (its norm layers need nothing), so the dendrite copies
+            # the block and its shortcut, and adds to its output after its last ReLU, as in the authors' ResNet example.
             parts = list(module) if isinstance(module, torch.nn.Sequential) else [module]
             setattr(model.get_submodule(parent_name), child, GPA.PAISequential(parts))
         configure(library_settings(), settings, device)
