@@ -25,6 +25,12 @@ def mean_and_covariance(xs, ys):
     return x_mean, y_mean, covariance
 
 
+def sd(values):
+    """The sample standard deviation (n - 1) of at least two values."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
+
+
 def seed_interval(differences):
     """Mean and 95% t interval of paired per-seed differences (at least two)."""
     n = len(differences)
@@ -135,8 +141,7 @@ def seeds_needed(sd_difference, difference):
 
 def sign_flip_p(differences):
     """Two-sided p of the exact sign-flip test of paired differences: the share of the 2^n sign patterns
-    whose mean is at least as far from zero as the observed one. Its smallest p is 2 / 2^n: 0.25 at 3
-    seeds, 0.0625 at 5, 0.03125 at 6. Beyond EXACT_SIGN_FLIPS seeds, 2^16 patterns drawn at random."""
+    whose mean is at least as far from zero as the observed one (at least 2 / 2^n: 0.25 at 3 seeds)."""
     differences = np.asarray(differences, dtype=float)
     n = len(differences)
     if n <= EXACT_SIGN_FLIPS:
