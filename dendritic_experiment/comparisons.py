@@ -166,8 +166,7 @@ def headline(runs, run_dirs):
         family = kinds[dendritic]["family"]
         for large in larger_networks(runs, family):
             entries.append(reach(accuracies, dendritic, large, small=family))
-            plain = kinds[large]["width_multiple"] == 1
-            large_control = control_of(runs, dendritic, kinds[large]["family"]) if plain else None
+            large_control = kinds[large]["width_multiple"] == 1 and control_of(runs, dendritic, kinds[large]["family"])
             if large_control:  # beyond equal extra training: the gap from this family's control, where it was run
                 entries.append(reach(accuracies, dendritic, large_control, control_of(runs, dendritic) or family))
     return [entry for entry in entries if entry]
