@@ -21,21 +21,22 @@ def measure_latency(models, batch_sizes=(1, 64), threads=1, seconds=1.0, warmup_
     mode, without gradients, on `threads` threads. Per batch size: warmup_rounds untimed rounds (a shape's first call
     builds its kernels), then rounds of one forward of each model until `seconds` have passed and min_rounds are done,
     or max_rounds are; what that costs: docs/performance.md, "Latency and export"."""
-    names = list(models)
     for model in models.values():
         to_eval_mode(model)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            return transpose({batch: time_batch(models, names, batch, seconds, warmup_rounds, min_rounds, max_rounds)
-                              for batch in batch_sizes})
+            by_batch = {batch: time_batch(models, batch, seconds, warmup_rounds, min_rounds, max_rounds)
+                        for batch in batch_sizes}
     finally:
         torch.set_num_threads(previous_threads)
+    return {name: {batch: times[name] for batch, times in by_batch.items()} for name in models}
 
 
-def time_batch(models, names, batch, seconds, warmup_rounds, min_rounds, max_rounds):
+def time_batch(models, batch, seconds, warmup_rounds, min_rounds, max_rounds):
     """{name: median milliseconds} at one batch size."""
+    names = list(models)
     images = torch.randn(batch, *CIFAR_IMAGE, generator=torch.Generator().manual_seed(0))
     for _ in range(warmup_rounds):
         for name in names:
@@ -58,12 +59,6 @@ def to_eval_mode(model):
         model.eval()
     except (AttributeError, NotImplementedError):
         pass
-
-
-def transpose(by_batch):
-    """{batch: {name: ms}} -> {name: {batch: ms}}."""
-    names = next(iter(by_batch.values()), {})
-    return {name: {batch: times[name] for batch, times in by_batch.items()} for name in names}
 
 
 # The experiment's runs: each one's model timed beside the others, cached while none changes.
