@@ -66,8 +66,7 @@ def dendritic_macs(layers, wrapped_modules, dendrites):
 
 
 def run_macs(result):
-    """MACs per image of a finished run, from its result.json: its model at its width with the
-    dataset's classes, plus, for a dendritic run, a copy of each dendrite module per dendrite it kept."""
+    """MACs per image of a finished run, from its result.json: its model, width, classes and the dendrites it kept."""
     settings = result["settings"]
     layers = plain_layer_macs(result["model"], len(result["classes"]), settings["width"])
     if not result.get("dendrites"):
