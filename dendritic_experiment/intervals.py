@@ -22,7 +22,7 @@ def mean_and_covariance(xs, ys):
     n = len(xs)
     x_mean, y_mean = sum(xs) / n, sum(ys) / n
     covariance = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys)) / (n - 1)
-    return x_mean, y_mean, covariance
+    return x_mean, covariance
 
 
 def sd(values):
@@ -34,7 +34,7 @@ def sd(values):
 def seed_interval(differences):
     """Mean and 95% t interval of paired per-seed differences (at least two)."""
     n = len(differences)
-    mean, _, variance = mean_and_covariance(differences, differences)
+    mean, variance = mean_and_covariance(differences, differences)
     half = t_975(n - 1) * math.sqrt(variance / n)
     return mean, mean - half, mean + half
 
@@ -44,9 +44,9 @@ def seed_ratio_interval(numerators, denominators):
     does not reject mean(numerator - r * denominator) = 0), from paired per-seed values (at least two).
     (ratio, low, high), or None when the denominator's mean cannot be told from zero: no bounded interval."""
     n = len(numerators)
-    a, _, aa = mean_and_covariance(numerators, numerators)
-    b, _, bb = mean_and_covariance(denominators, denominators)
-    _, _, ab = mean_and_covariance(numerators, denominators)
+    a, aa = mean_and_covariance(numerators, numerators)
+    b, bb = mean_and_covariance(denominators, denominators)
+    _, ab = mean_and_covariance(numerators, denominators)
     q = t_975(n - 1) ** 2 / n
     # (a - r b)^2 <= q (aa - 2 r ab + r^2 bb), as A r^2 - 2 B r + C <= 0:
     big_a, big_b, big_c = b * b - q * bb, a * b - q * ab, a * a - q * aa
