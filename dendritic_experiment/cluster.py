@@ -1,8 +1,7 @@
-"""Several runs at once (--parallel-runs), each a Ray task, on one machine's GPUs or a Ray cluster; how
-to use it: README.md, "Several GPUs or machines (Ray)". Only main.py imports this module, only with
---parallel-runs 1 or more: nothing else imports Ray. The driver (main.py's process) keeps the order and
-reuses finished runs exactly as the sequential path does. What the code relies on in Ray is noted where
-it does, checked with Ray 2.60 on a CPU machine.
+"""Several runs at once (--parallel-runs), each a Ray task, on one machine's GPUs or a Ray cluster (README.md, "Several
+GPUs or machines (Ray)"). Only main.py imports this module, with --parallel-runs 1 or more: nothing else imports Ray.
+The driver (main.py's process) keeps the order and reuses finished runs as the sequential path does. What the code
+relies on in Ray is noted where it does, checked with Ray 2.60 on a CPU machine.
 """
 import contextlib
 import os
@@ -23,10 +22,9 @@ WORKER_SETUP_HOOK = ""  # "module.function" each worker calls first (tests: tiny
 
 
 def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
-    """Fill experiment's results with every run of the plan (in order: each after the runs it starts
-    from), at most settings.parallel_runs training at once. trial: the sweep trial's folder the plan
-    was made for (tracking.sweep_trial), decided here and handed to every task: workers of a `ray
-    start` cluster do not have this process's environment, which names the trial."""
+    """Fill experiment's results with every run of the plan (each after the runs it starts from), at most
+    settings.parallel_runs at once. trial: the sweep trial's folder the plan was made for (tracking.sweep_trial),
+    handed to every task: workers of a `ray start` cluster lack this process's environment, which names the trial."""
     progress = Progress(settings, plan, tracking)
     waiting = reuse_finished(settings, experiment, plan, progress)
     if not waiting:
@@ -55,10 +53,8 @@ def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
 
 
 def reuse_finished(settings, experiment, plan, progress):
-    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train. With
-    precision auto on a cluster (--ray-address) this machine cannot tell what a worker's device
-    resolves it to: a finished run is then handed to a worker, which reuses it when it trained in the
-    precision that worker would train in (Experiment.cached)."""
+    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train. With precision auto
+    on a cluster (--ray-address) a finished run goes to a worker, which compares its precision (Experiment.cached)."""
     waiting, here = [], not (settings.ray_address and settings.precision == "auto")
     for run in plan:
         if settings.retrain:
