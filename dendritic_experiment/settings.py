@@ -1,6 +1,5 @@
-"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the
-device and the precision (what a result depends on: identity.py).
-Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
+"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the device and
+the precision. Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
 import math
@@ -53,10 +52,9 @@ def build_parser():
         if group not in groups:
             groups[group] = parser.add_argument_group(group)
         flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=comment)
-        else:
-            groups[group].add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(), help=comment)
+        how = dict(action=argparse.BooleanOptionalAction) if isinstance(default, bool) else dict(
+            type=type(default), metavar=type(default).__name__.upper())
+        groups[group].add_argument(flag, default=default, help=comment, **how)
     return parser
 
 
@@ -275,10 +273,10 @@ def pick_device(name):
 
 
 def pick_precision(name, device):
-    """bf16 autocast on CUDA, fp16 (with a gradient scaler) on GPUs without bf16, else fp32."""
+    """auto: bf16 autocast on CUDA, else fp32; on GPUs without native bf16 (before Ampere), where emulated bf16 is
+    slow, fp16 with a gradient scaler."""
     if name != "auto":
         return name
     if device.type == "cuda":
-        # Without native bf16 (before Ampere) emulated bf16 is slow: fp16 with a scaler instead.
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return "fp32"
