@@ -17,9 +17,7 @@ from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of
 from dendritic_experiment.plain_model import dendritic_params
 from dendritic_experiment.utils import ExperimentError, split_list
 
-# ---------------------------------------------------------------------------------------------
-# config.py is the single source: every name there is also a --flag.
-# ---------------------------------------------------------------------------------------------
+# --- config.py is the single source: every name there is also a --flag ---
 
 SETTING_LINE = re.compile(r"^(\w+) = (.+?)(?:\s+#\s*(.*))?$")  # `name = value  # what it does`
 
@@ -95,11 +93,10 @@ def shrink_for_smoke(settings, given):
         print(f"--smoke: {said} (a flag you give is kept)", file=sys.stderr)
 
 
-# ---------------------------------------------------------------------------------------------
-# Run names and seeds.
-# ---------------------------------------------------------------------------------------------
+# --- Run names and seeds ---
 
 RUN_SUFFIXES = {"_dendritic": "dendritic", "_continued": "control"}  # a run name's ending -> its kind (else: baseline)
+
 
 def split_run_name(run_name):
     """The one reading of a run's name, into (model, kind): 'resnet18_continued' -> ('resnet18', 'control'),
@@ -114,9 +111,7 @@ def seed_list(settings):
     return [int(seed) for seed in split_list(settings.seeds)]
 
 
-# ---------------------------------------------------------------------------------------------
-# Checks: an impossible setting is refused before any work, naming it and what is allowed.
-# ---------------------------------------------------------------------------------------------
+# --- Checks: an impossible setting is refused before any work, naming it and what is allowed ---
 
 def refuse(settings, name, allowed):
     raise ExperimentError(f"--{name.replace('_', '-')} {getattr(settings, name)!r} is not allowed: {allowed}")
@@ -246,9 +241,7 @@ def check_frontier_reach(settings, runs, model, chosen):
            f"{WIDTH_STEP:g} that covers it) or lower --max-dendrites")
 
 
-# ---------------------------------------------------------------------------------------------
-# Device and precision
-# ---------------------------------------------------------------------------------------------
+# --- Device and precision ---
 
 DEVICES = "auto, cpu, mps, cuda or cuda:N"  # what --device accepts (main.py and predict.py)
 
