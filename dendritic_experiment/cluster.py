@@ -87,7 +87,7 @@ def schedule(ray, task, worker_settings, trial, experiment, waiting, progress):
         try:
             result, where, trained = ray.get(finished)
         except ray.exceptions.RayError as error:
-            failures.append(failure(error, run))
+            failures.append(failure(ray, error, run))
             print(f"failed: {failures[-1]}" + ("; waiting for the runs under way" if running else ""), file=sys.stderr)
             continue
         results[run] = result
@@ -97,12 +97,10 @@ def schedule(ray, task, worker_settings, trial, experiment, waiting, progress):
                               else f"{len(failures)} runs failed; first: {failures[0]}")
 
 
-def failure(error, run):
-    """One line for a run that failed: its own message when it refused for a user's reason (not
-    retried), else what went wrong (a fault of the code also prints the worker's traceback). Ray raises
-    RayTaskError (.cause: the task's exception) or, once the retries are spent, WorkerCrashedError."""
-    import ray
-
+def failure(ray, error, run):
+    """One line for a run that failed: its own message when it refused for a user's reason (not retried), else what
+    went wrong (a fault of the code also prints the worker's traceback). Ray raises RayTaskError (.cause: the task's
+    exception) or, once the retries are spent, WorkerCrashedError."""
     if not isinstance(error, ray.exceptions.RayTaskError):  # its worker or node died MAX_RETRIES + 1 times
         return (f"{run}: its Ray worker died {MAX_RETRIES + 1} times ({type(error).__name__}); "
                 "run the command again to resume it from its checkpoint")
@@ -196,10 +194,9 @@ def check_results_dir(ray, folder):
 
 
 def train_task(settings, trial, run_name, seed, upstream_results):
-    """In a worker: train one run of the plan for trial (a sweep trial's folder, or None), resuming it
-    from its checkpoint when there is one (a retry), or reuse it when it is finished (a retry, or a
-    run the driver left to compare its precision here). upstream_results: {name: result} of the runs
-    it starts from. Errors leave as RuntimeError: a task's exception class must import in the driver."""
+    """In a worker: train one run of the plan for trial, resuming it from its checkpoint (a retry), or reuse it when
+    finished (a retry, or a run the driver left to compare its precision here). upstream_results: {name: result} of
+    the runs it starts from. Errors leave as RuntimeError: a task's exception class must import in the driver."""
     import torch
 
     # Ray sets OMP_NUM_THREADS to the task's CPUs, and torch follows it, unless it started before (a setup hook).

@@ -135,10 +135,9 @@ class Experiment:
                 run_identity(run, self.data_fingerprint, self.results))
 
     def cached(self, run, here=True):
-        """The run's finished result when its identity and the precision it would train in here match and its
-        files are whole; else None, saying why when there was a result. here=False: a Ray driver whose workers are
-        other machines, where `precision = auto` may resolve otherwise, leaves a result that matches in all
-        else to the worker that would train it, which compares its precision (cluster.train_task)."""
+        """The run's finished result when its identity and the precision it would train in here match and its files
+        are whole; else None, saying why when there was a result. here=False (a Ray driver whose workers may resolve
+        `precision = auto` otherwise): a result that matches in all else goes to the worker that would train it."""
         cached = read_json(os.path.join(run.folder, "result.json"))
         if not cached:
             return None
