@@ -12,10 +12,9 @@ CHECKPOINT_FORMAT = 4  # a checkpoint of another layout is ignored, not misread
 
 
 class Checkpoint:
-    """run_dir/checkpoint.pt: all a run needs to go on after an epoch it finished, used only with the same
-    settings. Written atomically at most every every_seconds: a ResNet-18's 90 MB take ~0.3 s (a CPU
-    machine's disk), too much for every epoch when a GPU epoch takes seconds. A crash costs at most
-    every_seconds of training plus the epoch in progress."""
+    """run_dir/checkpoint.pt: all a run needs to go on after an epoch it finished, used only with the same settings.
+    Written at most every every_seconds: a ResNet-18's 90 MB take ~0.3 s (a CPU machine's disk), too much for every
+    epoch when a GPU epoch takes seconds. A crash costs at most every_seconds of training plus the epoch in progress."""
 
     def __init__(self, run_dir, run_name, cache_key, device, every_seconds):
         self.path, self.run_name, self.device = os.path.join(run_dir, "checkpoint.pt"), run_name, device

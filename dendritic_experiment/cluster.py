@@ -1,8 +1,7 @@
-"""Several runs at once (--parallel-runs), each a Ray task, on one machine's GPUs or a Ray cluster; how
-to use it: README.md, "Several GPUs or machines (Ray)". Only main.py imports this module, only with
---parallel-runs 1 or more: nothing else imports Ray. The driver (main.py's process) keeps the order and
-reuses finished runs exactly as the sequential path does. What the code relies on in Ray is noted where
-it does, checked with Ray 2.60 on a CPU machine.
+"""Several runs at once (--parallel-runs), each a Ray task, on one machine's GPUs or a Ray cluster (README.md, "Several
+GPUs or machines (Ray)"). Only main.py imports this module, with --parallel-runs 1 or more: nothing else imports Ray.
+The driver (main.py's process) keeps the order and reuses finished runs as the sequential path does. What the code
+relies on in Ray is noted where it does, checked with Ray 2.60 on a CPU machine.
 """
 import contextlib
 import os
@@ -23,10 +22,9 @@ WORKER_SETUP_HOOK = ""  # "module.function" each worker calls first (tests: tiny
 
 
 def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
-    """Fill experiment's results with every run of the plan (in order: each after the runs it starts
-    from), at most settings.parallel_runs training at once. trial: the sweep trial's folder the plan
-    was made for (tracking.sweep_trial), decided here and handed to every task: workers of a `ray
-    start` cluster do not have this process's environment, which names the trial."""
+    """Fill experiment's results with every run of the plan (each after the runs it starts from), at most
+    settings.parallel_runs at once. trial: the sweep trial's folder the plan was made for (tracking.sweep_trial),
+    handed to every task: workers of a `ray start` cluster lack this process's environment, which names the trial."""
     progress = Progress(settings, plan, tracking)
     waiting = reuse_finished(settings, experiment, plan, progress)
     if not waiting:
@@ -55,10 +53,8 @@ def train_in_parallel(settings, experiment, plan, tracking=None, trial=None):
 
 
 def reuse_finished(settings, experiment, plan, progress):
-    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train. With
-    precision auto on a cluster (--ray-address) this machine cannot tell what a worker's device
-    resolves it to: a finished run is then handed to a worker, which reuses it when it trained in the
-    precision that worker would train in (Experiment.cached)."""
+    """Take the finished runs (or, with --retrain, forget them); returns the runs left to train. With precision auto
+    on a cluster (--ray-address) a finished run goes to a worker, which compares its precision (Experiment.cached)."""
     waiting, here = [], not (settings.ray_address and settings.precision == "auto")
     for run in plan:
         if settings.retrain:
@@ -91,7 +87,7 @@ def schedule(ray, task, worker_settings, trial, experiment, waiting, progress):
         try:
             result, where, trained = ray.get(finished)
         except ray.exceptions.RayError as error:
-            failures.append(failure(error, run))
+            failures.append(failure(ray, error, run))
             print(f"failed: {failures[-1]}" + ("; waiting for the runs under way" if running else ""), file=sys.stderr)
             continue
         results[run] = result
@@ -101,12 +97,10 @@ def schedule(ray, task, worker_settings, trial, experiment, waiting, progress):
                               else f"{len(failures)} runs failed; first: {failures[0]}")
 
 
-def failure(error, run):
-    """One line for a run that failed: its own message when it refused for a user's reason (not
-    retried), else what went wrong (a fault of the code also prints the worker's traceback). Ray raises
-    RayTaskError (.cause: the task's exception) or, once the retries are spent, WorkerCrashedError."""
-    import ray
-
+def failure(ray, error, run):
+    """One line for a run that failed: its own message when it refused for a user's reason (not retried), else what
+    went wrong (a fault of the code also prints the worker's traceback). Ray raises RayTaskError (.cause: the task's
+    exception) or, once the retries are spent, WorkerCrashedError."""
     if not isinstance(error, ray.exceptions.RayTaskError):  # its worker or node died MAX_RETRIES + 1 times
         return (f"{run}: its Ray worker died {MAX_RETRIES + 1} times ({type(error).__name__}); "
                 "run the command again to resume it from its checkpoint")
@@ -200,10 +194,9 @@ def check_results_dir(ray, folder):
 
 
 def train_task(settings, trial, run_name, seed, upstream_results):
-    """In a worker: train one run of the plan for trial (a sweep trial's folder, or None), resuming it
-    from its checkpoint when there is one (a retry), or reuse it when it is finished (a retry, or a
-    run the driver left to compare its precision here). upstream_results: {name: result} of the runs
-    it starts from. Errors leave as RuntimeError: a task's exception class must import in the driver."""
+    """In a worker: train one run of the plan for trial, resuming it from its checkpoint (a retry), or reuse it when
+    finished (a retry, or a run the driver left to compare its precision here). upstream_results: {name: result} of
+    the runs it starts from. Errors leave as RuntimeError: a task's exception class must import in the driver."""
     import torch
 
     # Ray sets OMP_NUM_THREADS to the task's CPUs, and torch follows it, unless it started before (a setup hook).

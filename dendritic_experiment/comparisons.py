@@ -9,7 +9,7 @@ import torch
 
 from dendritic_experiment.frontier import family_frontier, mean, weights_against
 from dendritic_experiment.intervals import (bootstrap_contrast, bootstrap_error_removed, bootstrap_ratio_interval,
-                                            resolved_difference, seed_interval, seed_ratio_interval, seeds_needed,
+                                            resolved_difference, sd, seed_interval, seed_ratio_interval, seeds_needed,
                                             sign_flip_p)
 from dendritic_experiment.utils import read_csv
 
@@ -35,10 +35,9 @@ class Accuracies:
         return self.correct_by_run[name, seed]
 
     def contrast(self, weights, one_seed=None):
-        """The one comparison of runs: a weighted sum of their test accuracies, paired by seed (weights:
-        {seed: ((run, weight), ...)}; a - b is ((a, 1), (b, -1))), each seed's value, their mean with its
-        95% interval (with one seed, over test images: one_seed(seed)'s, else its own bootstrap) and what
-        the seeds resolve. None without a seed."""
+        """The one comparison of runs: a weighted sum of their test accuracies, paired by seed (weights: {seed: ((run,
+        weight), ...)}; a - b is ((a, 1), (b, -1))), each seed's value, their mean with its 95% interval (with one seed,
+        over test images: one_seed(seed)'s, else its own bootstrap) and what the seeds resolve. None without a seed."""
         seeds = sorted(weights)
         if not seeds:
             return None
@@ -97,10 +96,9 @@ def power(differences):
     n = len(differences)
     if n < 2:
         return None
-    mean = sum(differences) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
-    return dict(seeds=n, sd=sd, resolves=resolved_difference(sd, n),
-                seeds_needed={str(d): seeds_needed(sd, d) for d in POWER_TARGETS},
+    spread = sd(differences)
+    return dict(seeds=n, sd=spread, resolves=resolved_difference(spread, n),
+                seeds_needed={str(d): seeds_needed(spread, d) for d in POWER_TARGETS},
                 sign_flip_p=sign_flip_p(differences) if n >= SIGN_FLIP_SEEDS else None)
 
 
@@ -168,8 +166,7 @@ def headline(runs, run_dirs):
         family = kinds[dendritic]["family"]
         for large in larger_networks(runs, family):
             entries.append(reach(accuracies, dendritic, large, small=family))
-            plain = kinds[large]["width_multiple"] == 1
-            large_control = control_of(runs, dendritic, kinds[large]["family"]) if plain else None
+            large_control = kinds[large]["width_multiple"] == 1 and control_of(runs, dendritic, kinds[large]["family"])
             if large_control:  # beyond equal extra training: the gap from this family's control, where it was run
                 entries.append(reach(accuracies, dendritic, large_control, control_of(runs, dendritic) or family))
     return [entry for entry in entries if entry]
@@ -269,8 +266,7 @@ def aggregate(runs):
         row["dendrites"] = spread_text(row["dendrite_counts"])
         row["epochs"] = spread_text(row["epoch_counts"])
         row["macs"] = mean(row["mac_counts"]) if None not in row["mac_counts"] else math.nan  # seeds may differ
-        row["test_sd"] = (math.sqrt(sum((a - row["test_accuracy"]) ** 2 for a in row["accuracies"]) / (n - 1))
-                          if n > 1 else math.nan)
+        row["test_sd"] = sd(row["accuracies"]) if n > 1 else math.nan
         row["latency"] = (row.get("latency_ms") or {}).get("1", math.nan)  # the first seed's model, timed once
         row["latencies"] = [row["latency"]] * n
     small, large = (rows.get(name) for name in reference_networks(runs))

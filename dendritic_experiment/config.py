@@ -1,8 +1,6 @@
-"""Every setting of the experiment, on one screen.
-
-Edit a value here, or pass the same name as a flag: `batch_size = 512` below is
-`--batch-size 512` on the command line, and `--help` lists them all with their defaults.
-Booleans take `--augment` / `--no-augment`. Lists are comma-separated strings.
+"""Every setting of the experiment, on one screen. Edit a value here, or pass the same name as a flag:
+`batch_size = 512` below is `--batch-size 512`, and `--help` lists them all with their defaults. Booleans take
+`--augment` / `--no-augment`; lists are comma-separated strings.
 """
 
 # --- data ---

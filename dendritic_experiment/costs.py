@@ -1,8 +1,7 @@
-"""Compute per image: the multiply-accumulates (MACs) of one inference, counted by forward hooks on
-one image, so strides, dilation and padding count as they run. Counted: every nn.Conv2d and
-nn.Linear. Not counted: BatchNorm, activations, pooling, residual additions and biases (each at most
-one operation per output element, a few percent of a ResNet's total). What a dendrite costs:
-dendritic_macs; what it is: docs/method.md, "The dendrites"."""
+"""Compute per image: the multiply-accumulates (MACs) of one inference, counted by forward hooks on one image, so
+strides, dilation and padding count as they run. Counted: every nn.Conv2d and nn.Linear. Not counted: BatchNorm,
+activations, pooling, residual additions and biases (each at most one operation per output element, a few percent of a
+ResNet's total). What a dendrite costs: dendritic_macs; what it is: docs/method.md, "The dendrites"."""
 import functools
 
 import torch
@@ -53,13 +52,12 @@ def macs_under(layers, module_name):
 
 
 def dendritic_macs(layers, wrapped_modules, dendrites):
-    """MACs per image of the plain model (layers: its layer_macs) with `dendrites` dendrites on each of
-    wrapped_modules. A perforatedai 3.2.9 dendrite is a copy of its module (a conv+bn pair, fc, a whole
-    block with its shortcut) that runs beside it on the same input, so each adds the MACs under that
-    module's name once more; the hidden parent copy a wrapped module keeps to grow new dendrites does not
-    run, and the per-channel scaling of a dendrite's output (one multiply per output element) is not
-    counted (checked on the library's own model in tests/test_costs.py). A name with no layer under it is
-    refused: a typo would cost nothing."""
+    """MACs per image of the plain model (layers: its layer_macs) with `dendrites` dendrites on each of wrapped_modules.
+    A perforatedai 3.2.9 dendrite is a copy of its module (a conv+bn pair, fc, a whole block with its shortcut) that
+    runs beside it on the same input, so each adds the MACs under that module's name once more; the hidden parent copy a
+    wrapped module keeps to grow new dendrites does not run, and the per-channel scaling of a dendrite's output (one
+    multiply per output element) is not counted (checked on the library's own model in tests/test_costs.py). A name
+    with no layer under it is refused: a typo would cost nothing."""
     wrapped = {name: macs_under(layers, name) for name in wrapped_modules}
     missing = [name for name, macs in wrapped.items() if not macs]
     if missing:
@@ -68,8 +66,7 @@ def dendritic_macs(layers, wrapped_modules, dendrites):
 
 
 def run_macs(result):
-    """MACs per image of a finished run, from its result.json: its model at its width with the
-    dataset's classes, plus, for a dendritic run, a copy of each dendrite module per dendrite it kept."""
+    """MACs per image of a finished run, from its result.json: its model, width, classes and the dendrites it kept."""
     settings = result["settings"]
     layers = plain_layer_macs(result["model"], len(result["classes"]), settings["width"])
     if not result.get("dendrites"):

@@ -1,7 +1,6 @@
-"""The experiment: which runs, for which seeds, in what order, and each one reused or trained
-(docs/method.md, "When results are reused"). The plan lists each run after the runs it starts from, so
-that a cache lookup never trains; cluster.py runs the same plan as Ray tasks.
-"""
+"""The experiment: which runs, for which seeds, in what order, and each one reused or trained (docs/method.md, "When
+results are reused"). The plan lists each run after the runs it starts from, so that a cache lookup never trains;
+cluster.py runs the same plan as Ray tasks."""
 import contextlib
 import dataclasses
 import datetime
@@ -13,6 +12,7 @@ import zipfile
 
 import torch
 
+from dendritic_experiment.costs import run_macs
 from dendritic_experiment.data import data_fingerprint, load_data
 from dendritic_experiment.identity import git_commit, result_settings, run_identity, what_changed
 from dendritic_experiment.models import build_model, model_and_width
@@ -135,16 +135,14 @@ class Experiment:
                 run_identity(run, self.data_fingerprint, self.results))
 
     def cached(self, run, here=True):
-        """The run's finished result when its identity and the precision it would train in here match and its
-        files are whole; else None, saying why when there was a result. here=False: a Ray driver whose workers are
-        other machines, where `precision = auto` may resolve otherwise, leaves a result that matches in all
-        else to the worker that would train it, which compares its precision (cluster.train_task)."""
+        """The run's finished result when its identity and the precision it would train in here match and its files
+        are whole; else None, saying why when there was a result. here=False (a Ray driver whose workers may resolve
+        `precision = auto` otherwise): a result that matches in all else goes to the worker that would train it."""
         cached = read_json(os.path.join(run.folder, "result.json"))
         if not cached:
             return None
         changed = what_changed(cached, *self.identity(run))
-        # `precision = auto` stays auto in a result's settings and resolves by the device that trains: the
-        # precision a run trained in is compared where it is resolved.
+        # A result's settings hold `precision = auto` as set: what it resolved to is compared where it resolves.
         if not changed and here and cached.get("precision") != self.precision:
             changed = f"it trained in {cached.get('precision')} and would train in {self.precision} here"
         if changed:
@@ -160,8 +158,7 @@ class Experiment:
         return cached
 
     def forget(self, run, names=("result.json", "checkpoint.pt")):
-        """The run's files of these names, removed where they are; by default its result and checkpoint
-        (--retrain: so that it trains from the start)."""
+        """Remove the run's files of these names; by default its result and checkpoint (--retrain: it trains anew)."""
         for name in names:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(run.folder, name))
@@ -222,10 +219,11 @@ class Experiment:
             size = self.settings.batch_size
             raise ExperimentError(f"{run.name}: out of {self.device} memory at --batch-size {size}; try "
                                   f"--batch-size {size // 2} (the learning rate scales with it)") from None
-        result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", **run.description(), seed=run.seed,
-                      dataset=self.settings.dataset, **outcome, classes=self.data.classes,
-                      device=str(self.device), precision=self.precision, finished_at=datetime.datetime.now().isoformat(),
-                      settings=settings, identity=identity, code_commit=git_commit(),
+        result = dict(name=run.name, model=run.model, dendritic=run.kind == "dendritic", **run.description(),
+                      seed=run.seed, dataset=self.settings.dataset, **outcome, classes=self.data.classes,
+                      device=str(self.device), precision=self.precision,
+                      finished_at=datetime.datetime.now().isoformat(), settings=settings, identity=identity,
+                      code_commit=git_commit(),
                       files={name: os.path.getsize(os.path.join(run.folder, name)) for name in SAVED_FILES})
         write_json(os.path.join(run.folder, "result.json"), result)
         write_run_pictures(run.folder, run.name, self.data)
@@ -307,8 +305,6 @@ def reported_runs(settings, experiment, plan):
     names = list(dict.fromkeys(name for run in run_names(settings) for name in (starts_from.get(run), run) if name))
     reported = [run for run in plan if run.name in names]
     reported.sort(key=lambda run: (run.seed, names.index(run.name)))
-    from dendritic_experiment.costs import run_macs  # compute per image, counted from the settings each result holds
-
     runs = [dict({k: v for k, v in experiment.results[run].items() if k not in ("settings", "classes")},
                  macs=run_macs(experiment.results[run]), **run.description())
             for run in reported]

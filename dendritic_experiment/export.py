@@ -1,7 +1,6 @@
-"""Write a finished run's model (baseline, width variant, control or dendritic) as a torch.export program,
-a .pt2 file that runs with torch alone: no perforatedai, no code of this project. A dendritic run's dendrites
-are rebuilt in plain PyTorch first (plain_model.py): the program holds only the parameters that run, as many
-as the run's "params" in result.json and summary.json.
+"""Write a finished run's model (any kind) as a torch.export program, a .pt2 file that runs with torch alone: no
+perforatedai, no code of this project. A dendritic run's dendrites are rebuilt in plain PyTorch first (plain_model.py):
+the program holds only the parameters that run, as many as the run's "params" in result.json and summary.json.
 
     python dendritic_experiment/export.py results/resnet18_dendritic resnet18_dendritic.pt2
 

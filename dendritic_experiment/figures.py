@@ -173,7 +173,7 @@ def frontier_panel(axes, lines, entries):
             axes.plot([e["params"] / 1e6] * 2, [e["accuracy"], e["accuracy"] - e["difference"]], ":",
                       color=RUN_COLOURS[e["kind"]], zorder=1, gid="distance to the frontier")
     if lines:
-        from matplotlib.ticker import FuncFormatter  # matplotlib only where a picture is drawn
+        from matplotlib.ticker import FuncFormatter
 
         axes.set_xscale("log")
         for axis in (axes.xaxis.set_major_formatter, axes.xaxis.set_minor_formatter):  # 20, not 2 x 10^1
@@ -194,12 +194,10 @@ def cycles_panel(axes, curves, rows, headline_entries):
         # The control as a wide band under the dendritic run's thin line: where they agree, both stay visible.
         style = dict(linewidth=5, alpha=0.35, zorder=2) if curve["kind"] == "control" else dict(linewidth=1.2, zorder=3)
         axes.plot(xs, ys, "-o", color=colour, markersize=4, label=label, **style)
-    by_name = {row["name"]: row for row in rows}
-    for target in dict.fromkeys(e["against"] for e in headline_entries if e["against"] in by_name):
-        if by_name[target]["kind"] != "baseline":
-            continue
-        axes.axhline(by_name[target]["val_accuracy"], color="tab:gray", linestyle="--", linewidth=1)
-        axes.annotate(f"{target} (its validation accuracy)", (0.02, by_name[target]["val_accuracy"]),
+    baselines = {row["name"]: row["val_accuracy"] for row in rows if row["kind"] == "baseline"}
+    for target in dict.fromkeys(e["against"] for e in headline_entries if e["against"] in baselines):
+        axes.axhline(baselines[target], color="tab:gray", linestyle="--", linewidth=1)
+        axes.annotate(f"{target} (its validation accuracy)", (0.02, baselines[target]),
                       xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(0, 3), fontsize=8,
                       color="tab:gray")
     axes.set_title("Best validation accuracy in each cycle:\ndendrites (green) against equal training (orange)",

@@ -1,11 +1,6 @@
-"""The width frontier: the best test accuracy a family (a model and its width variants, `resnet18_w1.25`;
-a run's family is data of its plan) reaches at a parameter count by spending parameters on width, and
-each run's distance to it, paired by seed. The rules and the why: docs/method.md, "The width frontier".
-
-    line = family_frontier(runs, "resnet18")      # None without two members of different sizes
-    line.accuracy_at(12.4e6)                      # points, or None outside the range
-    weights_against(runs, "resnet18_dendritic", line)   # the contrast comparisons.py computes
-"""
+"""The width frontier: the best test accuracy a family (a model and its width variants, `resnet18_w1.25`; a run's
+family is data of its plan) reaches at a parameter count by spending parameters on width, and each run's distance to
+it, paired by seed. The rules and the why: docs/method.md, "The width frontier"."""
 import bisect
 import math
 from dataclasses import dataclass

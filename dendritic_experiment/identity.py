@@ -1,9 +1,7 @@
-"""A run's identity: what a finished result belongs to, so that it is reused only for the same thing
-(docs/method.md, "When results are reused"). Everything a result depends on is listed here, as data: its
-settings (result_settings) and its identity (run_identity: data, code, libraries, the runs it starts from),
-both in its result.json and compared in one place, what_changed; when any part differs the run trains again,
-and so does every run that starts from it. The precision a run trained in is compared where `precision =
-auto` is resolved (experiment.Experiment.cached).
+"""A run's identity: what a finished result belongs to, so that it is reused only for the same thing (docs/method.md,
+"When results are reused"). Everything a result depends on is listed here, as data: its settings (result_settings)
+and its identity (run_identity), both in its result.json and compared in one place, what_changed. The precision a
+run trained in is compared where `precision = auto` is resolved (experiment.Experiment.cached).
 """
 import ast
 import functools
@@ -21,9 +19,7 @@ RESULT_FORMAT = 4
 NO_IDENTITY = "its result.json predates result identities (format 1)"
 PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
-# The settings a run's result depends on, stored in its result.json and compared before it is reused
-# (with the rest of its identity: run_identity); result_settings adds the seed, the model and the
-# precision setting (auto stays auto: it is resolved where the run trains).
+# The settings a run's result depends on; result_settings adds the seed, the model and the precision as set (auto too).
 DATA_SETTINGS = ("dataset", "val_split", "augment", "cutout", "smoke")
 TRAINING_SETTINGS = ("width", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "label_smoothing",
                      "warmup_epochs")

@@ -22,13 +22,19 @@ def mean_and_covariance(xs, ys):
     n = len(xs)
     x_mean, y_mean = sum(xs) / n, sum(ys) / n
     covariance = sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys)) / (n - 1)
-    return x_mean, y_mean, covariance
+    return x_mean, covariance
+
+
+def sd(values):
+    """The sample standard deviation (n - 1) of at least two values."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
 def seed_interval(differences):
     """Mean and 95% t interval of paired per-seed differences (at least two)."""
     n = len(differences)
-    mean, _, variance = mean_and_covariance(differences, differences)
+    mean, variance = mean_and_covariance(differences, differences)
     half = t_975(n - 1) * math.sqrt(variance / n)
     return mean, mean - half, mean + half
 
@@ -38,9 +44,9 @@ def seed_ratio_interval(numerators, denominators):
     does not reject mean(numerator - r * denominator) = 0), from paired per-seed values (at least two).
     (ratio, low, high), or None when the denominator's mean cannot be told from zero: no bounded interval."""
     n = len(numerators)
-    a, _, aa = mean_and_covariance(numerators, numerators)
-    b, _, bb = mean_and_covariance(denominators, denominators)
-    _, _, ab = mean_and_covariance(numerators, denominators)
+    a, aa = mean_and_covariance(numerators, numerators)
+    b, bb = mean_and_covariance(denominators, denominators)
+    _, ab = mean_and_covariance(numerators, denominators)
     q = t_975(n - 1) ** 2 / n
     # (a - r b)^2 <= q (aa - 2 r ab + r^2 bb), as A r^2 - 2 B r + C <= 0:
     big_a, big_b, big_c = b * b - q * bb, a * b - q * ab, a * a - q * aa
@@ -111,8 +117,7 @@ def t_test_power(effect, seeds):
 
 
 def resolved_difference(sd_difference, seeds):
-    """The difference (points) that this many paired seeds find with POWER, given the sd of the per-seed
-    differences (3.26 sd at 3 seeds, 1.43 at 6, 1.00 at 10)."""
+    """The difference (points) that `seeds` paired seeds find with POWER, given the sd of the per-seed differences."""
     from scipy import optimize
 
     effect = optimize.brentq(lambda effect: t_test_power(effect, seeds) - POWER, 0.0, 100.0, xtol=1e-6)
@@ -135,8 +140,7 @@ def seeds_needed(sd_difference, difference):
 
 def sign_flip_p(differences):
     """Two-sided p of the exact sign-flip test of paired differences: the share of the 2^n sign patterns
-    whose mean is at least as far from zero as the observed one. Its smallest p is 2 / 2^n: 0.25 at 3
-    seeds, 0.0625 at 5, 0.03125 at 6. Beyond EXACT_SIGN_FLIPS seeds, 2^16 patterns drawn at random."""
+    whose mean is at least as far from zero as the observed one (at least 2 / 2^n: 0.25 at 3 seeds)."""
     differences = np.asarray(differences, dtype=float)
     n = len(differences)
     if n <= EXACT_SIGN_FLIPS:

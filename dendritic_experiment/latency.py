@@ -1,10 +1,7 @@
-"""CPU inference latency of each finished run's model, timed side by side for summary.md (how it is measured
-and what it found: docs/performance.md, "Latency and export"; tests/latency_table.py times exported models).
-
-Models are timed interleaved, one forward of each in turn, so that a machine busy with other work
-slows all alike and their ratios hold: on a shared machine, models timed one after the other compared
-41% apart where interleaved timings gave 18%.
-"""
+"""CPU inference latency of each finished run's model, timed side by side for summary.md (how it is measured and what
+it found: docs/performance.md, "Latency and export"; tests/latency_table.py times exported models). Models are timed
+interleaved, one forward of each in turn, so that a machine busy with other work slows all alike and their ratios
+hold: on a shared machine, models timed one after the other compared 41% apart where interleaved timings gave 18%."""
 import os
 import statistics
 import sys
@@ -13,32 +10,33 @@ import time
 import torch
 
 from dendritic_experiment import plain_model
+from dendritic_experiment.comparisons import described
 from dendritic_experiment.costs import CIFAR_IMAGE
 from dendritic_experiment.utils import read_json, write_json
 
 
 def measure_latency(models, batch_sizes=(1, 64), threads=1, seconds=1.0, warmup_rounds=2, min_rounds=5,
                     max_rounds=200):
-    """{name: {batch size: median ms of one forward}} of models ({name: nn.Module or callable}) on the CPU,
-    in eval mode, without gradients, on `threads` threads. Per batch size: warmup_rounds untimed rounds (a
-    shape's first call builds its kernels), then rounds of one forward of each model until `seconds` have
-    passed and min_rounds are done, or max_rounds are; what that costs: docs/performance.md,
-    "Latency and export"."""
-    names = list(models)
+    """{name: {batch size: median ms of one forward}} of models ({name: nn.Module or callable}) on the CPU, in eval
+    mode, without gradients, on `threads` threads. Per batch size: warmup_rounds untimed rounds (a shape's first call
+    builds its kernels), then rounds of one forward of each model until `seconds` have passed and min_rounds are done,
+    or max_rounds are; what that costs: docs/performance.md, "Latency and export"."""
     for model in models.values():
         to_eval_mode(model)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            return transpose({batch: time_batch(models, names, batch, seconds, warmup_rounds, min_rounds, max_rounds)
-                              for batch in batch_sizes})
+            by_batch = {batch: time_batch(models, batch, seconds, warmup_rounds, min_rounds, max_rounds)
+                        for batch in batch_sizes}
     finally:
         torch.set_num_threads(previous_threads)
+    return {name: {batch: times[name] for batch, times in by_batch.items()} for name in models}
 
 
-def time_batch(models, names, batch, seconds, warmup_rounds, min_rounds, max_rounds):
+def time_batch(models, batch, seconds, warmup_rounds, min_rounds, max_rounds):
     """{name: median milliseconds} at one batch size."""
+    names = list(models)
     images = torch.randn(batch, *CIFAR_IMAGE, generator=torch.Generator().manual_seed(0))
     for _ in range(warmup_rounds):
         for name in names:
@@ -63,15 +61,7 @@ def to_eval_mode(model):
         pass
 
 
-def transpose(by_batch):
-    """{batch: {name: ms}} -> {name: {batch: ms}}."""
-    names = next(iter(by_batch.values()), {})
-    return {name: {batch: times[name] for batch, times in by_batch.items()} for name in names}
-
-
-# ---------------------------------------------------------------------------------------------
 # The experiment's runs: each one's model timed beside the others, cached while none changes.
-# ---------------------------------------------------------------------------------------------
 
 RUN_BATCH_SIZES = (1, 32)  # one image, as a device classifies a camera frame, and a batch for throughput
 RUN_THREADS = 1
@@ -83,10 +73,7 @@ def run_latencies(runs, run_dirs, results_dir):
     builds it) on this CPU, each architecture timed once, side by side. Reused from results_dir/latency.json
     while architectures, batch sizes, threads, CPU and torch are the same (weights do not change the time);
     else all are measured anew together, so that the ratios hold (seconds for the default plan's models)."""
-    first = {}  # name: the result.json of its first seed
-    for run in runs:
-        if run["name"] not in first:
-            first[run["name"]] = plain_model.read_result(run_dirs[run["name"], run["seed"]])
+    first = {name: plain_model.read_result(run_dirs[name, run["seed"]]) for name, run in described(runs).items()}
     architectures = {name: architecture(result) for name, result in first.items()}
     key = dict(cpu=cpu_name(), torch=torch.__version__, threads=RUN_THREADS, batch_sizes=list(RUN_BATCH_SIZES),
                architectures=architectures)

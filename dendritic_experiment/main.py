@@ -5,9 +5,7 @@
     python dendritic_experiment/main.py --help     # every setting (defaults in config.py)
     python -m dendritic_experiment ...             # the same
 
-Writes results/<run>/ (result.json, history.csv, model.pt; a dendritic run also the library's PAI.png
-and CSVs) and results/summary.json, summary.md, comparison.png; a finished run whose settings have not
-changed is reused. This file is the command line only: the experiment itself is experiment.py.
+The command line only: the experiment is experiment.py; what it writes, README.md's "What it writes".
 """
 import contextlib
 import os

@@ -2,14 +2,14 @@
 import math
 
 from dendritic_experiment.comparisons import SIGN_FLIP_SEEDS, aggregate, described, reference_networks
-from dendritic_experiment.frontier import Frontier
+from dendritic_experiment.frontier import Frontier, mean
 
 NEGLIGIBLE_SHARE = 0.001  # dendrites carrying under 0.1% of their layers' output variance do next to nothing
 LATENCY_NOTE = "each run's model timed beside the others"
 
 
 def summary_markdown(summary):
-    """summary.md from summary.json alone, the question answered first."""
+    """summary.md from summary.json alone."""
     runs, headline_entries, frontier = summary["runs"], summary.get("headline", []), summary.get("frontier", [])
     comparisons = summary.get("comparisons", [])
     seeds = sorted({run["seed"] for run in runs})
@@ -60,7 +60,7 @@ def headline_lines(entries, kinds):
     return lines
 
 
-def frontier_lines(entries, lines=()):
+def frontier_lines(entries, lines):
     """Each family's width frontier, and each dendritic run and control against it, in words."""
     text = []
     for line in (Frontier(**line) for line in lines):  # summary.json's form
@@ -224,8 +224,8 @@ def contribution_lines(runs):
         if not kept:
             lines.append(f"- **{name}**: no dendrite was kept in any of {len(seeds)} seed(s).")
             continue
-        share = sum(f["dendrite_share"] for f in kept) / len(kept)
-        scale = sum(f["dendrite_scale"] for f in kept) / len(kept)
+        share = mean(f["dendrite_share"] for f in kept)
+        scale = mean(f["dendrite_scale"] for f in kept)
         reading = ("next to nothing: in effect the run is its control with unused parameters, and any gain "
                    "over the baseline comes from the extra epochs" if share < NEGLIGIBLE_SHARE
                    else "a measurable part of what those layers compute")

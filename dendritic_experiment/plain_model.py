@@ -1,10 +1,6 @@
-"""A finished run's model as plain PyTorch, its dendrites rebuilt without perforatedai: loading never imports
-the library, so a dendritic model runs where it is not installed, and torch.export can export it (export.py).
-
-    from dendritic_experiment import plain_model
-    model = plain_model.load("results/resnet18_dendritic")     # any run: eval mode, on the CPU
-    plain_model.dendritic_params("resnet18", 100, 1.0, ["layer3.0.conv2", "layer3.1.conv2"], 2)
-"""
+"""A finished run's model as plain PyTorch (plain_model.load(run_dir)), its dendrites rebuilt without perforatedai:
+loading never imports the library, so a dendritic model runs where it is not installed, and torch.export can export
+it (export.py)."""
 import copy
 import os
 
@@ -99,9 +95,7 @@ def dendritic_params(model_name, num_classes, width, module_names, dendrites):
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-# ---------------------------------------------------------------------------------------------
-# A finished run's folder: result.json and model.pt.
-# ---------------------------------------------------------------------------------------------
+# --- A finished run's folder: result.json and model.pt ---
 
 def read_result(run_dir):
     """result.json of a finished run, checked for what rebuilding its model needs."""

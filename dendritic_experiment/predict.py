@@ -125,8 +125,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.top_k < 1:
         raise ExperimentError(f"--top-k {args.top_k} is not allowed: use 1 or more")
-    # Shrunk at once, so that many large photos never sit in memory together; and a wrong path
-    # fails before the model loads.
+    # Shrunk at once, so that many large photos never sit in memory together; a wrong path fails before the model loads.
     images = [to_model_size(open_image(path)) for path in args.images]
     predictor = Predictor.load(args.run_dir, args.device)
     for path, prediction in zip(args.images, predictor.predict_batch(images, args.top_k)):

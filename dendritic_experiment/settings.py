@@ -1,6 +1,5 @@
-"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the
-device and the precision (what a result depends on: identity.py).
-Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
+"""config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the device and
+the precision. Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
 import math
@@ -18,9 +17,7 @@ from dendritic_experiment.models import MODELS, build_model, dendrite_modules_of
 from dendritic_experiment.plain_model import dendritic_params
 from dendritic_experiment.utils import ExperimentError, split_list
 
-# ---------------------------------------------------------------------------------------------
-# config.py is the single source: every name there is also a --flag.
-# ---------------------------------------------------------------------------------------------
+# --- config.py is the single source: every name there is also a --flag ---
 
 SETTING_LINE = re.compile(r"^(\w+) = (.+?)(?:\s+#\s*(.*))?$")  # `name = value  # what it does`
 
@@ -53,10 +50,9 @@ def build_parser():
         if group not in groups:
             groups[group] = parser.add_argument_group(group)
         flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            groups[group].add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=comment)
-        else:
-            groups[group].add_argument(flag, type=type(default), default=default, metavar=type(default).__name__.upper(), help=comment)
+        how = dict(action=argparse.BooleanOptionalAction) if isinstance(default, bool) else dict(
+            type=type(default), metavar=type(default).__name__.upper())
+        groups[group].add_argument(flag, default=default, help=comment, **how)
     return parser
 
 
@@ -97,11 +93,10 @@ def shrink_for_smoke(settings, given):
         print(f"--smoke: {said} (a flag you give is kept)", file=sys.stderr)
 
 
-# ---------------------------------------------------------------------------------------------
-# Run names and seeds.
-# ---------------------------------------------------------------------------------------------
+# --- Run names and seeds ---
 
 RUN_SUFFIXES = {"_dendritic": "dendritic", "_continued": "control"}  # a run name's ending -> its kind (else: baseline)
+
 
 def split_run_name(run_name):
     """The one reading of a run's name, into (model, kind): 'resnet18_continued' -> ('resnet18', 'control'),
@@ -116,9 +111,7 @@ def seed_list(settings):
     return [int(seed) for seed in split_list(settings.seeds)]
 
 
-# ---------------------------------------------------------------------------------------------
-# Checks: an impossible setting is refused before any work, naming it and what is allowed.
-# ---------------------------------------------------------------------------------------------
+# --- Checks: an impossible setting is refused before any work, naming it and what is allowed ---
 
 def refuse(settings, name, allowed):
     raise ExperimentError(f"--{name.replace('_', '-')} {getattr(settings, name)!r} is not allowed: {allowed}")
@@ -248,9 +241,7 @@ def check_frontier_reach(settings, runs, model, chosen):
            f"{WIDTH_STEP:g} that covers it) or lower --max-dendrites")
 
 
-# ---------------------------------------------------------------------------------------------
-# Device and precision
-# ---------------------------------------------------------------------------------------------
+# --- Device and precision ---
 
 DEVICES = "auto, cpu, mps, cuda or cuda:N"  # what --device accepts (main.py and predict.py)
 
@@ -275,10 +266,10 @@ def pick_device(name):
 
 
 def pick_precision(name, device):
-    """bf16 autocast on CUDA, fp16 (with a gradient scaler) on GPUs without bf16, else fp32."""
+    """auto: bf16 autocast on CUDA, else fp32; on GPUs without native bf16 (before Ampere), where emulated bf16 is
+    slow, fp16 with a gradient scaler."""
     if name != "auto":
         return name
     if device.type == "cuda":
-        # Without native bf16 (before Ampere) emulated bf16 is slow: fp16 with a scaler instead.
         return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return "fp32"

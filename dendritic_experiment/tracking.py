@@ -1,17 +1,7 @@
-"""Weights & Biases, with --wandb-project: one wandb run per invocation of main.py (a sweep trial is one),
-holding every training run of the experiment; what it logs: README.md, "Experiment tracking".
-
-    <run>/seed<k>/epoch, <run>/seed<k>/val_accuracy, ...   each run's epochs, on an epoch axis of its own
-    <run>/seed<k>/dendrite_added, .../dendrite_removed      growth events at their epoch (the dendrites after it),
-                                                            and .../params_after_growth
-    summary: <run>/seed<k>/test_accuracy, ...               every run's final figures, reused ones too
-    summary: headline/..., comparison/..., sweep/...        the verdict with its intervals; what a sweep maximises
-                                                            (sweep/dendritic_val_gain) and the dendritic run's
-                                                            validation accuracy (sweep/dendritic_val_accuracy)
-    pictures/comparison, pictures/<run>/seed<k>/curves      the report's pictures, at the end
-
-A run's epochs are logged from its history.csv once it has finished, in this process, so that runs trained
-by Ray workers are logged as those trained here. Nothing imports wandb unless --wandb-project is set.
+"""Weights & Biases, with --wandb-project: one wandb run per invocation of main.py (a sweep trial is one), holding
+every training run of the experiment; what it logs: README.md, "Experiment tracking". A run's epochs are logged from
+its history.csv once it has finished, in this process, so that runs trained by Ray workers are logged as those trained
+here. Nothing imports wandb unless --wandb-project is set.
 """
 import os
 

@@ -1,4 +1,4 @@
-"""What every script here shares and nothing experiment-specific: the one-line error, and files
+"""What every script here shares and nothing experiment-specific: the one-line error, comma lists, locks, and files
 written whole (JSON, CSV, torch) so that a kill never leaves half a file behind."""
 import csv
 import fcntl
@@ -9,6 +9,8 @@ import secrets
 import sys
 
 import torch
+
+TEMPORARY_PREFIX = ".tmp-"  # a file write_atomic has not yet renamed into place
 
 
 class ExperimentError(Exception):
@@ -35,9 +37,8 @@ def split_list(text):
 
 
 def try_lock(path):
-    """An exclusive lock on the file at path, which then holds this process's pid; or None while
-    another process holds it. The OS drops a lock when its process ends, even when killed, so a
-    stale lock never blocks."""
+    """An exclusive lock on the file at path, which then holds this process's pid; or None while another process
+    holds it. The OS drops a lock when its process ends, even when killed, so a stale lock never blocks."""
     handle = open(path, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,13 +62,6 @@ def check_writable(folder, flag):
     except OSError as error:
         raise ExperimentError(f"{flag} {folder!r} cannot be written ({error.strerror}); choose a writable "
                               "folder") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Files: written to a temporary file in the same folder, then renamed.
-# ---------------------------------------------------------------------------------------------
-
-TEMPORARY_PREFIX = ".tmp-"
 
 
 def write_atomic(path, data):
