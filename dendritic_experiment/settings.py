@@ -1,5 +1,5 @@
 """config.py turned into flags and checked settings, and what follows from settings alone: the seeds, the device and
-the precision. Nothing here touches the file system; experiment.py turns the settings into a plan of runs."""
+the precision. Nothing here reads data or results; experiment.py turns the settings into a plan of runs."""
 import argparse
 import importlib.util
 import math
